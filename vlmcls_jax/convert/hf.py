@@ -1,0 +1,220 @@
+"""Hugging Face checkpoints <-> our Flax NNX models, both directions.
+
+    model = load_hf("llava-hf/llava-1.5-7b-hf", dtype=jnp.bfloat16)   # or a local folder
+    save_hf(model, "out/")            # config.json + safetensors that transformers loads
+
+Our module names mirror transformers', so one naming rule maps every parameter path to its HF key:
+`a/b/kernel` <-> `a.b.weight` (transposed), `scale`/`embedding` <-> `weight`, `patch_embedding` <->
+`patch_embedding.weight` ([kh, kw, in, out] <-> torch's [out, in, kh, kw]).  The table is built from the
+model's own (abstract) state, so a parameter can never be forgotten: every model parameter must be found
+in the checkpoint and every checkpoint tensor must land in the model (known non-parameter buffers aside).
+
+Weights are read with safetensors only (never pickle), one tensor at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from vlmcls_jax.convert import hf_config
+from vlmcls_jax.models.clip import CLIPConfig, CLIPModel
+from vlmcls_jax.models.llama import LlamaConfig, LlamaForCausalLM
+from vlmcls_jax.models.llava import LlavaConfig, LlavaForConditionalGeneration
+
+# Key prefixes of other layouts of the same weights -> the transformers-5 file layout we use.
+_LLAVA_KEY_RENAMES = (
+    (re.compile(r"^model\.vision_tower\.(vision_model\.)?"), "vision_tower."),       # in-memory names
+    (re.compile(r"^model\.multi_modal_projector\."), "multi_modal_projector."),
+    (re.compile(r"^model\.language_model\."), "language_model.model."),
+    (re.compile(r"^lm_head\."), "language_model.lm_head."),
+    (re.compile(r"^vision_tower\.vision_model\."), "vision_tower."),                 # transformers-4 hub files
+)
+# Non-parameter buffers some checkpoints carry; transformers ignores them too.
+_IGNORED_KEYS = re.compile(r"(\.position_ids|\.rotary_emb\.inv_freq)$")
+
+
+def model_class(cfg) -> type[nnx.Module]:
+    table = {LlavaConfig: LlavaForConditionalGeneration, CLIPConfig: CLIPModel, LlamaConfig: LlamaForCausalLM}
+    if type(cfg) not in table:
+        raise TypeError(f"no model for config type {type(cfg).__name__}")
+    return table[type(cfg)]
+
+
+def abstract_model(cfg) -> nnx.Module:
+    """The model with `ShapeDtypeStruct`s instead of arrays (no memory, no compute)."""
+    return nnx.eval_shape(lambda: model_class(cfg)(cfg, rngs=nnx.Rngs(0)))
+
+
+# ---------------------------------------------------------------------------------------------- naming
+
+
+def _to_torch(a: np.ndarray, leaf: str) -> np.ndarray:
+    if leaf == "patch_embedding":
+        return a.transpose(3, 2, 0, 1)
+    return a.T if leaf == "kernel" else a
+
+
+def _from_torch(a: np.ndarray, leaf: str) -> np.ndarray:
+    if leaf == "patch_embedding":
+        return a.transpose(2, 3, 1, 0)
+    return a.T if leaf == "kernel" else a
+
+
+def hf_key(path: tuple) -> str:
+    """Our parameter path, e.g. ('vision_tower', 'encoder', 'layers', 0, 'mlp', 'fc1', 'kernel') -> HF key."""
+    *parents, leaf = (str(p) for p in path)
+    if leaf in ("kernel", "scale", "embedding"):
+        leaf = "weight"
+    elif leaf == "patch_embedding":
+        leaf = "patch_embedding.weight"
+    return ".".join(parents + [leaf])
+
+
+def canonical_key(key: str, cfg) -> str:
+    """Any accepted layout of a checkpoint key -> the transformers-5 file layout."""
+    if isinstance(cfg, LlavaConfig):
+        for pattern, replacement in _LLAVA_KEY_RENAMES:
+            key = pattern.sub(replacement, key)
+    return key
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def resolve_checkpoint(path_or_hub_id: str, revision: str | None = None) -> str:
+    """A local folder as is; otherwise a hub id, downloaded (config, tokenizer, safetensors only)."""
+    if os.path.isdir(path_or_hub_id):
+        return path_or_hub_id
+    if os.path.exists(path_or_hub_id):
+        raise ValueError(f"{path_or_hub_id} is a file; pass the checkpoint folder holding config.json")
+    from huggingface_hub import snapshot_download
+    return snapshot_download(path_or_hub_id, revision=revision,
+                             allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+
+
+def safetensors_files(checkpoint_dir: str) -> list[str]:
+    """The checkpoint's safetensors files (single file, or shards listed by the index)."""
+    index = os.path.join(checkpoint_dir, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            try:
+                weight_map = json.load(f)["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise ValueError(f"{index}: not a safetensors index with a 'weight_map' ({e})") from e
+        return [os.path.join(checkpoint_dir, name) for name in sorted(set(weight_map.values()))]
+    files = sorted(f for f in os.listdir(checkpoint_dir) if f.endswith(".safetensors"))
+    if files:
+        return [os.path.join(checkpoint_dir, f) for f in files]
+    if any(f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in os.listdir(checkpoint_dir)):
+        raise ValueError(f"{checkpoint_dir} has only pickle weights (.bin/.pt), which we never load. Convert them "
+                         "once with transformers (`from_pretrained(...).save_pretrained(dir, "
+                         "safe_serialization=True)`) or use the hub's safetensors revision (refs/pr/...).")
+    raise ValueError(f"{checkpoint_dir} holds no *.safetensors weights")
+
+
+def iter_tensors(files: list[str]) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Yields (file, key, numpy array) one tensor at a time."""
+    for file in files:
+        with safe_open(file, framework="numpy") as f:
+            for key in f.keys():
+                yield file, key, f.get_tensor(key)
+
+
+def load_weights(cfg, files: list[str], *, shardings: Callable[[tuple], jax.sharding.Sharding] | None = None
+                 ) -> nnx.Module:
+    """Builds the model for `cfg` from safetensors files, tensor by tensor.
+
+    shardings: optional function from parameter path to the `jax.sharding.Sharding` to place it with
+    (the sharding code passes one); default: the default device.
+    Raises ValueError listing missing / unexpected keys and naming any shape mismatch.
+    """
+    graphdef, state = nnx.split(abstract_model(cfg))
+    table = {hf_key(path): (path, var) for path, var in nnx.to_flat_state(state)}
+    tied = getattr(cfg, "text_config", cfg).tie_word_embeddings if not isinstance(cfg, CLIPConfig) else False
+    loaded, unexpected = {}, []
+    for file, key, array in iter_tensors(files):
+        name = canonical_key(key, cfg)
+        if name not in table:
+            if _IGNORED_KEYS.search(name) or (tied and name.endswith("lm_head.weight")):
+                continue
+            unexpected.append(key)
+            continue
+        path, var = table[name]
+        array = _from_torch(array, str(path[-1]))
+        if array.shape != var.shape:
+            raise ValueError(f"{os.path.basename(file)}: {key} has shape {array.shape} (after layout change), "
+                             f"the model's {'/'.join(map(str, path))} expects {var.shape}")
+        if name in loaded:
+            raise ValueError(f"{os.path.basename(file)}: {key} appears twice (as {name})")
+        value = jnp.asarray(array, dtype=var.dtype) if shardings is None else \
+            jax.device_put(array.astype(var.dtype), shardings(path))
+        loaded[name] = var.replace(value)
+        del array
+    missing = sorted(set(table) - set(loaded))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match the model config: missing keys {missing[:20]}"
+                         f"{' ...' if len(missing) > 20 else ''} ({len(missing)}); unexpected keys "
+                         f"{sorted(unexpected)[:20]}{' ...' if len(unexpected) > 20 else ''} ({len(unexpected)})")
+    return nnx.merge(graphdef, nnx.from_flat_state([(table[n][0], v) for n, v in loaded.items()]))
+
+
+def load_hf(path_or_hub_id: str, dtype=jnp.float32, param_dtype=None, *, revision: str | None = None,
+            shardings=None) -> nnx.Module:
+    """Loads a LLaVA, CLIP or Llama checkpoint (chosen by its config.json) as our model.
+
+    dtype: computation dtype; param_dtype: storage dtype (default: dtype).  Accepts transformers-5
+    files, transformers-4 hub files (`vision_tower.vision_model.*`) and in-memory `model.*` names.
+    """
+    checkpoint_dir = resolve_checkpoint(path_or_hub_id, revision)
+    cfg = hf_config.load_config(checkpoint_dir, dtype, param_dtype)
+    return load_weights(cfg, safetensors_files(checkpoint_dir), shardings=shardings)
+
+
+# ---------------------------------------------------------------------------------------------- saving
+
+
+def save_hf(model: nnx.Module, out_dir: str, *, max_shard_bytes: int = 5 * 2**30) -> None:
+    """Writes `config.json` + safetensors (sharded with an index past `max_shard_bytes`) that transformers'
+    `from_pretrained` loads with no missing or unexpected keys.  Weights keep their `param_dtype`.
+    Each shard is written as soon as it fills, so at most one shard is held in host memory."""
+    os.makedirs(out_dir, exist_ok=True)
+    hf_config.to_hf(model.config).save_pretrained(out_dir)
+    _, state = nnx.split(model)
+    written, current, size, total = [], {}, 0, 0   # written: (temporary file, keys)
+
+    def flush():
+        tmp = os.path.join(out_dir, f".shard-{len(written):05d}.tmp")
+        save_file(current, tmp, metadata={"format": "pt"})
+        written.append((tmp, list(current)))
+
+    for path, var in nnx.to_flat_state(state):
+        array = np.ascontiguousarray(_to_torch(np.asarray(jax.device_get(var[...])), str(path[-1])))
+        if current and size + array.nbytes > max_shard_bytes:
+            flush()
+            current, size = {}, 0
+        current[hf_key(path)] = array
+        size += array.nbytes
+        total += array.nbytes
+    flush()
+    if len(written) == 1:
+        os.replace(written[0][0], os.path.join(out_dir, "model.safetensors"))
+        return
+    weight_map = {}
+    for i, (tmp, keys) in enumerate(written):
+        name = f"model-{i + 1:05d}-of-{len(written):05d}.safetensors"
+        os.replace(tmp, os.path.join(out_dir, name))
+        weight_map.update({k: name for k in keys})
+    index = os.path.join(out_dir, "model.safetensors.index.json")
+    with open(index + ".tmp", "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    os.replace(index + ".tmp", index)

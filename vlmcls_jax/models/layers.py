@@ -1,0 +1,126 @@
+"""Building blocks shared by every model: linear, embedding, norms, activations, attention.
+
+Axis letters used in shapes throughout `models/`:
+  B batch, T query length, S key length (cache slots), D model width, F MLP width,
+  N query heads, K key/value heads, H head dim, V vocabulary, L layers.
+
+Every parameter is an `nnx.Param` carrying `logical_axes`, a tuple of names from
+{"embed", "mlp", "heads", "kv_heads", "vocab", "patch", "positions", None}. The sharding code maps
+those names to mesh axes; model code never mentions a mesh. (We use our own metadata key rather
+than Flax's `sharding_names`, which shards eagerly at creation and so needs a mesh to build a model.)
+
+Precision: parameters are stored in `param_dtype`, matmuls take `dtype` inputs and accumulate in
+float32 (`preferred_element_type`), norms and softmax run in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Dtype = Any
+Axes = tuple[str | None, ...]
+
+default_init = nnx.initializers.normal(stddev=0.02)
+
+
+def param(rngs: nnx.Rngs | None, init, shape: tuple[int, ...], axes: Axes, param_dtype: Dtype) -> nnx.Param:
+    """A parameter of `shape` annotated with logical axis names (one per dimension)."""
+    if len(axes) != len(shape):
+        raise ValueError(f"logical axes {axes} do not match parameter shape {shape}")
+    key = rngs.params() if rngs is not None else jax.random.key(0)
+    return nnx.Param(init(key, shape, param_dtype), logical_axes=tuple(axes))
+
+
+def matmul(x: jax.Array, w: jax.Array, spec: str, dtype: Dtype) -> jax.Array:
+    """`einsum(spec, x, w)` with `dtype` inputs accumulated in float32; returns float32."""
+    return jnp.einsum(spec, x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+
+
+class Linear(nnx.Module):
+    """y = x @ kernel + bias.  x: [..., in] -> [..., out]; kernel: [in, out] (torch's weight transposed)."""
+
+    def __init__(self, in_features: int, out_features: int, *, axes: tuple[str | None, str | None], use_bias: bool,
+                 dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs | None):
+        self.kernel = param(rngs, default_init, (in_features, out_features), axes, param_dtype)
+        self.bias = param(rngs, nnx.initializers.zeros, (out_features,), axes[1:], param_dtype) if use_bias else None
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = matmul(x, self.kernel[...], "...i,io->...o", self.dtype)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(jnp.float32)
+        return y.astype(self.dtype)
+
+
+class Embed(nnx.Module):
+    """Token embedding table float[V, D]; `attend` gives tied-output logits."""
+
+    def __init__(self, num_embeddings: int, features: int, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs | None,
+                 axes: Axes = ("vocab", "embed")):
+        self.embedding = param(rngs, default_init, (num_embeddings, features), axes, param_dtype)
+        self.dtype = dtype
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        """int[...] -> dtype[..., D]."""
+        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """x: [..., D] -> float32[..., V]."""
+        return matmul(x, self.embedding[...], "...d,vd->...v", self.dtype)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm with scale and bias, computed in float32 (torch.nn.LayerNorm semantics)."""
+
+    def __init__(self, features: int, *, eps: float, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs | None = None):
+        self.scale = param(rngs, nnx.initializers.ones, (features,), ("embed",), param_dtype)
+        self.bias = param(rngs, nnx.initializers.zeros, (features,), ("embed",), param_dtype)
+        self.eps, self.dtype = eps, dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(jnp.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(self.dtype)
+
+
+class RMSNorm(nnx.Module):
+    """Llama RMSNorm: normalise in float32, cast back to `dtype`, then multiply by the weight (HF order)."""
+
+    def __init__(self, features: int, *, eps: float, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs | None = None):
+        self.scale = param(rngs, nnx.initializers.ones, (features,), ("embed",), param_dtype)
+        self.eps, self.dtype = eps, dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+        return self.scale[...].astype(self.dtype) * y.astype(self.dtype)
+
+
+def activation(name: str):
+    """HF activation names -> functions. "gelu" is the exact erf GELU (not the tanh approximation)."""
+    table = {
+        "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+        "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+        "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+        "silu": jax.nn.silu,
+        "relu": jax.nn.relu,
+    }
+    if name not in table:
+        raise ValueError(f"unsupported activation {name!r}; known: {sorted(table)}")
+    return table[name]
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Scaled dot-product attention with grouped-query heads.
+
+    q: [B, T, N, H]; k, v: [B, S, K, H] with N a multiple of K; mask: bool[B, 1, T, S] (True = attend)
+    or None. Returns [B, T, N, H]. Masked logits get a large finite negative, so a query row with no
+    visible key (a left-padding position) yields finite garbage rather than NaN.
+    """
+    return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)

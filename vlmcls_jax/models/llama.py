@@ -1,0 +1,234 @@
+"""Llama-family decoder (Llama 1/2/3, Vicuna, Mistral without sliding window) with transformers' semantics.
+
+RMSNorm, rotary embeddings in HF's rotate_half convention (so converted q/k weights need no permutation),
+grouped-query attention, SwiGLU MLP, tied or untied output embeddings, left padding, explicit positions
+and a functional KV cache (`KVCache`) that can be prefilled and then extended by one or more tokens.
+
+Names mirror `LlamaForCausalLM` (`model.layers[i].self_attn.q_proj`, `model.norm`, `lm_head`).
+Axis letters: see `layers.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vlmcls_jax.models.kv_cache import KVCache
+from vlmcls_jax.models.layers import Embed, Linear, RMSNorm, attention, matmul
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 32
+    head_dim: int | None = None
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    # None, or {"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
+    # "original_max_position_embeddings"} (other HF rope types are refused by `inv_freq`).
+    rope_scaling: dict | None = None
+    max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+
+def inv_freq(cfg: LlamaConfig) -> np.ndarray:
+    """Rotary inverse frequencies float32[H/2], as transformers computes them (default and llama3 types)."""
+    dim = cfg.head_size
+    freq = 1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+    freq = freq.astype(np.float32)
+    scaling = cfg.rope_scaling or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return freq
+    if kind != "llama3":
+        raise ValueError(f"rope_scaling type {kind!r} is not supported (supported: default, llama3)")
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_len = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / freq
+    scaled = np.where(wavelen > old_len / low, freq / factor, freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def rotary(positions: jax.Array, freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """positions int[B, T] -> (cos, sin) float32[B, T, 1, H] (frequencies repeated, HF layout)."""
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(freq)
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x: [B, T, N, H]; rotate_half convention: (x1, x2) -> (-x2, x1)."""
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    return (x.astype(jnp.float32) * cos + rotated * sin).astype(x.dtype)
+
+
+class LlamaAttention(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, *, rngs):
+        D, N, K, H = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_size
+        kw = dict(use_bias=cfg.attention_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+        self.q_proj = Linear(D, N * H, axes=("embed", "heads"), **kw)
+        self.k_proj = Linear(D, K * H, axes=("embed", "kv_heads"), **kw)
+        self.v_proj = Linear(D, K * H, axes=("embed", "kv_heads"), **kw)
+        self.o_proj = Linear(N * H, D, axes=("heads", "embed"), **kw)
+        self.shape = (N, K, H)
+
+    def __call__(self, x, mask, cos, sin, kv: tuple[jax.Array, jax.Array] | None, start):
+        """x: [B, T, D]; mask: bool[B, 1, T, S]; cos/sin: [B, T, 1, H]; kv: cached ([B, S, K, H] x 2) or None
+        (then S = T); start: slot where the new keys are written.  Returns ([B, T, D], new kv or None)."""
+        B, T, _ = x.shape
+        N, K, H = self.shape
+        q = apply_rotary(self.q_proj(x).reshape(B, T, N, H), cos, sin)
+        k = apply_rotary(self.k_proj(x).reshape(B, T, K, H), cos, sin)
+        v = self.v_proj(x).reshape(B, T, K, H)
+        if kv is not None:
+            k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, start, 0, 0))
+            v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, start, 0, 0))
+        out = attention(q, k, v, mask)
+        return self.o_proj(out.reshape(B, T, N * H)), ((k, v) if kv is not None else None)
+
+
+class LlamaMLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs):
+        kw = dict(use_bias=cfg.mlp_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("embed", "mlp"), **kw)
+        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("embed", "mlp"), **kw)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, axes=("mlp", "embed"), **kw)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaDecoderLayer(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, *, rngs):
+        kw = dict(eps=cfg.rms_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, **kw)
+        self.self_attn = LlamaAttention(cfg, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, **kw)
+        self.mlp = LlamaMLP(cfg, rngs=rngs)
+
+    def __call__(self, x, mask, cos, sin, kv, start):
+        h, kv = self.self_attn(self.input_layernorm(x), mask, cos, sin, kv, start)
+        x = x + h
+        return x + self.mlp(self.post_attention_layernorm(x)), kv
+
+
+class DecoderOutput(NamedTuple):
+    hidden: jax.Array                        # [B, T, D] after the final norm
+    cache: KVCache | None                    # the extended cache, when one was passed in
+    hidden_states: tuple[jax.Array, ...]     # () unless requested: (embeddings, layer 1, ..., final normed)
+
+
+class LlamaModel(nnx.Module):
+    """Embeddings + decoder layers + final norm (transformers' `LlamaModel`)."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs):
+        self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                                  rngs=rngs)
+        self.layers = nnx.List([LlamaDecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+        self.config = cfg
+
+    def __call__(self, inputs_embeds: jax.Array, *, attention_mask: jax.Array | None = None,
+                 positions: jax.Array | None = None, cache: KVCache | None = None,
+                 output_hidden_states: bool = False) -> DecoderOutput:
+        """inputs_embeds: [B, T, D]; attention_mask: int/bool[B, T] (1 = real token, 0 = left padding);
+        positions: int[B, T] or None; cache: KVCache with room for T more tokens, or None.
+
+        Default positions count real tokens only (cumsum of the mask - 1, as transformers' `generate`
+        does), so a left-padded row gets the same positions as the unpadded one; pass `positions`
+        explicitly for anything else.
+        """
+        B, T, _ = inputs_embeds.shape
+        new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
+        if cache is None:
+            start, valid = 0, new_valid
+        else:
+            cache.check_room(T)
+            start = cache.end
+            valid = jax.lax.dynamic_update_slice(cache.valid, new_valid, (0, start))
+        S = valid.shape[1]
+        slots = start + jnp.arange(T)
+        mask = (jnp.arange(S)[None, :] <= slots[:, None])[None, None] & valid[:, None, None, :]  # [B, 1, T, S]
+        if positions is None:
+            counts = jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1
+            positions = jnp.maximum(jax.lax.dynamic_slice_in_dim(counts, start, T, axis=1), 0)
+        cos, sin = rotary(positions, inv_freq(self.config))
+
+        x = inputs_embeds.astype(self.config.dtype)
+        hidden_states = [x] if output_hidden_states else None
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            kv = (cache.keys[i], cache.values[i]) if cache is not None else None
+            x, kv = layer(x, mask, cos, sin, kv, start)
+            if kv is not None:
+                new_k.append(kv[0])
+                new_v.append(kv[1])
+            if output_hidden_states and i < len(self.layers) - 1:
+                hidden_states.append(x)
+        x = self.norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        if cache is not None:
+            cache = KVCache(keys=tuple(new_k), values=tuple(new_v), valid=valid, end=cache.end + T)
+        return DecoderOutput(x, cache, tuple(hidden_states) if output_hidden_states else ())
+
+
+class LlamaForCausalLM(nnx.Module):
+    """`LlamaModel` + output head (`lm_head`, or the embedding table when tied)."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        self.model = LlamaModel(cfg, rngs=rngs)
+        self.lm_head = None if cfg.tie_word_embeddings else Linear(
+            cfg.hidden_size, cfg.vocab_size, axes=("embed", "vocab"), use_bias=False, dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype, rngs=rngs)
+        self.config = cfg
+
+    def embed(self, input_ids: jax.Array) -> jax.Array:
+        """int[B, T] -> [B, T, D]."""
+        return self.model.embed_tokens(input_ids)
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """[..., D] -> float32[..., V]."""
+        if self.lm_head is None:
+            return self.model.embed_tokens.attend(hidden)
+        return matmul(hidden, self.lm_head.kernel[...], "...d,dv->...v", self.config.dtype)
+
+    def __call__(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
+                 attention_mask=None, positions=None, cache: KVCache | None = None):
+        """Returns (logits float32[B, T, V], extended cache or None)."""
+        if inputs_embeds is None:
+            inputs_embeds = self.embed(input_ids)
+        out = self.model(inputs_embeds, attention_mask=attention_mask, positions=positions, cache=cache)
+        return self.logits(out.hidden), out.cache
+
+    def init_cache(self, batch: int, max_length: int) -> KVCache:
+        cfg = self.config
+        return KVCache.init(num_layers=cfg.num_hidden_layers, batch=batch, max_length=max_length,
+                            num_kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_size, dtype=cfg.dtype)
