@@ -220,12 +220,20 @@ class LlamaForCausalLM(nnx.Module):
             return self.model.embed_tokens.attend(hidden)
         return matmul(hidden, self.lm_head.kernel[...], "...d,dv->...v", self.config.dtype)
 
+    def decode(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
+               attention_mask=None, positions=None, cache: KVCache | None = None,
+               output_hidden_states: bool = False) -> DecoderOutput:
+        """Final hidden states (and optionally every layer's); see `LlamaModel.__call__`."""
+        if inputs_embeds is None:
+            inputs_embeds = self.embed(input_ids)
+        return self.model(inputs_embeds, attention_mask=attention_mask, positions=positions, cache=cache,
+                          output_hidden_states=output_hidden_states)
+
     def __call__(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
                  attention_mask=None, positions=None, cache: KVCache | None = None):
         """Returns (logits float32[B, T, V], extended cache or None)."""
-        if inputs_embeds is None:
-            inputs_embeds = self.embed(input_ids)
-        out = self.model(inputs_embeds, attention_mask=attention_mask, positions=positions, cache=cache)
+        out = self.decode(input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                          positions=positions, cache=cache)
         return self.logits(out.hidden), out.cache
 
     def init_cache(self, batch: int, max_length: int) -> KVCache:

@@ -100,12 +100,16 @@ class LlavaForConditionalGeneration(nnx.Module):
                                          positions=positions, cache=cache,
                                          output_hidden_states=output_hidden_states)
 
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """[..., D] -> float32[..., V]."""
+        return self.language_model.logits(hidden)
+
     def __call__(self, input_ids: jax.Array, *, pixel_values=None, attention_mask=None, positions=None,
                  cache: KVCache | None = None):
         """input_ids int[B, T] -> (logits float32[B, T, V], extended cache or None)."""
         out = self.decode(input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                           positions=positions, cache=cache)
-        return self.language_model.logits(out.hidden), out.cache
+        return self.logits(out.hidden), out.cache
 
     def init_cache(self, batch: int, max_length: int) -> KVCache:
         return self.language_model.init_cache(batch, max_length)

@@ -1,0 +1,1 @@
+"""Data: image preprocessing, prompts and tokenization, sources and input pipelines."""

@@ -1,0 +1,73 @@
+"""LLaVA-1.5 prompts and their token ids, identical to transformers' `LlavaProcessor`.
+
+The conversation format is llava-hf's (`llava-hf/llava-1.5-*-hf` model cards):
+
+    USER: <image>\\n{question}\\nASSISTANT:[ {assistant_prefix}]
+
+`tokenize_prompts` expands each `<image>` into `num_image_tokens` copies (576 for CLIP ViT-L/14 at 336 px)
+in the text and tokenizes the result, exactly as `LlavaProcessor.__call__` does, then pads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+IMAGE_TOKEN = "<image>"
+
+
+def llava_prompt(question: str, assistant_prefix: str = "") -> str:
+    """The one-turn LLaVA-1.5 prompt for `question`, optionally with the start of the answer.
+
+    llava_prompt("What type of object is in this photo?", "The photo features a")
+      == "USER: <image>\\nWhat type of object is in this photo?\\nASSISTANT: The photo features a"
+    """
+    prompt = f"USER: {IMAGE_TOKEN}\n{question}\nASSISTANT:"
+    return f"{prompt} {assistant_prefix}" if assistant_prefix else prompt
+
+
+def tokenize_prompts(tokenizer, prompts: Sequence[str], num_image_tokens: int, image_token: str = IMAGE_TOKEN,
+                     padding_side: str = "left", max_length: int | None = None) -> dict[str, np.ndarray]:
+    """Tokenizes prompts with image placeholders expanded; pads to the longest prompt.
+
+    Args:
+      tokenizer: any transformers tokenizer that knows `image_token` as one token and has a pad token.
+      prompts: B strings, each with at least one `image_token` when `num_image_tokens > 0`.
+      num_image_tokens: image features per image (`(size // patch) ** 2` for LLaVA-1.5's "default"
+        feature selection, which drops CLS). With 0, placeholders are removed from the text.
+      padding_side: "left" (for batched decoding) or "right".
+      max_length: if set, a prompt longer than this (after expansion, with BOS) is an error.
+
+    Returns:
+      input_ids: int32[B, T], pad id where attention_mask is 0.
+      attention_mask: int32[B, T], 1 on real tokens.
+    """
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a sequence of strings, not one string")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer.pad_token is not set (pad_token_id is None); llava-hf tokenizers use '<pad>'")
+    if num_image_tokens > 0 and len(tokenizer.encode(image_token, add_special_tokens=False)) != 1:
+        raise ValueError(f"image_token {image_token!r} is not a single token for this tokenizer; add it as a "
+                         "special token first")
+
+    rows = []
+    for i, prompt in enumerate(prompts):
+        if num_image_tokens > 0 and image_token not in prompt:
+            raise ValueError(f"prompt {i} has no {image_token!r} placeholder: {prompt!r}")
+        ids = tokenizer(prompt.replace(image_token, image_token * num_image_tokens))["input_ids"]
+        if max_length is not None and len(ids) > max_length:
+            raise ValueError(f"prompt {i} is {len(ids)} tokens (with {num_image_tokens} image tokens per image), "
+                             f"more than max_length={max_length}: {prompt!r}")
+        rows.append(ids)
+
+    length = max((len(ids) for ids in rows), default=0)
+    input_ids = np.full((len(rows), length), tokenizer.pad_token_id, np.int32)
+    attention_mask = np.zeros((len(rows), length), np.int32)
+    for b, ids in enumerate(rows):
+        span = slice(length - len(ids), length) if padding_side == "left" else slice(0, len(ids))
+        input_ids[b, span] = ids
+        attention_mask[b, span] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -1,0 +1,68 @@
+"""Greedy generation: one jitted prefill, then a `lax.while_loop` of single-token decode steps.
+
+Works for any model with `decode(input_ids, pixel_values=?, attention_mask=, cache=) -> DecoderOutput`,
+`logits(hidden)` and `init_cache(batch, max_length)` (LLaVA and Llama).  Prompts are left-padded so every
+row's last prompt token sits in the same slot; all rows share one cache write position.  Shapes are
+static (cache of T + max_new_tokens slots), so one compilation serves every batch of the same shape.
+Matches transformers' greedy `generate`: after a row emits EOS it is filled with `pad_id`, and the loop
+stops early once every row has finished.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "eos_ids", "pad_id"))
+def _generate(graphdef, state, input_ids, attention_mask, pixel_values, *, max_new_tokens: int,
+              eos_ids: tuple[int, ...], pad_id: int):
+    model = nnx.merge(graphdef, state)
+    B, T = input_ids.shape
+    kwargs = {} if pixel_values is None else {"pixel_values": pixel_values}
+    cache = model.init_cache(B, T + max_new_tokens)
+    out = model.decode(input_ids, attention_mask=attention_mask, cache=cache, **kwargs)
+    first = jnp.argmax(model.logits(out.hidden[:, -1]), axis=-1).astype(jnp.int32)
+    is_eos = lambda tok: jnp.isin(tok, jnp.asarray(eos_ids, jnp.int32))
+    tokens = jnp.full((B, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
+
+    def cond(carry):
+        i, _, _, _, done = carry
+        return (i < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        i, tok, cache, tokens, done = carry
+        step = model.decode(tok[:, None], attention_mask=jnp.ones((B, 1), jnp.int32), cache=cache)
+        nxt = jnp.argmax(model.logits(step.hidden[:, -1]), axis=-1).astype(jnp.int32)
+        nxt = jnp.where(done, pad_id, nxt)
+        return i + 1, nxt, step.cache, tokens.at[:, i].set(nxt), done | is_eos(nxt)
+
+    carry = (jnp.int32(1), first, out.cache, tokens, is_eos(first))
+    _, _, _, tokens, _ = jax.lax.while_loop(cond, body, carry)
+    return tokens
+
+
+def generate(model: nnx.Module, input_ids, attention_mask=None, pixel_values=None, *, max_new_tokens: int,
+             eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None) -> jax.Array:
+    """Greedy decoding.
+
+    input_ids: int[B, T] left-padded prompts (image tokens already expanded for LLaVA);
+    attention_mask: int[B, T] (1 = real token); pixel_values: float[B_img, H, W, 3] or None.
+    eos/pad ids default to the model's text config.  Returns int32[B, max_new_tokens]: the new tokens,
+    EOS included, then `pad_token_id` after it.
+    """
+    text_cfg = getattr(model.config, "text_config", model.config)
+    eos = text_cfg.eos_token_id if eos_token_id is None else eos_token_id
+    eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (int(eos),))
+    pad = pad_token_id if pad_token_id is not None else (text_cfg.pad_token_id or (eos_ids[0] if eos_ids else 0))
+    if attention_mask is None:
+        attention_mask = jnp.ones_like(input_ids)
+    if not bool(jnp.all(jnp.asarray(attention_mask)[:, -1])):
+        raise ValueError("attention_mask: prompts must be left-padded (every row's last position a real token)")
+    graphdef, state = nnx.split(model)
+    return _generate(graphdef, state, jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask, jnp.int32),
+                     None if pixel_values is None else jnp.asarray(pixel_values), max_new_tokens=max_new_tokens,
+                     eos_ids=eos_ids, pad_id=int(pad))

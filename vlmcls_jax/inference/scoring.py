@@ -1,0 +1,79 @@
+"""Probabilistic inference: the log-likelihood of every candidate continuation (class name) of a prompt.
+
+The prompt (image + question + e.g. "ASSISTANT: The photo features a") is prefilled once; every candidate
+is then scored as an extension of that cached prefix, a chunk of candidates at a time, so the prefix is
+never recomputed per class.  Within a chunk the prefix cache is repeated per candidate row (simple and
+exact; a two-part attention that never materialises the repeat is the evaluation/performance issues'
+job).  Candidates are right-padded to one length; padding comes after the real tokens, so under the
+causal mask it never changes a real token's score.
+
+    score(c) = sum_j log p(c_j | prefix, c_<j)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_slots"))
+def _prefill(graphdef, state, input_ids, attention_mask, pixel_values, *, num_slots: int):
+    """Returns (cache, log-probs of the token after the prefix float32[B, V])."""
+    model = nnx.merge(graphdef, state)
+    kwargs = {} if pixel_values is None else {"pixel_values": pixel_values}
+    cache = model.init_cache(input_ids.shape[0], num_slots)
+    out = model.decode(input_ids, attention_mask=attention_mask, cache=cache, **kwargs)
+    return out.cache, jax.nn.log_softmax(model.logits(out.hidden[:, -1]), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _score_chunk(graphdef, state, cache, first_logp, cand_ids, cand_mask):
+    """cand_ids, cand_mask: int[C, L] (right-padded).  Returns summed log-probs float32[B, C]."""
+    model = nnx.merge(graphdef, state)
+    B, C = first_logp.shape[0], cand_ids.shape[0]
+    rows = jax.tree.map(lambda a: jnp.repeat(a, C, axis=0) if a.ndim else a, cache)      # [B*C, ...]
+    ids = jnp.tile(cand_ids, (B, 1))
+    mask = jnp.tile(cand_mask, (B, 1))
+    out = model.decode(ids, attention_mask=mask, cache=rows)
+    logp = jax.nn.log_softmax(model.logits(out.hidden[:, :-1]), axis=-1)               # predicts tokens 1..L-1
+    later = jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]                 # [B*C, L-1]
+    first = jnp.take_along_axis(first_logp, cand_ids[None, :, 0].repeat(B, 0), axis=-1)   # [B, C]
+    later = (later * mask[:, 1:]).sum(-1).reshape(B, C)
+    return first + later
+
+
+def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: list[list[int]],
+                     pixel_values=None, *, chunk_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Scores every candidate token sequence as a continuation of each prompt.
+
+    input_ids, attention_mask: int[B, T] left-padded prompts; candidates: C lists of token ids (each
+    non-empty, tokenised as they appear after the prompt); pixel_values: [B_img, H, W, 3] or None.
+    Returns (sum of log-probs float32[B, C], token counts int[C]); divide for a length-normalised score.
+    """
+    if not candidates or any(len(c) == 0 for c in candidates):
+        raise ValueError("candidates: every candidate needs at least one token")
+    L = max(len(c) for c in candidates)
+    C = len(candidates)
+    ids = np.zeros((C, L), np.int32)
+    mask = np.zeros((C, L), np.int32)
+    for i, c in enumerate(candidates):
+        ids[i, : len(c)], mask[i, : len(c)] = c, 1
+    graphdef, state = nnx.split(model)
+    cache, first_logp = _prefill(graphdef, state, jnp.asarray(input_ids, jnp.int32),
+                                 jnp.asarray(attention_mask, jnp.int32),
+                                 None if pixel_values is None else jnp.asarray(pixel_values),
+                                 num_slots=int(np.shape(input_ids)[1]) + L)
+    scores = []
+    for start in range(0, C, chunk_size):
+        chunk_ids, chunk_mask = ids[start:start + chunk_size], mask[start:start + chunk_size]
+        if len(chunk_ids) < chunk_size and C > chunk_size:   # keep one compiled shape: pad the last chunk
+            pad = chunk_size - len(chunk_ids)
+            chunk_ids = np.concatenate([chunk_ids, np.repeat(chunk_ids[:1], pad, 0)])
+            chunk_mask = np.concatenate([chunk_mask, np.repeat(chunk_mask[:1], pad, 0)])
+        chunk_scores = _score_chunk(graphdef, state, cache, first_logp, chunk_ids, chunk_mask)
+        scores.append(np.asarray(chunk_scores)[:, : min(chunk_size, C - start)])
+    return np.concatenate(scores, axis=1), mask.sum(1)
