@@ -1,0 +1,32 @@
+"""Entry point: `python -m vlmcls_jax.main --config configs/NAME.py[:ARGS] --workdir DIR`.
+
+The config's `job` field picks what runs; each job is a function `run(config, workdir)`.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "ml-collections config file", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "where outputs are written")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def jobs():
+    from vlmcls_jax import demo
+    return {"demo": demo.run}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    table = jobs()
+    if config.job not in table:
+        raise app.UsageError(f"config field job={config.job!r} is not one of {sorted(table)}")
+    table[config.job](config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
