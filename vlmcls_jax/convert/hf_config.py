@@ -47,10 +47,13 @@ def llama_from_hf(c, dtype=jnp.float32, param_dtype=None) -> LlamaConfig:
     scaling = rope if rope.get("rope_type", "default") != "default" else None
     if getattr(c, "sliding_window", None) and c.sliding_window < c.max_position_embeddings:
         raise ValueError(f"config sliding_window={c.sliding_window} is not supported (full attention only)")
+    head_dim = getattr(c, "head_dim", None)
+    if head_dim == c.hidden_size // c.num_attention_heads:
+        head_dim = None  # the implied value; keep configs equal whether or not config.json spells it out
     return LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
                        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
                        num_key_value_heads=c.num_key_value_heads or c.num_attention_heads,
-                       head_dim=getattr(c, "head_dim", None), rms_norm_eps=c.rms_norm_eps, rope_theta=float(theta),
+                       head_dim=head_dim, rms_norm_eps=c.rms_norm_eps, rope_theta=float(theta),
                        rope_scaling=scaling, max_position_embeddings=c.max_position_embeddings,
                        tie_word_embeddings=bool(c.tie_word_embeddings),
                        attention_bias=bool(getattr(c, "attention_bias", False)),

@@ -2,12 +2,12 @@
 
 Per image (channels last throughout):
 
-        file or PIL image (any mode)
-            -> to_rgb                       uint8[h, w, 3]   (transparency composited onto white)
-            -> [expand_to_square]           uint8[s, s, 3]   (LLaVA pad-to-square, optional)
-            -> shortest-edge resize (PIL)   uint8[h', w', 3]
-            -> center crop                  uint8[H, W, 3]   (zero-padded if smaller than the crop)
-            -> rescale, normalize           float32[H, W, 3]
+    file or PIL image (any mode)
+      -> to_rgb                       uint8[h, w, 3]   (transparency composited onto white)
+      -> [expand_to_square]           uint8[s, s, 3]   (LLaVA pad-to-square, optional)
+      -> shortest-edge resize (PIL)   uint8[h', w', 3]
+      -> center crop                  uint8[H, W, 3]   (zero-padded if smaller than the crop)
+      -> rescale, normalize           float32[H, W, 3]
 
 Every step repeats transformers 5's arithmetic (resize-size truncation, crop offsets, float64 rescale then
 float32 normalize), so outputs equal `CLIPImageProcessorPil(...)(image).pixel_values` transposed to NHWC,
@@ -34,7 +34,8 @@ ImageLike = Image.Image | str | os.PathLike
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Reads an image file fully and returns it as RGB (see `to_rgb`).
 
-    EXIF orientation is not applied (as in LLaVA's and transformers' processors given a PIL image).
+    EXIF orientation is not applied, as in LLaVA's `Image.open(path).convert("RGB")` (transformers'
+    `load_image` does apply it, then converts without white compositing).
     Raises ValueError naming the file when it is missing, empty or not decodable.
     """
     path = os.fspath(path)
@@ -87,7 +88,9 @@ def expand_to_square(image: Image.Image, background_color: int | tuple[int, ...]
 class ClipPreprocessConfig:
     """What `clip_preprocess` does; defaults are openai CLIP ViT-*/14 at 224 px.
 
-    Images are always converted to RGB (`do_convert_rgb` in HF configs is ignored).
+    Images are always converted to RGB (`do_convert_rgb` in HF configs is ignored). `pad_to_square` is
+    LLaVA-1.5's `image_aspect_ratio="pad"` (HF's `LlavaImageProcessor` `do_pad`), applied by
+    `preprocess_batch`; llava-hf's LLaVA-1.5 checkpoints ship a plain CLIP processor without it.
     """
 
     size: int = 224  # shortest edge after resizing
@@ -100,6 +103,7 @@ class ClipPreprocessConfig:
     do_center_crop: bool = True
     do_rescale: bool = True
     do_normalize: bool = True
+    pad_to_square: bool = False
 
     @property
     def pad_color(self) -> tuple[int, ...]:
@@ -137,8 +141,8 @@ class ClipPreprocessConfig:
         for key in ("do_resize", "do_center_crop", "do_rescale", "do_normalize"):
             if key in d:
                 kwargs[key] = bool(d[key])
-        if d.get("do_pad"):
-            raise ValueError("do_pad=True (LlavaImageProcessor's pad-to-square): pass pad_to_square=True instead")
+        if "do_pad" in d:
+            kwargs["pad_to_square"] = bool(d["do_pad"])
         return cls(**kwargs)
 
     @classmethod
@@ -201,14 +205,16 @@ def clip_preprocess(image: Image.Image, cfg: ClipPreprocessConfig = ClipPreproce
 
 
 def preprocess_batch(images: Sequence[ImageLike], cfg: ClipPreprocessConfig = ClipPreprocessConfig(),
-                     pad_to_square: bool = False) -> np.ndarray:
+                     pad_to_square: bool | None = None) -> np.ndarray:
     """PIL images or image paths -> float32[B, crop_h, crop_w, 3].
 
-    `pad_to_square=True` is LLaVA-1.5's `image_aspect_ratio="pad"`: `expand_to_square` with `cfg.pad_color`
-    before resizing (equal to transformers' `LlavaImageProcessorPil(do_pad=True)`).
+    `pad_to_square` (default `cfg.pad_to_square`) is LLaVA-1.5's `image_aspect_ratio="pad"`: `expand_to_square`
+    with `cfg.pad_color` before resizing, as transformers' `LlavaImageProcessorPil(do_pad=True)`.
     """
     if not images:
         raise ValueError("preprocess_batch got no images")
+    if pad_to_square is None:
+        pad_to_square = cfg.pad_to_square
     out = []
     for image in images:
         image = to_rgb(image) if isinstance(image, Image.Image) else load_image(image)

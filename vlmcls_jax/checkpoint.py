@@ -1,0 +1,63 @@
+"""Model checkpoints in our own format: orbax for the parameters, JSON for the model config.
+
+    DIR/model_config.json   config_to_dict(model.config)
+    DIR/params/             orbax checkpoint of the model's nnx.Param state
+
+`load_model` restores straight into the abstract model's shapes and dtypes (optionally with shardings),
+so no random initialisation is ever materialised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from vlmcls_jax.convert.hf import abstract_model
+from vlmcls_jax.models.config_io import config_from_dict, config_to_dict
+from vlmcls_jax.models.presets import with_dtype
+
+CONFIG_FILE = "model_config.json"
+
+
+def save_model(model: nnx.Module, directory: str) -> None:
+    """Writes the model's config and parameters under `directory` (created; must not hold a checkpoint)."""
+    directory = os.path.abspath(directory)
+    params = os.path.join(directory, "params")
+    if os.path.exists(params):
+        raise ValueError(f"{params} already exists; choose an empty directory")
+    os.makedirs(directory, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(params, nnx.state(model, nnx.Param))
+    tmp = os.path.join(directory, CONFIG_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(config_to_dict(model.config), f, indent=2)
+    os.replace(tmp, os.path.join(directory, CONFIG_FILE))
+
+
+def load_config(directory: str):
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{path} not found: not a vlmcls_jax model checkpoint")
+    with open(path) as f:
+        return config_from_dict(json.load(f), where=path)
+
+
+def load_model(directory: str, dtype=None, param_dtype=None, shardings=None) -> nnx.Module:
+    """Restores a model saved by `save_model`; `dtype`/`param_dtype` override the saved ones.
+    shardings: optional function from parameter path to `jax.sharding.Sharding`."""
+    directory = os.path.abspath(directory)
+    cfg = load_config(directory)
+    if dtype is not None:
+        cfg = with_dtype(cfg, dtype, param_dtype)
+    graphdef, abstract = nnx.split(abstract_model(cfg))
+    if shardings is not None:
+        abstract = nnx.from_flat_state([
+            (p, v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=shardings(p))))
+            for p, v in nnx.to_flat_state(abstract)])
+    with ocp.StandardCheckpointer() as ckptr:
+        state = ckptr.restore(os.path.join(directory, "params"), abstract)
+    return nnx.merge(graphdef, state)
