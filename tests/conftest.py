@@ -1,0 +1,66 @@
+"""Shared pytest fixtures (CPU-only, offline).
+
+Real tokenizers come from the project workspace's `../shared/tokenizers/` (beside the repository root).
+User clones lack that folder, so fixtures that need it skip with a message saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+SHARED_TOKENIZERS = Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers"
+
+
+def shared_tokenizer_file(name: str) -> Path:
+    """Path of `../shared/tokenizers/<name>`; skips the calling test when it is absent."""
+    path = SHARED_TOKENIZERS / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found: the shared tokenizers folder exists only in the project workspace "
+                    "(../shared/tokenizers beside the repository), not in user clones")
+    return path
+
+
+def build_sentencepiece_tokenizer(model_file: Path, folder: Path):
+    """A transformers LlamaTokenizer (BOS on, EOS off) from a SentencePiece model, without the hub.
+
+    Follows ../shared/tokenizers/README.md: `LlamaTokenizer(vocab_file=...)` builds a broken tokenizer in
+    transformers 5, so go through a folder and `AutoTokenizer.from_pretrained`.
+    """
+    from transformers import AutoTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_file, folder / "tokenizer.model")
+    config = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def add_llava_tokens(tokenizer):
+    """Adds llava-hf's tokens to a Llama-2 tokenizer in place: `<image>` = 32000, `<pad>` = 32001 (pad)."""
+    from transformers import AddedToken
+
+    tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
+    tokenizer.add_special_tokens({"pad_token": AddedToken("<pad>", special=True, normalized=False)})
+    assert tokenizer.convert_tokens_to_ids(["<image>", "<pad>"]) == [32000, 32001]
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def llama2_tokenizer(tmp_path_factory):
+    """The plain Llama-2 tokenizer (32000 pieces, no pad token). Session-wide: do not mutate it."""
+    model = shared_tokenizer_file("llama2.model")
+    return build_sentencepiece_tokenizer(model, tmp_path_factory.mktemp("llama2_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def llava_tokenizer(tmp_path_factory):
+    """Llama-2 + llava-hf's `<image>` (32000) and `<pad>` (32001, the pad token), as in llava-1.5-*-hf.
+
+    Session-wide: do not mutate it.
+    """
+    model = shared_tokenizer_file("llama2.model")
+    return add_llava_tokens(build_sentencepiece_tokenizer(model, tmp_path_factory.mktemp("llava_tokenizer")))
