@@ -14,6 +14,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -46,13 +47,13 @@ def _generate(graphdef, state, input_ids, attention_mask, pixel_values, *, max_n
 
 
 def generate(model: nnx.Module, input_ids, attention_mask=None, pixel_values=None, *, max_new_tokens: int,
-             eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None) -> jax.Array:
+             eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None) -> np.ndarray:
     """Greedy decoding.
 
     input_ids: int[B, T] left-padded prompts (image tokens already expanded for LLaVA);
     attention_mask: int[B, T] (1 = real token); pixel_values: float[B_img, H, W, 3] or None.
     eos/pad ids default to the model's text config.  Returns int32[B, max_new_tokens]: the new tokens,
-    EOS included, then `pad_token_id` after it.
+    EOS included, then `pad_token_id` after it, as a host (numpy) array ready for `tokenizer.batch_decode`.
     """
     text_cfg = getattr(model.config, "text_config", model.config)
     eos = text_cfg.eos_token_id if eos_token_id is None else eos_token_id
@@ -63,6 +64,6 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, pixel_values=Non
     if not bool(jnp.all(jnp.asarray(attention_mask)[:, -1])):
         raise ValueError("attention_mask: prompts must be left-padded (every row's last position a real token)")
     graphdef, state = nnx.split(model)
-    return _generate(graphdef, state, jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask, jnp.int32),
+    return np.asarray(_generate(graphdef, state, jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask, jnp.int32),
                      None if pixel_values is None else jnp.asarray(pixel_values), max_new_tokens=max_new_tokens,
-                     eos_ids=eos_ids, pad_id=int(pad))
+                     eos_ids=eos_ids, pad_id=int(pad)))
