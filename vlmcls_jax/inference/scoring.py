@@ -1,11 +1,11 @@
 """Probabilistic inference: the log-likelihood of every candidate continuation (class name) of a prompt.
 
 The prompt (image + question + e.g. "ASSISTANT: The photo features a") is prefilled once; every candidate
-is then scored as an extension of that cached prefix, a chunk of candidates at a time, so the prefix is
-never recomputed per class.  Within a chunk the prefix cache is repeated per candidate row (simple and
-exact; a two-part attention that never materialises the repeat is the evaluation/performance issues'
-job).  Candidates are right-padded to one length; padding comes after the real tokens, so under the
-causal mask it never changes a real token's score.
+is then scored as a continuation of that cached prefix, a chunk of candidates at a time.  The prefix is
+never recomputed and its cache never copied per candidate: the candidates' queries attend to the shared
+cache and to their own keys in one softmax (`layers.attention_with_prefix`).  Candidates are right-padded
+to one length; padding comes after the real tokens, so under the causal mask it never changes a real
+token's score.
 
     score(c) = sum_j log p(c_j | prefix, c_<j)
 """
@@ -35,10 +35,9 @@ def _score_chunk(graphdef, state, cache, first_logp, cand_ids, cand_mask):
     """cand_ids, cand_mask: int[C, L] (right-padded).  Returns summed log-probs float32[B, C]."""
     model = nnx.merge(graphdef, state)
     B, C = first_logp.shape[0], cand_ids.shape[0]
-    rows = jax.tree.map(lambda a: jnp.repeat(a, C, axis=0) if a.ndim else a, cache)      # [B*C, ...]
-    ids = jnp.tile(cand_ids, (B, 1))
+    ids = jnp.tile(cand_ids, (B, 1))                                                      # [B*C, L]
     mask = jnp.tile(cand_mask, (B, 1))
-    out = model.decode(ids, attention_mask=mask, cache=rows)
+    out = model.decode(ids, attention_mask=mask, prefix=cache)
     logp = jax.nn.log_softmax(model.logits(out.hidden[:, :-1]), axis=-1)               # predicts tokens 1..L-1
     later = jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]                 # [B*C, L-1]
     first = jnp.take_along_axis(first_logp, cand_ids[None, :, 0].repeat(B, 0), axis=-1)   # [B, C]
@@ -66,7 +65,7 @@ def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: l
     cache, first_logp = _prefill(graphdef, state, jnp.asarray(input_ids, jnp.int32),
                                  jnp.asarray(attention_mask, jnp.int32),
                                  None if pixel_values is None else jnp.asarray(pixel_values),
-                                 num_slots=int(np.shape(input_ids)[1]) + L)
+                                 num_slots=int(np.shape(input_ids)[1]))
     scores = []
     for start in range(0, C, chunk_size):
         chunk_ids, chunk_mask = ids[start:start + chunk_size], mask[start:start + chunk_size]

@@ -124,3 +124,29 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) 
     visible key (a left-padding position) yields finite garbage rather than NaN.
     """
     return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)
+
+
+def attention_with_prefix(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, prefix_k: jax.Array,
+                          prefix_v: jax.Array, prefix_valid: jax.Array) -> jax.Array:
+    """Attention of C continuations of each of P prompts over their shared prompt cache plus themselves.
+
+    q: [P, C, T, N, H]; k, v: [P, C, T, K, H] (the continuations' own keys); mask: bool[P, C, T, T];
+    prefix_k, prefix_v: [P, S, K, H] (the prompt cache, shared by the C rows, never repeated);
+    prefix_valid: bool[P, S].  Returns [P, C, T, N, H].
+
+    One softmax over the concatenated prefix and own keys, written as two einsums so the prefix cache is
+    read once per prompt instead of being copied per continuation.
+    """
+    P, C, T, N, H = q.shape
+    K, dtype = k.shape[3], v.dtype
+    q = (q.astype(jnp.float32) * (H ** -0.5)).astype(dtype).reshape(P, C, T, K, N // K, H)
+    dot = lambda spec, a, b: jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+    big_neg = jnp.finfo(jnp.float32).min / 2
+    lp = jnp.where(prefix_valid[:, None, None, None, None, :], dot("pctkgh,pskh->pckgts", q, prefix_k), big_neg)
+    lc = jnp.where(mask[:, :, None, None], dot("pctkgh,pcskh->pckgts", q, k), big_neg)
+    top = jnp.maximum(lp.max(-1, keepdims=True), lc.max(-1, keepdims=True))
+    pp, pc = jnp.exp(lp - top), jnp.exp(lc - top)
+    denom = pp.sum(-1) + pc.sum(-1)                                                    # [P, C, K, G, T]
+    out = dot("pckgts,pskh->pctkgh", pp, prefix_v) + dot("pckgts,pcskh->pctkgh", pc, v)
+    out = out / jnp.moveaxis(denom, -1, 2)[..., None]
+    return out.reshape(P, C, T, N, H).astype(dtype)

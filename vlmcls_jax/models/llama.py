@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.layers import Embed, Linear, RMSNorm, attention, matmul
+from vlmcls_jax.models.layers import Embed, Linear, RMSNorm, attention, attention_with_prefix, matmul
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +97,12 @@ class LlamaAttention(nnx.Module):
         self.o_proj = Linear(N * H, D, axes=("heads", "embed"), **kw)
         self.shape = (N, K, H)
 
-    def __call__(self, x, mask, cos, sin, kv: tuple[jax.Array, jax.Array] | None, start):
+    def __call__(self, x, mask, cos, sin, kv: tuple[jax.Array, jax.Array] | None, start, prefix=None):
         """x: [B, T, D]; mask: bool[B, 1, T, S]; cos/sin: [B, T, 1, H]; kv: cached ([B, S, K, H] x 2) or None
-        (then S = T); start: slot where the new keys are written.  Returns ([B, T, D], new kv or None)."""
+        (then S = T); start: slot where the new keys are written.  Returns ([B, T, D], new kv or None).
+
+        prefix: (keys [P, S, K, H], values, valid bool[P, S]) of P prompts that the B = P * C rows continue
+        (C rows per prompt, prompt-major); then mask is bool[B, T, T] over the rows' own tokens."""
         B, T, _ = x.shape
         N, K, H = self.shape
         q = apply_rotary(self.q_proj(x).reshape(B, T, N, H), cos, sin)
@@ -108,7 +111,13 @@ class LlamaAttention(nnx.Module):
         if kv is not None:
             k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, start, 0, 0))
             v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, start, 0, 0))
-        out = attention(q, k, v, mask)
+        if prefix is not None:
+            pk, pv, pvalid = prefix
+            P = pk.shape[0]
+            rows = lambda t: t.reshape((P, B // P) + t.shape[1:])
+            out = attention_with_prefix(rows(q), rows(k), rows(v), rows(mask), pk, pv, pvalid).reshape(B, T, N, H)
+        else:
+            out = attention(q, k, v, mask)
         return self.o_proj(out.reshape(B, T, N * H)), ((k, v) if kv is not None else None)
 
 
@@ -133,8 +142,8 @@ class LlamaDecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, **kw)
         self.mlp = LlamaMLP(cfg, rngs=rngs)
 
-    def __call__(self, x, mask, cos, sin, kv, start):
-        h, kv = self.self_attn(self.input_layernorm(x), mask, cos, sin, kv, start)
+    def __call__(self, x, mask, cos, sin, kv, start, prefix=None):
+        h, kv = self.self_attn(self.input_layernorm(x), mask, cos, sin, kv, start, prefix)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), kv
 
@@ -156,10 +165,12 @@ class LlamaModel(nnx.Module):
         self.config = cfg
 
     def __call__(self, inputs_embeds: jax.Array, *, attention_mask: jax.Array | None = None,
-                 positions: jax.Array | None = None, cache: KVCache | None = None,
+                 positions: jax.Array | None = None, cache: KVCache | None = None, prefix: KVCache | None = None,
                  output_hidden_states: bool = False) -> DecoderOutput:
-        """inputs_embeds: [B, T, D]; attention_mask: int/bool[B, T] (1 = real token, 0 = left padding);
+        """inputs_embeds: [B, T, D]; attention_mask: int/bool[B, T] (1 = real token, 0 = padding);
         positions: int[B, T] or None; cache: KVCache with room for T more tokens, or None.
+        prefix: a filled KVCache of P prompts that these B = P * C rows continue (C per prompt, prompt-major),
+        read but neither copied nor extended (for scoring many continuations); exclusive with `cache`.
 
         Default positions count real tokens only (cumsum of the mask - 1, as transformers' `generate`
         does), so a left-padded row gets the same positions as the unpadded one; pass `positions`
@@ -167,6 +178,8 @@ class LlamaModel(nnx.Module):
         """
         B, T, _ = inputs_embeds.shape
         new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
+        if prefix is not None:
+            return self._continue_prefix(inputs_embeds, new_valid, positions, prefix, cache, output_hidden_states)
         if cache is None:
             start, valid = 0, new_valid
         else:
@@ -200,6 +213,31 @@ class LlamaModel(nnx.Module):
         return DecoderOutput(x, cache, tuple(hidden_states) if output_hidden_states else ())
 
 
+    def _continue_prefix(self, x, valid, positions, prefix: KVCache, cache, output_hidden_states) -> DecoderOutput:
+        """The `prefix=` branch of `__call__`: rows attend to their prompt's cache and to themselves."""
+        if cache is not None:
+            raise ValueError("pass either cache= (to extend it) or prefix= (to read it), not both")
+        B, T, _ = x.shape
+        P = prefix.valid.shape[0]
+        if B % P:
+            raise ValueError(f"{B} rows do not split evenly over the prefix's {P} prompts")
+        mask = jnp.tril(jnp.ones((T, T), bool))[None] & valid[:, None, :]                        # [B, T, T]
+        if positions is None:
+            before = jnp.repeat(prefix.valid.sum(1, dtype=jnp.int32), B // P)[:, None]           # [B, 1]
+            positions = before + jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, 0)
+        cos, sin = rotary(positions, inv_freq(self.config))
+        x = x.astype(self.config.dtype)
+        hidden_states = [x] if output_hidden_states else None
+        for i, layer in enumerate(self.layers):
+            x, _ = layer(x, mask, cos, sin, None, 0, (prefix.keys[i], prefix.values[i], prefix.valid))
+            if output_hidden_states and i < len(self.layers) - 1:
+                hidden_states.append(x)
+        x = self.norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        return DecoderOutput(x, None, tuple(hidden_states) if output_hidden_states else ())
+
+
 class LlamaForCausalLM(nnx.Module):
     """`LlamaModel` + output head (`lm_head`, or the embedding table when tied)."""
 
@@ -221,13 +259,13 @@ class LlamaForCausalLM(nnx.Module):
         return matmul(hidden, self.lm_head.kernel[...], "...d,dv->...v", self.config.dtype)
 
     def decode(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
-               attention_mask=None, positions=None, cache: KVCache | None = None,
+               attention_mask=None, positions=None, cache: KVCache | None = None, prefix: KVCache | None = None,
                output_hidden_states: bool = False) -> DecoderOutput:
         """Final hidden states (and optionally every layer's); see `LlamaModel.__call__`."""
         if inputs_embeds is None:
             inputs_embeds = self.embed(input_ids)
         return self.model(inputs_embeds, attention_mask=attention_mask, positions=positions, cache=cache,
-                          output_hidden_states=output_hidden_states)
+                          prefix=prefix, output_hidden_states=output_hidden_states)
 
     def __call__(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
                  attention_mask=None, positions=None, cache: KVCache | None = None):

@@ -94,10 +94,11 @@ class LlavaForConditionalGeneration(nnx.Module):
         return jnp.where(image_mask[..., None], gathered, embeds)
 
     def decode(self, input_ids: jax.Array, *, pixel_values=None, attention_mask=None, positions=None,
-               cache: KVCache | None = None, output_hidden_states: bool = False) -> DecoderOutput:
+               cache: KVCache | None = None, prefix: KVCache | None = None,
+               output_hidden_states: bool = False) -> DecoderOutput:
         """The decoder's final hidden states (and optionally every layer's); see `LlamaModel.__call__`."""
         return self.language_model.model(self.embed(input_ids, pixel_values), attention_mask=attention_mask,
-                                         positions=positions, cache=cache,
+                                         positions=positions, cache=cache, prefix=prefix,
                                          output_hidden_states=output_hidden_states)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
