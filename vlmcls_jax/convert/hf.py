@@ -186,10 +186,12 @@ def load_hf(path_or_hub_id: str, dtype=jnp.float32, param_dtype=None, *, revisio
 def save_hf(model: nnx.Module, out_dir: str, *, max_shard_bytes: int = 5 * 2**30) -> None:
     """Writes `config.json` + safetensors (sharded with an index past `max_shard_bytes`) that transformers'
     `from_pretrained` loads with no missing or unexpected keys.  Weights keep their `param_dtype`.
+    LoRA adapters (`train.lora`) are merged into their kernels on the way out; the model is not changed.
     Each shard is written as soon as it fills, so at most one shard is held in host memory."""
     os.makedirs(out_dir, exist_ok=True)
     hf_config.to_hf(model.config).save_pretrained(out_dir)
-    _, state = nnx.split(model)
+    state = nnx.state(model, nnx.Param)
+    lora = {path[:-1]: node.delta() for path, node in nnx.iter_graph(model) if type(node).__name__ == "LoRA"}
     written, current, size, total = [], {}, 0, 0   # written: (temporary file, keys)
 
     def flush():
@@ -198,7 +200,12 @@ def save_hf(model: nnx.Module, out_dir: str, *, max_shard_bytes: int = 5 * 2**30
         written.append((tmp, list(current)))
 
     for path, var in nnx.to_flat_state(state):
-        array = np.ascontiguousarray(_to_torch(np.asarray(jax.device_get(var[...])), str(path[-1])))
+        if "lora" in path:
+            continue
+        value = var[...]
+        if path[-1] == "kernel" and path[:-1] in lora:
+            value = (value.astype(jnp.float32) + lora[path[:-1]]).astype(value.dtype)
+        array = np.ascontiguousarray(_to_torch(np.asarray(jax.device_get(value)), str(path[-1])))
         if current and size + array.nbytes > max_shard_bytes:
             flush()
             current, size = {}, 0

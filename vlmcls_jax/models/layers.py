@@ -48,11 +48,14 @@ class Linear(nnx.Module):
         self.kernel = param(rngs, default_init, (in_features, out_features), axes, param_dtype)
         self.bias = param(rngs, nnx.initializers.zeros, (out_features,), axes[1:], param_dtype) if use_bias else None
         self.dtype = dtype
+        self.lora = nnx.data(None)  # a LoRA adapter, set by `train.lora.apply_lora`
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = matmul(x, self.kernel[...], "...i,io->...o", self.dtype)
         if self.bias is not None:
             y = y + self.bias[...].astype(jnp.float32)
+        if self.lora is not None:
+            y = y + self.lora(x)
         return y.astype(self.dtype)
 
 

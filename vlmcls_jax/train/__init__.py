@@ -1,0 +1,1 @@
+"""Training: losses, objectives, trainable-parameter groups and optimizers, LoRA, the train step."""

@@ -1,0 +1,79 @@
+"""LoRA: low-rank adapters added to chosen `Linear` layers, and merging them back.
+
+    y = x @ W + b + (alpha / rank) * dropout(x) @ lora_a @ lora_b
+
+`lora_b` starts at zero, so a freshly adapted model computes exactly what it did before.  The adapter
+lives on the Linear as `.lora` (`.../q_proj/lora/lora_a`), so the base weights keep their paths and the
+converters still find them; `merge_lora` folds the adapters into the kernels (what `save_hf` should be
+given: `save_hf(merge_lora(model), out)`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vlmcls_jax.models.layers import Linear, matmul
+
+# The study's LoRA targets every linear layer of the LLM (LLaVA's `find_all_linear_names`).
+LLM_LINEARS = r"(^|/)language_model/model/layers/\d+/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)$"
+
+
+class LoRA(nnx.Module):
+    """The low-rank update of one Linear.  x: [..., in] -> float32[..., out]."""
+
+    def __init__(self, in_features: int, out_features: int, *, rank: int, alpha: float, dropout: float,
+                 dtype, param_dtype, rngs: nnx.Rngs):
+        # kaiming-uniform A as in PEFT; B zero so the update starts at 0.
+        self.lora_a = nnx.Param(nnx.initializers.he_uniform()(rngs.params(), (in_features, rank), param_dtype),
+                                logical_axes=("embed", None))
+        self.lora_b = nnx.Param(jnp.zeros((rank, out_features), param_dtype), logical_axes=(None, "mlp"))
+        self.dropout = nnx.Dropout(dropout, deterministic=True, rngs=rngs)
+        self.scale = alpha / rank
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = matmul(self.dropout(x), self.lora_a[...], "...i,ir->...r", self.dtype)
+        return matmul(h, self.lora_b[...], "...r,ro->...o", self.dtype) * self.scale
+
+    def delta(self) -> jax.Array:
+        """The dense update float32[in, out] = scale * A @ B."""
+        return self.scale * (self.lora_a[...].astype(jnp.float32) @ self.lora_b[...].astype(jnp.float32))
+
+
+def _linears(model: nnx.Module):
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, Linear):
+            yield "/".join(str(p) for p in path), node
+
+
+def apply_lora(model: nnx.Module, *, rank: int, alpha: float, dropout: float = 0.0,
+               targets: str | Sequence[str] = LLM_LINEARS, seed: int = 0) -> list[str]:
+    """Adds adapters, in place, to every Linear whose path matches `targets` (regexes).  Returns the paths.
+    Raises if nothing matches."""
+    patterns = [re.compile(t) for t in ([targets] if isinstance(targets, str) else targets)]
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    chosen = []
+    for path, linear in list(_linears(model)):
+        if any(p.search(path) for p in patterns):
+            fan_in, fan_out = linear.kernel.shape
+            linear.lora = LoRA(fan_in, fan_out, rank=rank, alpha=alpha, dropout=dropout, dtype=linear.dtype,
+                               param_dtype=linear.kernel[...].dtype, rngs=rngs)
+            chosen.append(path)
+    if not chosen:
+        raise ValueError(f"LoRA targets {[p.pattern for p in patterns]} match no Linear layer")
+    return chosen
+
+
+def merge_lora(model: nnx.Module) -> nnx.Module:
+    """Folds every adapter into its kernel and removes it, in place; returns the model."""
+    for _, linear in list(_linears(model)):
+        if linear.lora is not None:
+            merged = linear.kernel[...].astype(jnp.float32) + linear.lora.delta()
+            linear.kernel[...] = merged.astype(linear.kernel[...].dtype)
+            linear.lora = None
+    return model

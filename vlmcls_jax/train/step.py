@@ -1,0 +1,89 @@
+"""The pure train step and eval step, and their jitted, sharded forms.
+
+    graphdef, state, frozen = init_train_state(model, groups, tx)
+    train_step = jit_train_step(graphdef, objective, tx, state, frozen, mesh)
+    state, metrics = train_step(state, frozen, batch, rng)
+
+The model is split once into graph + trainable parameters + everything else (frozen parameters, RNG
+state); the step merges them inside jit (trace time only), so the hot loop runs no Python per layer.
+Frozen parameters are an input, never an output: they cannot change, and their buffers are not donated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vlmcls_jax import sharding as shd
+from vlmcls_jax.train.optimizer import ParamGroup, trainable_filter
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array             # int32[]: optimizer calls so far
+    params: nnx.State           # the trainable parameters
+    opt_state: optax.OptState   # optimizer state of the trainable parameters only
+
+
+def split_model(model: nnx.Module, groups: Sequence[ParamGroup]):
+    """-> (graphdef, trainable params, rest: frozen params and any other state)."""
+    return nnx.split(model, trainable_filter(groups), ...)
+
+
+def init_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.GradientTransformation):
+    """-> (graphdef, TrainState, frozen).  Place the model first (`sharding.shard_model`): the optimizer
+    state is created under jit from the placed parameters, so XLA gives Adam's mu and nu their
+    parameters' shardings (checked in tests/test_train_sharded.py)."""
+    graphdef, params, frozen = split_model(model, groups)
+    opt_state = jax.jit(tx.init)(params)
+    some = jax.tree.leaves(params)[0].sharding
+    step = jax.device_put(jnp.zeros((), jnp.int32), NamedSharding(some.mesh, PartitionSpec())
+                          if isinstance(some, NamedSharding) else some)
+    return graphdef, TrainState(step=step, params=params, opt_state=opt_state), frozen
+
+
+def train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, batch: dict, rng: jax.Array | None):
+    """One optimizer call.  rng: a key for dropout (LoRA dropout), or None for no dropout.
+    Returns (new state, metrics: the objective's, plus grad_norm and learning-rate-free step)."""
+    def loss_fn(params):
+        model = nnx.merge(graphdef, params, frozen)
+        if rng is not None:
+            nnx.reseed(model, dropout=rng)
+            model = nnx.view(model, deterministic=False, raise_if_not_found=False)
+        return objective(model, batch)
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(graphdef, objective, params: nnx.State, frozen: nnx.State, batch: dict):
+    """The objective's metrics without updating anything (dropout off)."""
+    return objective(nnx.merge(graphdef, params, frozen), batch)[1]
+
+
+def _shardings_of(tree):
+    return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def jit_train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, mesh: Mesh,
+                   batch_ndims: dict[str, int] | None = None):
+    """`train_step` jitted with explicit shardings (taken from the already-placed state and frozen
+    parameters; batches split over the batch axes) and the state's buffers donated."""
+    state_sh = _shardings_of(state)
+    frozen_sh = _shardings_of(frozen)
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def step(state, frozen, batch, rng):
+        return train_step(graphdef, objective, tx, state, frozen, batch, rng)
+
+    batch_sh = None if batch_ndims is None else {k: shd.batch_sharding(mesh, n) for k, n in batch_ndims.items()}
+    return jax.jit(step, in_shardings=(state_sh, frozen_sh, batch_sh, replicated),
+                   out_shardings=(state_sh, replicated), donate_argnums=(0,))
