@@ -10,7 +10,15 @@ import json
 import shutil
 from pathlib import Path
 
+import jax
 import pytest
+from absl import flags
+
+# Eight fake CPU devices for the sharding tests; set before any test touches the backend.  Unsharded
+# computations still run on device 0 only.
+jax.config.update("jax_num_cpu_devices", 8)
+# grain's worker processes read absl flags; pytest never parses them.
+flags.FLAGS.mark_as_parsed()
 
 SHARED_TOKENIZERS = Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers"
 

@@ -20,7 +20,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vlmcls_jax import sharding as shd
-from vlmcls_jax.train.optimizer import ParamGroup, trainable_filter
+from vlmcls_jax.train.optimizer import ParamGroup, keypath_names, trainable_filter
 
 
 @struct.dataclass
@@ -37,14 +37,31 @@ def split_model(model: nnx.Module, groups: Sequence[ParamGroup]):
 
 def init_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.GradientTransformation):
     """-> (graphdef, TrainState, frozen).  Place the model first (`sharding.shard_model`): the optimizer
-    state is created under jit from the placed parameters, so XLA gives Adam's mu and nu their
-    parameters' shardings (checked in tests/test_train_sharded.py)."""
+    state is created directly in the shardings of the parameters it mirrors (Adam's mu and nu; XLA's
+    propagation alone does not guarantee that), its scalars replicated."""
     graphdef, params, frozen = split_model(model, groups)
-    opt_state = jax.jit(tx.init)(params)
     some = jax.tree.leaves(params)[0].sharding
-    step = jax.device_put(jnp.zeros((), jnp.int32), NamedSharding(some.mesh, PartitionSpec())
-                          if isinstance(some, NamedSharding) else some)
+    replicated = NamedSharding(some.mesh, PartitionSpec()) if isinstance(some, NamedSharding) else some
+    opt_state = jax.jit(tx.init, out_shardings=optimizer_shardings(tx, params, replicated))(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), replicated)
     return graphdef, TrainState(step=step, params=params, opt_state=opt_state), frozen
+
+
+def optimizer_shardings(tx: optax.GradientTransformation, params: nnx.State, default):
+    """Shardings for `tx.init(params)`: a state leaf whose key path ends with a parameter's path (and has
+    its shape) gets that parameter's sharding; every other leaf (counts, scalars) gets `default`."""
+    by_path = {path: (var[...].shape, var[...].sharding) for path, var in nnx.to_flat_state(params)}
+    longest = max(len(p) for p in by_path)
+
+    def pick(keypath, leaf):
+        names = keypath_names(keypath)
+        for n in range(min(longest, len(names)), 0, -1):
+            hit = by_path.get(tuple(names[-n:]))
+            if hit is not None and hit[0] == leaf.shape:
+                return hit[1]
+        return default
+
+    return jax.tree_util.tree_map_with_path(pick, jax.eval_shape(tx.init, params))
 
 
 def train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, batch: dict, rng: jax.Array | None):
