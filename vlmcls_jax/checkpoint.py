@@ -61,3 +61,40 @@ def load_model(directory: str, dtype=None, param_dtype=None, shardings=None) -> 
     with ocp.StandardCheckpointer() as ckptr:
         state = ckptr.restore(os.path.join(directory, "params"), abstract)
     return nnx.merge(graphdef, state)
+
+
+class TrainCheckpoints:
+    """Training checkpoints: train state (trainable params + optimizer state + step) and the data
+    iterator's position, saved together every `every` steps by an orbax CheckpointManager (asynchronously,
+    keeping the last `keep`).  A restore takes the shapes and shardings of the caller's current state, so a
+    checkpoint written on one mesh restores onto another.  Frozen parameters are not saved: they come
+    from the model's source checkpoint."""
+
+    def __init__(self, directory: str, *, every: int, keep: int = 3, async_save: bool = True):
+        options = ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
+                                               enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, data_iterator, *, force: bool = False) -> bool:
+        import grain
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  data=grain.checkpoint.CheckpointSave(data_iterator))
+        return self.manager.save(step, args=args, force=force)
+
+    def restore(self, state, data_iterator, step: int | None = None):
+        """Returns (restored state, step); `data_iterator` is moved to the saved position in place."""
+        import grain
+        step = self.manager.latest_step() if step is None else step
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(data_iterator)))
+        return restored["state"], step
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()

@@ -15,7 +15,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def jobs():
     from vlmcls_jax import demo
-    return {"demo": demo.run}
+    from vlmcls_jax.train import trainer
+    return {"demo": demo.run, "train": trainer.run}
 
 
 def main(argv):

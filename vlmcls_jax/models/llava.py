@@ -11,6 +11,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from vlmcls_jax.models.clip import CLIPVisionConfig, CLIPVisionTransformer
@@ -71,26 +72,37 @@ class LlavaForConditionalGeneration(nnx.Module):
         return self.multi_modal_projector(jnp.concatenate(selected, axis=-1))
 
     def embed(self, input_ids: jax.Array, pixel_values: jax.Array | None = None) -> jax.Array:
-        """Token embeddings with image features scattered, in order, into the `image_token_index` positions.
+        """Token embeddings with image features placed at the `image_token_index` positions.
 
         input_ids: int[B, T] already expanded (num_image_tokens ids per image); pixel_values: [B_img, H, W, 3].
-        Returns [B, T, D].  The count of image positions must equal B_img * num_image_tokens (checked
-        outside jit; inside jit a mismatch cannot be detected, so callers build ids with `data.prompts`).
+        With B_img == B, row b's image tokens take image b's features, and a row without image tokens
+        ignores its image (training batches mixing text-only and image rows pass zeros there).  Otherwise
+        the images fill the image positions in order across the batch (transformers' rule), so their count
+        must equal B_img * num_image_tokens.  Counts are checked outside jit.  Returns [B, T, D].
         """
         image_mask = input_ids == self.config.image_token_index
         embeds = self.language_model.embed(jnp.where(image_mask, 0, input_ids))
         if pixel_values is None:
             return embeds
-        features = self.get_image_features(pixel_values)
-        flat = features.reshape(-1, features.shape[-1]).astype(embeds.dtype)
+        features = self.get_image_features(pixel_values).astype(embeds.dtype)   # [B_img, N, D]
+        B, N = input_ids.shape[0], features.shape[1]
+        per_row = features.shape[0] == B
         if not isinstance(image_mask, jax.core.Tracer):
-            n_tokens = int(image_mask.sum())
-            if n_tokens != flat.shape[0]:
-                raise ValueError(f"Image features and image tokens do not match: {n_tokens} image tokens in "
-                                 f"input_ids, {flat.shape[0]} features ({features.shape[0]} images x "
-                                 f"{features.shape[1]})")
-        index = jnp.cumsum(image_mask.reshape(-1)) - 1                  # [B*T] feature row per image slot
-        gathered = flat[jnp.clip(index, 0, flat.shape[0] - 1)].reshape(embeds.shape)
+            counts = np.asarray(image_mask.sum(1))
+            if per_row and not np.all((counts == 0) | (counts == N)):
+                raise ValueError(f"Image features and image tokens do not match: rows have {counts.tolist()} "
+                                 f"image tokens; each must have 0 or {N}")
+            if not per_row and counts.sum() != features.shape[0] * N:
+                raise ValueError(f"Image features and image tokens do not match: {counts.sum()} image tokens "
+                                 f"in input_ids, {features.shape[0] * N} features ({features.shape[0]} images "
+                                 f"x {N})")
+        if per_row:
+            index = jnp.clip(jnp.cumsum(image_mask, axis=1) - 1, 0, N - 1)             # [B, T]
+            gathered = jnp.take_along_axis(features, index[..., None], axis=1)
+        else:
+            flat = features.reshape(-1, features.shape[-1])
+            index = jnp.clip(jnp.cumsum(image_mask.reshape(-1)) - 1, 0, flat.shape[0] - 1)
+            gathered = flat[index].reshape(embeds.shape)
         return jnp.where(image_mask[..., None], gathered, embeds)
 
     def decode(self, input_ids: jax.Array, *, pixel_values=None, attention_mask=None, positions=None,

@@ -1,0 +1,45 @@
+"""A tiny LLaVA checkpoint (HF format, with tokenizer and image processor) and a rendered classification
+dataset, for training tests.  Everything is generated offline from a seed."""
+
+import json
+import pathlib
+
+import numpy as np
+from flax import nnx
+from ml_collections import config_dict
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from vlmcls_jax import demo
+from vlmcls_jax.convert import save_hf
+from vlmcls_jax.data.conversation import classification_record
+from vlmcls_jax.data.prompts import llava_prompt
+
+
+def tiny_checkpoint(folder: pathlib.Path, image_size: int = 28) -> pathlib.Path:
+    config = config_dict.ConfigDict(dict(seed=0, image_size=image_size, model=dict(
+        vocab_size=160, patch_size=14, vision_width=32, vision_layers=2, text_width=32, text_layers=2, heads=4,
+        kv_heads=2)))
+    names = demo.class_names()
+    corpus = [llava_prompt(demo.closed_question(names), f"The photo features a {n}.") for n in names] * 4
+    tokenizer = demo.build_tokenizer(corpus, 160)
+    save_hf(demo.LlavaForConditionalGeneration(demo.tiny_llava_config(config, tokenizer), rngs=nnx.Rngs(0)),
+            str(folder))
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                          crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return folder
+
+
+def shapes_dataset(folder: pathlib.Path, n: int, seed: int = 0, size: int = 28) -> pathlib.Path:
+    """n rendered shape images + a manifest JSONL of {"image", "label", "split"}."""
+    rng = np.random.default_rng(seed)
+    names = demo.class_names()
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        label = names[i % len(names)]
+        demo.render(label, size, rng).save(folder / f"{i}.png")
+        rows.append({"image": f"{i}.png", "label": label, "split": "train"})
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest

@@ -1,0 +1,127 @@
+"""LLaVA conversations -> token ids and loss masks; classification examples -> conversations.
+
+LLaVA's released training JSON (558K pretraining, 665K instruction mix) holds records like
+
+    {"id": ..., "image": "coco/train2017/000.jpg",
+     "conversations": [{"from": "human", "value": "<image>\\nWhat is this?"}, {"from": "gpt", "value": "A cat."}]}
+
+`tokenize_conversation` renders the turns with a template, expands `<image>` to the model's number of
+image tokens, tokenizes the whole text once, and marks as supervised exactly the tokens whose characters
+lie inside an assistant answer (the answer plus its closing separator, e.g. `</s>`), using the fast
+tokenizer's character offsets.  So the mask can never drift from the ids (the "tokenization mismatch"
+that silently zeroes LLaVA's loss); a sample whose answers get no token (empty answer, truncation) is
+an error naming the sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from vlmcls_jax.data.prompts import IMAGE_TOKEN
+
+OPEN_QUESTION = "What type of object is in this photo?"
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """`{system}{sep}USER: q1{sep}ASSISTANT: a1{sep2}USER: q2{sep}ASSISTANT: a2{sep2}` (LLaVA's SeparatorStyle.TWO)."""
+    system: str
+    user: str = "USER"
+    assistant: str = "ASSISTANT"
+    sep: str = " "
+    sep2: str = "</s>"
+
+
+TEMPLATES = {
+    # LLaVA-1.5's training template (conv_vicuna_v1), with Vicuna's system prompt.
+    "llava_v1": Template(system="A chat between a curious human and an artificial intelligence assistant. "
+                                "The assistant gives helpful, detailed, and polite answers to the human's questions."),
+    # llava-hf's inference format (`USER: <image>\nq\nASSISTANT:`), for models trained or evaluated that way.
+    "llava_hf": Template(system="", sep="\n"),
+}
+
+
+def render(turns: Sequence[Mapping[str, str]], template: Template) -> tuple[str, list[tuple[int, int]]]:
+    """Turns [{"from": "human"|"gpt", "value": str}, ...] -> (text, supervised character spans).
+
+    Each span starts right after `ASSISTANT:` (so it includes the space before the answer, which the
+    answer's first token carries) and ends after the closing `sep2`."""
+    text = template.system + template.sep if template.system else ""
+    spans = []
+    for i, turn in enumerate(turns):
+        role = turn.get("from")
+        expected = "human" if i % 2 == 0 else "gpt"
+        if role != expected:
+            raise ValueError(f"turn {i} is from {role!r}, expected {expected!r} (turns alternate human, gpt)")
+        value = turn.get("value")
+        if not isinstance(value, str):
+            raise ValueError(f"turn {i} has no string 'value'")
+        if role == "human":
+            text += f"{template.user}: {value}{template.sep}"
+        else:
+            text += f"{template.assistant}:"
+            start = len(text)
+            text += f" {value}{template.sep2}"
+            spans.append((start, len(text)))
+    if not spans:
+        raise ValueError("conversation has no assistant ('gpt') turn to learn from")
+    return text, spans
+
+
+def tokenize_conversation(tokenizer, record: Mapping, num_image_tokens: int, template: Template | str = "llava_v1",
+                          max_length: int | None = None) -> dict[str, np.ndarray]:
+    """One LLaVA-format record -> {"input_ids": int32[T], "loss_mask": int32[T]}.
+
+    `<image>` in the text is expanded to `num_image_tokens` ids (as `LlavaProcessor` does).  Raises
+    ValueError naming the record's id when the answers get no supervised token, or when the text exceeds
+    `max_length` (a truncated answer would silently train on half a label)."""
+    template = TEMPLATES[template] if isinstance(template, str) else template
+    name = record.get("id", "<no id>")
+    try:
+        text, spans = render(record["conversations"], template)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"record {name}: {e}") from e
+    if num_image_tokens and IMAGE_TOKEN not in text and "image" in record:
+        raise ValueError(f"record {name} has an image but no {IMAGE_TOKEN} placeholder in its turns")
+    expanded, spans = _expand_images(text, spans, num_image_tokens)
+    encoding = tokenizer(expanded, return_offsets_mapping=True)
+    ids = np.asarray(encoding["input_ids"], np.int32)
+    offsets = np.asarray(encoding["offset_mapping"], np.int64).reshape(-1, 2)
+    if max_length is not None and len(ids) > max_length:
+        raise ValueError(f"record {name} is {len(ids)} tokens, more than max_length={max_length}")
+    mask = np.zeros(len(ids), np.int32)
+    for start, end in spans:
+        mask |= (offsets[:, 0] >= start) & (offsets[:, 1] <= end) & (offsets[:, 1] > offsets[:, 0])
+    if not mask.any():
+        raise ValueError(f"record {name}: no token falls inside an answer, so its loss mask is empty "
+                         "(empty answer, or a tokenizer without character offsets)")
+    return {"input_ids": ids, "loss_mask": mask.astype(np.int32)}
+
+
+def _expand_images(text: str, spans, n: int):
+    """Replaces each `<image>` by n copies, shifting the answer spans that follow."""
+    if IMAGE_TOKEN not in text:
+        return text, spans
+    pieces = text.split(IMAGE_TOKEN)
+    out, shifted = pieces[0], list(spans)
+    for piece in pieces[1:]:
+        at = len(out)
+        out += IMAGE_TOKEN * n + piece
+        grow = len(IMAGE_TOKEN) * (n - 1)
+        shifted = [(s + grow if s > at else s, e + grow if e > at else e) for s, e in shifted]
+    return out, shifted
+
+
+def classification_record(image: str, class_name: str, *, question: str = OPEN_QUESTION,
+                          answer_template: str = "{}", record_id: str | None = None) -> dict:
+    """A classification example in LLaVA's format: `<image>\\n{question}` -> `answer_template.format(class)`.
+    The default answer is the bare class name; pass e.g. "The photo features a {}." for a sentence."""
+    record = {"image": image, "conversations": [
+        {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"},
+        {"from": "gpt", "value": answer_template.format(class_name)}]}
+    if record_id is not None:
+        record["id"] = record_id
+    return record

@@ -1,0 +1,167 @@
+"""The training job: config -> mesh -> sharded model (+ LoRA) -> grain batches -> jitted step -> metrics and
+checkpoints.  `python -m vlmcls_jax.main --config configs/NAME.py --workdir DIR` with `job = "train"`.
+
+A restarted run with the same workdir resumes from its newest complete checkpoint (parameters, optimizer
+state, step and data-iterator position), so its loss trajectory continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from transformers import AutoTokenizer
+
+from vlmcls_jax import checkpoint, sharding as shd
+from vlmcls_jax.convert import hf_config
+from vlmcls_jax.convert.hf import load_weights, resolve_checkpoint, safetensors_files, save_hf
+from vlmcls_jax.data.conversation import classification_record
+from vlmcls_jax.data.pipeline import EncodeRecord, make_train_iterator, read_records
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.train.lora import apply_lora
+from vlmcls_jax.train.objectives import make_objective
+from vlmcls_jax.train.optimizer import ParamGroup, check_groups, make_optimizer, warmup_cosine
+from vlmcls_jax.train.step import init_train_state, jit_train_step, split_model
+
+BATCH_KEYS = ("input_ids", "attention_mask", "loss_mask", "pixel_values")
+
+
+def load_model(config, mesh):
+    """The model named by `config.model.checkpoint` (HF folder or hub id), loaded into its shardings."""
+    source = resolve_checkpoint(config.model.checkpoint, config.model.get("revision"))
+    cfg = hf_config.load_config(source, jnp.dtype(config.model.dtype), jnp.dtype(config.model.param_dtype))
+    model = load_weights(cfg, safetensors_files(source), shardings=shd.path_shardings(cfg, mesh))
+    return model, source
+
+
+def training_records(config) -> list[dict]:
+    """LLaVA-format records from `data.train_json`, or classification examples from a manifest
+    (`data.classification_manifest`: JSONL of {"image", "label", "split"}) in the study's template."""
+    data = config.data
+    if data.get("train_json"):
+        return read_records(data.train_json)
+    if data.get("classification_manifest"):
+        records = []
+        with open(data.classification_manifest) as f:
+            for n, line in enumerate(f, 1):
+                row = json.loads(line)
+                missing = {"image", "label"} - set(row)
+                if missing:
+                    raise ValueError(f"{data.classification_manifest}:{n}: missing fields {sorted(missing)}")
+                if row.get("split", data.split) == data.split:
+                    records.append(classification_record(row["image"], row["label"], record_id=str(n),
+                                                         answer_template=data.get("answer_template", "{}")))
+        if not records:
+            raise ValueError(f"{data.classification_manifest}: no records with split={data.split!r}")
+        return records
+    raise ValueError("config.data needs train_json or classification_manifest")
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to WORKDIR/metrics.jsonl and prints a progress line."""
+
+    def __init__(self, workdir: str, total_steps: int):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.total = total_steps
+        self.last_time, self.last_step = time.time(), None
+
+    def write(self, step: int, metrics: dict, tokens: int, images: int, seconds: float) -> None:
+        record = {"step": step, **{k: float(v) for k, v in metrics.items()},
+                  "tokens_per_s": tokens / seconds, "images_per_s": images / seconds}
+        if jax.process_index() == 0:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            eta = seconds * (self.total - step)
+            print(f"step {step}/{self.total}  loss {record['loss']:.4f}  lr {record.get('learning_rate', 0):.2e}  "
+                  f"{record['tokens_per_s']:.0f} tok/s  {record['images_per_s']:.1f} img/s  "
+                  f"eta {eta / 60:.1f} min", flush=True)
+
+
+def run(config, workdir: str) -> dict:
+    """Trains as `config` says; returns the last logged metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    mesh = shd.make_mesh(tuple(config.mesh_shape))
+    with jax.set_mesh(mesh):
+        return _run(config, workdir, mesh)
+
+
+def _run(config, workdir, mesh):
+    model, source = load_model(config, mesh)
+    tokenizer = AutoTokenizer.from_pretrained(config.get("tokenizer") or source)
+    if config.lora.rank > 0:
+        apply_lora(model, rank=config.lora.rank, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                   seed=config.seed, **({"targets": config.lora.targets} if config.lora.get("targets") else {}))
+        shd.shard_model(model, mesh)
+
+    groups = [ParamGroup(name, (name,), float(lr)) for name, lr in config.learning_rates.items()]
+    _, trainable, _ = split_model(model, groups)
+    counts = check_groups(trainable, groups)
+
+    records = training_records(config)
+    processes = jax.process_count()
+    local_batch = config.data.batch_size // processes
+    batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.data.batch_size % batch_devices or local_batch * processes != config.data.batch_size:
+        raise ValueError(f"config.data.batch_size={config.data.batch_size} must divide evenly over the "
+                         f"{batch_devices} devices of the batch axes (data x fsdp) and {processes} processes")
+    total_steps = config.num_steps or max(1, config.num_epochs * len(records) // config.data.batch_size
+                                          // config.optim.accumulate_steps)
+    preprocess = ClipPreprocessConfig.from_pretrained_dir(source) if config.data.get("use_checkpoint_preprocessor", True) \
+        and os.path.exists(os.path.join(source, "preprocessor_config.json")) else ClipPreprocessConfig(
+            size=model.config.vision_config.image_size,
+            crop_size=(model.config.vision_config.image_size,) * 2)
+    encode = EncodeRecord(tokenizer, model.config.num_image_tokens, preprocess, config.data.image_root,
+                          config.data.template, config.data.max_length)
+    iterator = make_train_iterator(records, encode, batch_size=local_batch, seed=config.seed,
+                                   buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
+                                   worker_count=config.data.worker_count)
+
+    tx = make_optimizer(trainable, groups, total_steps=total_steps, warmup_ratio=config.optim.warmup_ratio,
+                        weight_decay=config.optim.weight_decay, max_grad_norm=config.optim.max_grad_norm,
+                        accumulate_steps=config.optim.accumulate_steps)
+    graphdef, state, frozen = init_train_state(model, groups, tx)
+    del model, trainable
+    ckpts = checkpoint.TrainCheckpoints(os.path.join(workdir, "checkpoints"), every=config.checkpoint_every,
+                                        keep=config.keep_checkpoints)
+    start = 0
+    if ckpts.latest_step() is not None:
+        state, start = ckpts.restore(state, iterator)
+        print(f"resumed from step {start} in {workdir}/checkpoints")
+    print(f"training {counts} parameters for {total_steps} steps on mesh {dict(mesh.shape)}")
+
+    objective = make_objective(config.objective.to_dict())
+    step_fn = jit_train_step(graphdef, objective, tx, state, frozen, mesh,
+                             {"input_ids": 2, "attention_mask": 2, "loss_mask": 2, "pixel_values": 4})
+    schedule = warmup_cosine(max(float(v) for v in config.learning_rates.values()), total_steps,
+                             config.optim.warmup_ratio)
+    base_rng = jax.random.key(config.seed)
+    log = MetricsLog(workdir, total_steps)
+    metrics, tokens, images, t0 = {}, 0, 0, time.time()
+    for step in range(start, total_steps):
+        local = next(iterator)
+        if not local["loss_mask"].any(axis=1).all():
+            raise ValueError(f"step {step}: a sample has an empty loss mask")  # guarded per sample upstream too
+        batch = shd.global_batch({k: local[k] for k in BATCH_KEYS}, mesh)
+        rng = jax.random.fold_in(base_rng, step) if config.lora.dropout > 0 else None
+        state, metrics = step_fn(state, frozen, batch, rng)
+        tokens += int(local["attention_mask"].sum()) * processes
+        images += int(local["has_image"].sum()) * processes
+        if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
+            metrics = dict(jax.device_get(metrics), learning_rate=float(schedule(step)))
+            log.write(step + 1, metrics, tokens, images, time.time() - t0)
+            tokens, images, t0 = 0, 0, time.time()
+        last = step + 1 == total_steps or step + 1 == config.get("stop_at_step")
+        ckpts.save(step + 1, state, iterator, force=last)
+        if step + 1 == config.get("stop_at_step"):
+            print(f"stopping at step {step + 1} as config.stop_at_step asks (a checkpoint was written)")
+            break
+    ckpts.wait()
+    ckpts.close()
+    if config.get("export_hf") and jax.process_index() == 0 and int(state.step) == total_steps:
+        save_hf(nnx.merge(graphdef, state.params, frozen), os.path.join(workdir, "hf_export"))
+    return {k: float(v) for k, v in metrics.items()}
