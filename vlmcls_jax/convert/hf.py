@@ -187,16 +187,21 @@ def save_hf(model: nnx.Module, out_dir: str, *, max_shard_bytes: int = 5 * 2**30
     """Writes `config.json` + safetensors (sharded with an index past `max_shard_bytes`) that transformers'
     `from_pretrained` loads with no missing or unexpected keys.  Weights keep their `param_dtype`.
     LoRA adapters (`train.lora`) are merged into their kernels on the way out; the model is not changed.
-    Each shard is written as soon as it fills, so at most one shard is held in host memory."""
-    os.makedirs(out_dir, exist_ok=True)
-    hf_config.to_hf(model.config).save_pretrained(out_dir)
+    Each shard is written as soon as it fills, so at most one shard is held in host memory.
+    In a multi-process run every process must call it (arrays are gathered collectively); only process 0
+    writes."""
+    writer = jax.process_index() == 0
+    if writer:
+        os.makedirs(out_dir, exist_ok=True)
+        hf_config.to_hf(model.config).save_pretrained(out_dir)
     state = nnx.state(model, nnx.Param)
     lora = {path[:-1]: node.delta() for path, node in nnx.iter_graph(model) if type(node).__name__ == "LoRA"}
     written, current, size, total = [], {}, 0, 0   # written: (temporary file, keys)
 
     def flush():
         tmp = os.path.join(out_dir, f".shard-{len(written):05d}.tmp")
-        save_file(current, tmp, metadata={"format": "pt"})
+        if writer:
+            save_file(current, tmp, metadata={"format": "pt"})
         written.append((tmp, list(current)))
 
     for path, var in nnx.to_flat_state(state):
@@ -205,7 +210,7 @@ def save_hf(model: nnx.Module, out_dir: str, *, max_shard_bytes: int = 5 * 2**30
         value = var[...]
         if path[-1] == "kernel" and path[:-1] in lora:
             value = (value.astype(jnp.float32) + lora[path[:-1]]).astype(value.dtype)
-        array = np.ascontiguousarray(_to_torch(np.asarray(jax.device_get(value)), str(path[-1])))
+        array = np.ascontiguousarray(_to_torch(_to_host(value), str(path[-1])))
         if current and size + array.nbytes > max_shard_bytes:
             flush()
             current, size = {}, 0
@@ -213,6 +218,8 @@ def save_hf(model: nnx.Module, out_dir: str, *, max_shard_bytes: int = 5 * 2**30
         size += array.nbytes
         total += array.nbytes
     flush()
+    if not writer:
+        return
     if len(written) == 1:
         os.replace(written[0][0], os.path.join(out_dir, "model.safetensors"))
         return
@@ -225,3 +232,11 @@ def save_hf(model: nnx.Module, out_dir: str, *, max_shard_bytes: int = 5 * 2**30
     with open(index + ".tmp", "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     os.replace(index + ".tmp", index)
+
+
+def _to_host(value: jax.Array) -> np.ndarray:
+    """The full value on this host (gathered across processes when it is sharded over several)."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(value, tiled=True))
+    return np.asarray(jax.device_get(value))

@@ -162,6 +162,6 @@ def _run(config, workdir, mesh):
             break
     ckpts.wait()
     ckpts.close()
-    if config.get("export_hf") and jax.process_index() == 0 and int(state.step) == total_steps:
+    if config.get("export_hf") and int(state.step) == total_steps:   # every process gathers; process 0 writes
         save_hf(nnx.merge(graphdef, state.params, frozen), os.path.join(workdir, "hf_export"))
     return {k: float(v) for k, v in metrics.items()}
