@@ -28,6 +28,7 @@ setup(
         "pillow>=10",
         "numpy>=1.26",
         "absl-py",
+        "tensorboardX>=2.6",        # TensorBoard event files without TensorFlow
     ],
     extras_require={
         # torch is the reference implementation in tests only; the library never imports it.

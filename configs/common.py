@@ -27,5 +27,6 @@ def train_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 500
     c.keep_checkpoints = 3
     c.log_every = 10
+    c.peak_tflops = 0.0                       # per-device peak (e.g. 197 for TPU v5e bf16) for the MFU estimate
     c.export_hf = True                        # write WORKDIR/hf_export (LoRA merged) at the end
     return c

@@ -48,6 +48,7 @@ def test_training_reduces_loss_and_exports(uninterrupted, world):
     log = losses(uninterrupted)
     assert sorted(log) == [2, 4, 6, 8]
     assert log[8] < log[2]
+    assert list((uninterrupted / "tensorboard").glob("events.out.tfevents.*"))
     exported = load_hf(str(uninterrupted / "hf_export"))          # LoRA merged, loads as a plain LLaVA
     assert exported.config.text_config.hidden_size == 32
 
@@ -71,3 +72,8 @@ def test_checkpoint_from_one_mesh_resumes_on_another(world, uninterrupted, tmp_p
 def test_unknown_trainable_group_is_an_error(world, tmp_path):
     with pytest.raises(ValueError, match="match no parameter"):
         trainer.run(config(world, learning_rates={"^no_such_module/": 1e-3}), str(tmp_path))
+
+
+def test_gradient_accumulation_counts_optimizer_updates(world, tmp_path):
+    trainer.run(config(world, **{"optim.accumulate_steps": 2, "num_steps": 2, "log_every": 1}), str(tmp_path))
+    assert sorted(losses(tmp_path)) == [1, 2]

@@ -63,23 +63,41 @@ def training_records(config) -> list[dict]:
 
 
 class MetricsLog:
-    """Appends one JSON object per logged step to WORKDIR/metrics.jsonl and prints a progress line."""
+    """Process 0 appends one JSON object per logged step to WORKDIR/metrics.jsonl, writes the same scalars
+    as TensorBoard events (WORKDIR/tensorboard, via tensorboardX: no TensorFlow needed) and prints a
+    progress line with throughput, an MFU estimate (when `peak_tflops` per device is given) and ETA."""
 
-    def __init__(self, workdir: str, total_steps: int):
+    def __init__(self, workdir: str, total_steps: int, flops_per_token: float, peak_tflops: float):
         self.path = os.path.join(workdir, "metrics.jsonl")
-        self.total = total_steps
-        self.last_time, self.last_step = time.time(), None
+        self.total, self.flops_per_token, self.peak_tflops = total_steps, flops_per_token, peak_tflops
+        self.writer = None
+        if jax.process_index() == 0:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-    def write(self, step: int, metrics: dict, tokens: int, images: int, seconds: float) -> None:
+    def write(self, step: int, metrics: dict, tokens: int, images: int, seconds: float, steps_done: int) -> None:
         record = {"step": step, **{k: float(v) for k, v in metrics.items()},
                   "tokens_per_s": tokens / seconds, "images_per_s": images / seconds}
-        if jax.process_index() == 0:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            eta = seconds * (self.total - step)
-            print(f"step {step}/{self.total}  loss {record['loss']:.4f}  lr {record.get('learning_rate', 0):.2e}  "
-                  f"{record['tokens_per_s']:.0f} tok/s  {record['images_per_s']:.1f} img/s  "
-                  f"eta {eta / 60:.1f} min", flush=True)
+        if self.peak_tflops:
+            achieved = record["tokens_per_s"] * self.flops_per_token / jax.device_count()
+            record["mfu"] = achieved / (self.peak_tflops * 1e12)
+        if self.writer is None:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key != "step":
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+        eta = seconds / max(steps_done, 1) * (self.total - step)
+        mfu = f"  mfu {record['mfu']:.1%}" if "mfu" in record else ""
+        print(f"step {step}/{self.total}  loss {record['loss']:.4f}  lr {record.get('learning_rate', 0):.2e}  "
+              f"{record['tokens_per_s']:.0f} tok/s  {record['images_per_s']:.1f} img/s{mfu}  "
+              f"eta {eta / 60:.1f} min", flush=True)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
 
 
 def run(config, workdir: str) -> dict:
@@ -140,21 +158,27 @@ def _run(config, workdir, mesh):
     schedule = warmup_cosine(max(float(v) for v in config.learning_rates.values()), total_steps,
                              config.optim.warmup_ratio)
     base_rng = jax.random.key(config.seed)
-    log = MetricsLog(workdir, total_steps)
-    metrics, tokens, images, t0 = {}, 0, 0, time.time()
+    # Training FLOPs per token ~ 6 x parameters (forward 2N, backward 4N; frozen weights still backpropagate
+    # activations, so all parameters count): the usual MFU estimate, image-token compute included as tokens.
+    num_params = sum(int(x.size) for x in jax.tree.leaves((state.params, frozen)))
+    log = MetricsLog(workdir, total_steps, 6.0 * num_params, config.get("peak_tflops", 0.0))
+    accumulate = config.optim.accumulate_steps
+    metrics, tokens, images, t0, done, completed = {}, 0, 0, time.time(), 0, start
     for step in range(start, total_steps):
-        local = next(iterator)
-        if not local["loss_mask"].any(axis=1).all():
-            raise ValueError(f"step {step}: a sample has an empty loss mask")  # guarded per sample upstream too
-        batch = shd.global_batch({k: local[k] for k in BATCH_KEYS}, mesh)
-        rng = jax.random.fold_in(base_rng, step) if config.lora.dropout > 0 else None
-        state, metrics = step_fn(state, frozen, batch, rng)
-        tokens += int(local["attention_mask"].sum()) * processes
-        images += int(local["has_image"].sum()) * processes
+        for micro in range(accumulate):   # optax.MultiSteps applies the update on the last micro-batch
+            local = next(iterator)
+            if not local["loss_mask"].any(axis=1).all():
+                raise ValueError(f"step {step}: a sample has an empty loss mask")  # also refused per sample upstream
+            batch = shd.global_batch({k: local[k] for k in BATCH_KEYS}, mesh)
+            rng = jax.random.fold_in(base_rng, step * accumulate + micro) if config.lora.dropout > 0 else None
+            state, metrics = step_fn(state, frozen, batch, rng)
+            tokens += int(local["attention_mask"].sum()) * processes
+            images += int(local["has_image"].sum()) * processes
+        done, completed = done + 1, step + 1
         if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
             metrics = dict(jax.device_get(metrics), learning_rate=float(schedule(step)))
-            log.write(step + 1, metrics, tokens, images, time.time() - t0)
-            tokens, images, t0 = 0, 0, time.time()
+            log.write(step + 1, metrics, tokens, images, time.time() - t0, done)
+            tokens, images, t0, done = 0, 0, time.time(), 0
         last = step + 1 == total_steps or step + 1 == config.get("stop_at_step")
         ckpts.save(step + 1, state, iterator, force=last)
         if step + 1 == config.get("stop_at_step"):
@@ -162,6 +186,7 @@ def _run(config, workdir, mesh):
             break
     ckpts.wait()
     ckpts.close()
-    if config.get("export_hf") and int(state.step) == total_steps:   # every process gathers; process 0 writes
+    log.close()
+    if config.get("export_hf") and completed == total_steps:   # every process gathers; process 0 writes
         save_hf(nnx.merge(graphdef, state.params, frozen), os.path.join(workdir, "hf_export"))
     return {k: float(v) for k, v in metrics.items()}
