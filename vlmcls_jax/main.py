@@ -10,6 +10,8 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml-collections config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where outputs are written")
+_MULTIHOST = flags.DEFINE_bool("multihost", False, "join a multi-host run with jax.distributed.initialize() "
+                               "(TPU pods and SLURM clusters provide the coordinates in the environment)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -22,6 +24,9 @@ def jobs():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _MULTIHOST.value:
+        from vlmcls_jax.sharding import initialize_distributed
+        initialize_distributed()
     config = _CONFIG.value
     table = jobs()
     if config.job not in table:
