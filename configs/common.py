@@ -8,7 +8,8 @@ def train_config() -> ml_collections.ConfigDict:
     c.job = "train"
     c.seed = 0
     c.mesh_shape = (-1, 1, 1)                 # (data, fsdp, tensor); one -1 takes the remaining devices
-    c.model = ml_collections.ConfigDict(dict(checkpoint="", revision=None, dtype="bfloat16", param_dtype="float32"))
+    c.model = ml_collections.ConfigDict(dict(checkpoint="", revision=None, dtype="bfloat16", param_dtype="float32",
+                                                     remat=False))   # remat: recompute decoder blocks in backward
     c.tokenizer = ""                          # default: the model checkpoint's tokenizer
     c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=256.0, dropout=0.05, targets=""))
     # Trainable groups: {preset or regex over parameter paths: learning rate}; presets are

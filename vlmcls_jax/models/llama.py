@@ -46,6 +46,7 @@ class LlamaConfig:
     pad_token_id: int | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    remat: bool = False   # recompute each decoder block in the backward pass (activation memory ~1 block)
 
     @property
     def head_size(self) -> int:
@@ -197,9 +198,10 @@ class LlamaModel(nnx.Module):
         x = inputs_embeds.astype(self.config.dtype)
         hidden_states = [x] if output_hidden_states else None
         new_k, new_v = [], []
+        call = nnx.remat(lambda layer, *args: layer(*args)) if self.config.remat else (lambda layer, *a: layer(*a))
         for i, layer in enumerate(self.layers):
             kv = (cache.keys[i], cache.values[i]) if cache is not None else None
-            x, kv = layer(x, mask, cos, sin, kv, start)
+            x, kv = call(layer, x, mask, cos, sin, kv, start)
             if kv is not None:
                 new_k.append(kv[0])
                 new_v.append(kv[1])

@@ -7,6 +7,7 @@ state, step and data-iterator position), so its loss trajectory continues exactl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -35,6 +36,8 @@ def load_model(config, mesh):
     """The model named by `config.model.checkpoint` (HF folder or hub id), loaded into its shardings."""
     source = resolve_checkpoint(config.model.checkpoint, config.model.get("revision"))
     cfg = hf_config.load_config(source, jnp.dtype(config.model.dtype), jnp.dtype(config.model.param_dtype))
+    if config.model.get("remat"):
+        cfg = dataclasses.replace(cfg, text_config=dataclasses.replace(cfg.text_config, remat=True))
     model = load_weights(cfg, safetensors_files(source), shardings=shd.path_shardings(cfg, mesh))
     return model, source
 

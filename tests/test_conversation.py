@@ -1,0 +1,95 @@
+"""LLaVA conversations -> ids + loss masks, checked token by token with the real Llama-2 tokenizer; the
+classification template; length-bucket batching; the record reader's errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vlmcls_jax.data.conversation import TEMPLATES, classification_record, render, tokenize_conversation
+from vlmcls_jax.data.pipeline import pad_batch, read_records
+
+RECORD = {"id": "r1", "image": "a.jpg", "conversations": [
+    {"from": "human", "value": "<image>\nWhat type of object is in this photo?"},
+    {"from": "gpt", "value": "golden retriever"},
+    {"from": "human", "value": "Is it a dog?"},
+    {"from": "gpt", "value": "Yes, it is."}]}
+
+
+def supervised_text(tok, out):
+    return tok.decode(out["input_ids"][out["loss_mask"] == 1].tolist())
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_mask_covers_exactly_the_answers_and_eos(llava_tokenizer, template):
+    out = tokenize_conversation(llava_tokenizer, RECORD, 5, template)
+    ids, mask = out["input_ids"], out["loss_mask"]
+    assert ids.dtype == np.int32 and mask.shape == ids.shape
+    assert (ids == 32000).sum() == 5                                   # <image> expanded
+    pieces = llava_tokenizer.convert_ids_to_tokens(ids[mask == 1].tolist())
+    assert pieces == ["▁golden", "▁retr", "ie", "ver", "</s>", "▁Yes", ",", "▁it", "▁is", ".", "</s>"]
+    # The whole text is tokenised at once: the ids equal tokenising the rendered conversation directly.
+    text, _ = render(RECORD["conversations"], TEMPLATES[template])
+    direct = llava_tokenizer(text.replace("<image>", "<image>" * 5))["input_ids"]
+    assert ids.tolist() == direct
+
+
+def test_llava_v1_text_is_the_vicuna_template(llava_tokenizer):
+    text, spans = render(RECORD["conversations"], TEMPLATES["llava_v1"])
+    assert text.startswith("A chat between a curious human and an artificial intelligence assistant. ")
+    assert "questions. USER: <image>\nWhat type of object is in this photo? ASSISTANT: golden retriever</s>" \
+           "USER: Is it a dog? ASSISTANT: Yes, it is.</s>" in text
+    assert [text[s:e] for s, e in spans] == [" golden retriever</s>", " Yes, it is.</s>"]
+
+
+def test_classification_record_template(llava_tokenizer):
+    rec = classification_record("x.jpg", "tabby cat", record_id="7")
+    assert rec["conversations"][0]["value"] == "<image>\nWhat type of object is in this photo?"
+    assert rec["conversations"][1]["value"] == "tabby cat"
+    out = tokenize_conversation(llava_tokenizer, rec, 3)
+    assert supervised_text(llava_tokenizer, out) == "tabby cat</s>"
+    sentence = classification_record("x.jpg", "tabby cat", answer_template="The photo features a {}.")
+    assert sentence["conversations"][1]["value"] == "The photo features a tabby cat."
+
+
+@pytest.mark.parametrize("turns,match", [
+    ([{"from": "human", "value": "<image>\nq"}], "no assistant"),
+    ([{"from": "gpt", "value": "a"}], "expected 'human'"),
+    ([{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": None}], "no string 'value'"),
+])
+def test_malformed_conversations_name_the_record(llava_tokenizer, turns, match):
+    with pytest.raises(ValueError, match=f"record bad: .*{match}"):
+        tokenize_conversation(llava_tokenizer, {"id": "bad", "conversations": turns}, 1)
+
+
+def test_truncation_and_missing_placeholder_are_errors(llava_tokenizer):
+    with pytest.raises(ValueError, match="record r1 is .* more than max_length=10"):
+        tokenize_conversation(llava_tokenizer, RECORD, 5, max_length=10)
+    no_placeholder = {"id": "np", "image": "a.jpg", "conversations": [
+        {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    with pytest.raises(ValueError, match="record np has an image but no <image>"):
+        tokenize_conversation(llava_tokenizer, no_placeholder, 4)
+
+
+def test_pad_batch_uses_the_smallest_fitting_bucket():
+    examples = [{"input_ids": np.arange(1, n + 1, dtype=np.int32), "loss_mask": np.ones(n, np.int32),
+                 "pixel_values": np.zeros((2, 2, 3), np.float32), "has_image": np.int32(1)} for n in (3, 7)]
+    batch = pad_batch(examples, buckets=(4, 8, 16), pad_id=0)
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["attention_mask"].sum(1).tolist() == [3, 7]
+    assert batch["input_ids"][0].tolist() == [1, 2, 3, 0, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="largest length bucket 4"):
+        pad_batch(examples, buckets=(4,), pad_id=0)
+
+
+def test_read_records_json_and_jsonl(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps([RECORD]))
+    (tmp_path / "b.jsonl").write_text(json.dumps(RECORD) + "\n\n" + json.dumps(RECORD) + "\n")
+    assert len(read_records(str(tmp_path / "a.json"))) == 1
+    assert len(read_records(str(tmp_path / "b.jsonl"))) == 2
+    (tmp_path / "c.jsonl").write_text(json.dumps(RECORD) + "\n{broken\n")
+    with pytest.raises(ValueError, match="c.jsonl:2"):
+        read_records(str(tmp_path / "c.jsonl"))
+    (tmp_path / "d.json").write_text(json.dumps([{"image": "x"}]))
+    with pytest.raises(ValueError, match="record 0 has no 'conversations'"):
+        read_records(str(tmp_path / "d.json"))
