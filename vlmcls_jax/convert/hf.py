@@ -210,7 +210,7 @@ def save_hf(model: nnx.Module, out_dir: str, *, max_shard_bytes: int = 5 * 2**30
         value = var[...]
         if path[-1] == "kernel" and path[:-1] in lora:
             value = (value.astype(jnp.float32) + lora[path[:-1]]).astype(value.dtype)
-        array = np.ascontiguousarray(_to_torch(_to_host(value), str(path[-1])))
+        array = np.array(_to_torch(_to_host(value), str(path[-1])), order="C")  # (ascontiguousarray makes 0-d 1-d)
         if current and size + array.nbytes > max_shard_bytes:
             flush()
             current, size = {}, 0
