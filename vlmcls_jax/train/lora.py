@@ -19,8 +19,9 @@ from flax import nnx
 
 from vlmcls_jax.models.layers import Linear, matmul
 
-# The study's LoRA targets every linear layer of the LLM (LLaVA's `find_all_linear_names`).
-LLM_LINEARS = r"(^|/)language_model/model/layers/\d+/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)$"
+# The study's LoRA targets every linear layer of the LLM (LLaVA's `find_all_linear_names`); matches a
+# LLaVA's language model and a bare Llama alike, never CLIP's `encoder/layers`.
+LLM_LINEARS = r"(^|/)model/layers/\d+/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)$"
 
 
 class LoRA(nnx.Module):

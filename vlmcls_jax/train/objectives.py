@@ -3,6 +3,8 @@
 
     objective = make_objective({"name": "text_generation", "label_smoothing": 0.1})
     objective = make_objective({"name": "weighted", "terms": {"text_generation": 1.0, "classification": 0.5}})
+    objective = make_objective({"name": "weighted", "terms": [({"name": "text_generation",
+                                                               "label_smoothing": 0.1}, 1.0)]})
 
 Batches are dicts of arrays:
   text_generation  input_ids int[B, T], attention_mask int[B, T], loss_mask int[B, T], pixel_values?
@@ -29,6 +31,7 @@ def _vlm_kwargs(batch) -> dict:
 
 def text_generation(model, batch, *, label_smoothing: float = 0.0):
     """Next-token cross-entropy on answer tokens (`loss_mask`), as LLaVA trains."""
+    model = getattr(model, "backbone", model)   # a WithHead model generates with its backbone
     logits, _ = model(batch["input_ids"], attention_mask=batch["attention_mask"], **_vlm_kwargs(batch))
     return losses.next_token_loss(logits, batch["input_ids"], batch["loss_mask"], label_smoothing)
 
@@ -68,17 +71,23 @@ def weighted(terms: Mapping[str, tuple[Objective, float]]) -> Objective:
 
 
 def make_objective(spec: str | Mapping[str, Any]) -> Objective:
-    """From a name or a config dict {"name": ..., **kwargs}; "weighted" takes
-    {"terms": {name_or_spec: weight}}.  Unknown names are errors listing the known ones."""
+    """From a name or a config dict {"name": ..., **kwargs}.  "weighted" takes {"terms": {name: weight}}
+    or {"terms": [(name_or_spec, weight), ...]} (specs carry kwargs; a repeated name gets a _2, _3 suffix
+    in the metrics).  Unknown names are errors listing the known ones."""
     if isinstance(spec, str):
         spec = {"name": spec}
     spec = dict(spec)
     name = spec.pop("name", None)
     if name == "weighted":
+        raw = spec.pop("terms")
         terms = {}
-        for term, weight in dict(spec.pop("terms")).items():
-            sub = term if isinstance(term, str) else term["name"]
-            terms[sub] = (make_objective(term), float(weight))
+        for term, weight in (raw.items() if isinstance(raw, Mapping) else raw):
+            key = sub = term if isinstance(term, str) else term["name"]
+            n = 1
+            while key in terms:
+                n += 1
+                key = f"{sub}_{n}"
+            terms[key] = (make_objective(term), float(weight))
         return weighted(terms)
     if name not in OBJECTIVES:
         raise ValueError(f"config.objective name {name!r} is not one of {sorted(OBJECTIVES) + ['weighted']}")

@@ -10,6 +10,7 @@ bit-identical (cheaper than `optax.multi_transform` + `set_to_zero`, which still
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Sequence
 
@@ -66,6 +67,8 @@ def check_groups(state: nnx.State, groups: Sequence[ParamGroup]) -> dict[str, in
     freeze everything)."""
     counts = {g.name: 0 for g in groups}
     for path, var in nnx.to_flat_state(state):
+        if not isinstance(var, nnx.Param):
+            continue
         name = group_of(path, groups)
         if name is not None:
             counts[name] += int(var[...].size)
@@ -77,8 +80,11 @@ def check_groups(state: nnx.State, groups: Sequence[ParamGroup]) -> dict[str, in
 
 
 def warmup_cosine(learning_rate: float, total_steps: int, warmup_ratio: float = 0.03) -> optax.Schedule:
-    """Linear warmup from 0 over `warmup_ratio` of the steps, then cosine decay to 0 (LLaVA's schedule)."""
-    warmup = max(1, int(round(total_steps * warmup_ratio)))
+    """Linear warmup from 0 over ceil(`warmup_ratio` x steps) steps, then cosine decay to 0: transformers'
+    `get_cosine_schedule_with_warmup`, which LLaVA's training uses.  No warmup starts at the peak."""
+    warmup = math.ceil(total_steps * warmup_ratio)
+    if warmup == 0:
+        return optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
     return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(total_steps, warmup + 1), 0.0)
 
 

@@ -40,6 +40,9 @@ def init_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.
     state is created directly in the shardings of the parameters it mirrors (Adam's mu and nu; XLA's
     propagation alone does not guarantee that), its scalars replicated."""
     graphdef, params, frozen = split_model(model, groups)
+    # Commit the parameters to their devices: the step's outputs are committed, and an uncommitted input
+    # would make the second call compile again.
+    params = jax.tree.map(lambda x: jax.device_put(x, x.sharding), params)
     some = jax.tree.leaves(params)[0].sharding
     replicated = NamedSharding(some.mesh, PartitionSpec()) if isinstance(some, NamedSharding) else some
     opt_state = jax.jit(tx.init, out_shardings=optimizer_shardings(tx, params, replicated))(params)
@@ -68,7 +71,8 @@ def train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, ba
     """One optimizer call.  rng: a key for dropout (LoRA dropout), or None for no dropout.
     Returns (new state, metrics: the objective's, plus grad_norm and learning-rate-free step)."""
     def loss_fn(params):
-        model = nnx.merge(graphdef, params, frozen)
+        # copy=True: reseeding mutates RNG variables, which must be fresh ones inside this trace.
+        model = nnx.merge(graphdef, params, frozen, copy=True)
         if rng is not None:
             nnx.reseed(model, dropout=rng)
             model = nnx.view(model, deterministic=False, raise_if_not_found=False)
