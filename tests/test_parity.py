@@ -1,6 +1,7 @@
 """Our Flax ports equal transformers' PyTorch models on the same random weights (loaded with load_hf).
 
-Tolerances (float32): max abs diff <= 1e-4 on outputs of unit scale; measured values are ~1e-6.
+Tolerances (float32): max abs diff <= 1e-4 on outputs of unit scale; measured: LLaVA logits 1.2e-7,
+CLIP pooled features 3.6e-7.
 bfloat16 (dtype=bfloat16, weights rounded to bfloat16) against the float32 reference: see
 test_llava_bfloat16_tolerance.
 """
@@ -143,8 +144,8 @@ def test_llava_image_token_mismatch_is_an_error(tmp_path):
 
 
 def test_llava_bfloat16_tolerance(tmp_path):
-    """bfloat16 compute and storage against the float32 reference: measured max abs diff ~2e-2 on logits of
-    scale ~0.5 (bfloat16 keeps 8 bits of mantissa); bound 8e-2."""
+    """bfloat16 compute and storage against the float32 reference: measured max abs diff 3.5e-3 on logits of
+    scale 0.37 (bfloat16 keeps 8 bits of mantissa); bound 2e-2."""
     ref = tiny_hf.llava(tmp_path)
     ours = load_hf(str(tmp_path), dtype=jnp.bfloat16)
     assert ours.language_model.lm_head.kernel[...].dtype == jnp.bfloat16
@@ -154,4 +155,4 @@ def test_llava_bfloat16_tolerance(tmp_path):
         expected = ref(input_ids=torch.tensor(ids), pixel_values=tiny_hf.nchw(px)).logits.numpy()
     logits, _ = ours(jnp.asarray(ids), pixel_values=jnp.asarray(px))
     assert logits.dtype == jnp.float32
-    assert np.abs(np.asarray(logits) - expected).max() < 8e-2
+    assert np.abs(np.asarray(logits) - expected).max() < 2e-2
