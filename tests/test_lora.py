@@ -1,8 +1,6 @@
 """`train.lora`: adapters start as the identity, target the 14 LLM linears of a 2-layer LLaVA, merge back into
 the kernels exactly, and `save_hf` writes merged weights that `load_hf` reads back."""
 
-import functools
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,27 +8,10 @@ from flax import nnx
 from safetensors import safe_open
 
 from vlmcls_jax.convert import load_hf, save_hf
-from vlmcls_jax.models import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 from vlmcls_jax.models.layers import Linear
 from vlmcls_jax.train.lora import LoRA, apply_lora, merge_lora
 
-IMAGE_TOKEN = 63
-CFG = LlavaConfig(
-    vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                   image_size=28, patch_size=14, projection_dim=16),
-    text_config=LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, pad_token_id=0),
-    image_token_index=IMAGE_TOKEN)
-
-
-@functools.cache
-def _pristine_llava():
-    return LlavaForConditionalGeneration(CFG, rngs=nnx.Rngs(0))
-
-
-def new_llava():
-    """A fresh copy of one tiny LLaVA (built once: eager construction is slow on a busy CPU)."""
-    return nnx.clone(_pristine_llava())
+from tiny_models import IMAGE_TOKEN, LLAVA as CFG, new_llava
 
 
 def inputs(seed=0, B=3, T=12):

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import portpicker
-import pytest
 
 import train_fixtures
 

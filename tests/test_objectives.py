@@ -9,26 +9,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vlmcls_jax.models import (CLIPModel, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                               LlavaForConditionalGeneration)
-from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig
+from vlmcls_jax.models import (CLIPModel, LlavaForConditionalGeneration)
 from vlmcls_jax.models.heads import WithHead
 from vlmcls_jax.train import losses, objectives
 from vlmcls_jax.train.objectives import make_objective
 
-IMAGE_TOKEN = 63
-LLAVA = LlavaConfig(
-    vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                   image_size=28, patch_size=14, projection_dim=16),
-    text_config=LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, pad_token_id=0),
-    image_token_index=IMAGE_TOKEN)
-CLIP = CLIPConfig(
-    text_config=CLIPTextConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                               num_attention_heads=4, max_position_embeddings=16, projection_dim=16, eos_token_id=49),
-    vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                   image_size=28, patch_size=14, projection_dim=16),
-    projection_dim=16)
+from tiny_models import CLIP, IMAGE_TOKEN, LLAVA
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vlmcls_jax.models import (CLIPModel, CLIPVisionConfig, LlamaConfig, LlamaForCausalLM, LlavaConfig,
-                               LlavaForConditionalGeneration)
-from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig
+from vlmcls_jax.models import (CLIPModel, LlamaConfig, LlamaForCausalLM)
 from vlmcls_jax.models.heads import WithHead
 from vlmcls_jax.train.lora import LoRA, apply_lora
 from vlmcls_jax.train.objectives import make_objective
@@ -21,29 +19,7 @@ from vlmcls_jax.train.optimizer import (ParamGroup, check_groups, decay_mask, ma
                                         warmup_cosine)
 from vlmcls_jax.train.step import init_train_state, split_model, train_step
 
-IMAGE_TOKEN = 63
-LLAMA = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, pad_token_id=0)
-LLAVA = LlavaConfig(
-    vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                   image_size=28, patch_size=14, projection_dim=16),
-    text_config=LLAMA, image_token_index=IMAGE_TOKEN)
-CLIP = CLIPConfig(
-    text_config=CLIPTextConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                               num_attention_heads=4, max_position_embeddings=16, projection_dim=16, eos_token_id=49),
-    vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                   image_size=28, patch_size=14, projection_dim=16),
-    projection_dim=16)
-
-
-@functools.cache
-def _pristine_llava():
-    return LlavaForConditionalGeneration(LLAVA, rngs=nnx.Rngs(0))
-
-
-def new_llava():
-    """A fresh copy of one tiny LLaVA (built once: eager construction is slow on a busy CPU)."""
-    return nnx.clone(_pristine_llava())
+from tiny_models import CLIP, IMAGE_TOKEN, LLAMA, new_llava
 
 
 def llava_batch(seed=0, B=4, T=12):

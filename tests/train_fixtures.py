@@ -11,7 +11,6 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from vlmcls_jax import demo
 from vlmcls_jax.convert import save_hf
-from vlmcls_jax.data.conversation import classification_record
 from vlmcls_jax.data.prompts import llava_prompt
 
 
