@@ -1,5 +1,8 @@
 """Tiny random transformers (PyTorch) models saved with save_pretrained: the reference implementations."""
 
+import os
+
+import numpy as np
 import torch
 import transformers
 
@@ -41,3 +44,42 @@ def clip(folder, *, text=None, vision=None):
 
 def nchw(pixels):
     return torch.tensor(pixels.transpose(0, 3, 1, 2))
+
+
+# ------------------------------------------------------------------------------- shared inputs and checks
+
+def rand_pixels(n, size=28, seed=0):
+    """Normalised-looking NHWC pixels float32[n, size, size, 3]."""
+    return np.random.RandomState(seed).randn(n, size, size, 3).astype(np.float32)
+
+
+def left_padded(rows, pad=0):
+    """Right-aligned int64[B, T] ids and their attention mask from ragged `rows` (lists of ids)."""
+    T = max(map(len, rows))
+    ids = np.array([[pad] * (T - len(r)) + list(r) for r in rows], np.int64)
+    mask = np.array([[0] * (T - len(r)) + [1] * len(r) for r in rows], np.int64)
+    return ids, mask
+
+
+def hf_positions(mask):
+    """The positions our models use by default (real tokens counted, left padding at 0), to pass to HF."""
+    return np.maximum(mask.cumsum(1) - 1, 0)
+
+
+def max_diff(got, want, where=None):
+    """max |got - want| (over `where`, a boolean mask of leading dims, if given)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want.detach().numpy() if hasattr(want, "detach") else want,
+                                                        np.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    if where is not None:
+        got, want = got[where], want[where]
+    return float(np.abs(got - want).max())
+
+
+def assert_close(got, want, tol, what="", where=None):
+    """Asserts max abs diff <= tol; prints the measured value when VLMCLS_PRINT_DIFFS is set (pytest -s)."""
+    diff = max_diff(got, want, where)
+    if os.environ.get("VLMCLS_PRINT_DIFFS"):
+        print(f"\n[max abs diff] {what}: {diff:.3g} (tol {tol:g})")
+    assert diff <= tol, f"{what}: max abs diff {diff:.3g} > {tol:g}"
+    return diff

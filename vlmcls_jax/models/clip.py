@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vlmcls_jax.models.layers import Embed, LayerNorm, Linear, activation, attention, default_init, matmul, param
+from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, attention, constrain, default_init, matmul,
+                                      param)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +114,7 @@ class CLIPEncoder(nnx.Module):
         """Runs the first `num_layers` layers (all by default); returns [input, after layer 1, ...]."""
         hidden = [x]
         for layer in self.layers[: num_layers if num_layers is not None else len(self.layers)]:
-            hidden.append(layer(hidden[-1], mask))
+            hidden.append(constrain(layer(hidden[-1], mask), ("batch", "length", "activation_embed")))
         return hidden
 
 

@@ -15,6 +15,7 @@ float32 (`preferred_element_type`), norms and softmax run in float32.
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 import jax
@@ -25,6 +26,16 @@ Dtype = Any
 Axes = tuple[str | None, ...]
 
 default_init = nnx.initializers.normal(stddev=0.02)
+
+# Set by `sharding.activation_sharding(mesh)` while a step is traced: maps (array, logical axes) to the
+# array with a sharding constraint.  Unset (the default), `constrain` does nothing.
+ACTIVATION_CONSTRAINT: contextvars.ContextVar = contextvars.ContextVar("activation_constraint", default=None)
+
+
+def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
+    """Annotates an activation with logical axis names (e.g. ("batch", "length", "embed"))."""
+    fn = ACTIVATION_CONSTRAINT.get()
+    return x if fn is None else fn(x, axes)
 
 
 def param(rngs: nnx.Rngs | None, init, shape: tuple[int, ...], axes: Axes, param_dtype: Dtype) -> nnx.Param:

@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.layers import Embed, Linear, RMSNorm, attention, attention_with_prefix, matmul
+from vlmcls_jax.models.layers import Embed, Linear, RMSNorm, attention, attention_with_prefix, constrain, matmul
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +86,9 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     rotated = jnp.concatenate([-x2, x1], axis=-1)
     return (x.astype(jnp.float32) * cos + rotated * sin).astype(x.dtype)
+
+
+ACTIVATION_AXES = ("batch", "length", "activation_embed")
 
 
 class LlamaAttention(nnx.Module):
@@ -202,6 +205,7 @@ class LlamaModel(nnx.Module):
         for i, layer in enumerate(self.layers):
             kv = (cache.keys[i], cache.values[i]) if cache is not None else None
             x, kv = call(layer, x, mask, cos, sin, kv, start)
+            x = constrain(x, ACTIVATION_AXES)
             if kv is not None:
                 new_k.append(kv[0])
                 new_v.append(kv[1])

@@ -108,3 +108,15 @@ def jit_train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State
     batch_sh = None if batch_ndims is None else {k: shd.batch_sharding(mesh, n) for k, n in batch_ndims.items()}
     return jax.jit(step, in_shardings=(state_sh, frozen_sh, batch_sh, replicated),
                    out_shardings=(state_sh, replicated), donate_argnums=(0,))
+
+
+def jit_eval_step(graphdef, objective, params: nnx.State, frozen: nnx.State, mesh: Mesh,
+                  batch_ndims: dict[str, int]):
+    """`eval_step` jitted with the parameters' shardings and batches split over the batch axes; returns
+    replicated metrics."""
+    def step(params, frozen, batch):
+        return eval_step(graphdef, objective, params, frozen, batch)
+
+    batch_sh = {k: shd.batch_sharding(mesh, n) for k, n in batch_ndims.items()}
+    return jax.jit(step, in_shardings=(_shardings_of(params), _shardings_of(frozen), batch_sh),
+                   out_shardings=NamedSharding(mesh, PartitionSpec()))
