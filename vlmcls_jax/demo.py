@@ -27,13 +27,12 @@ from PIL import Image, ImageDraw
 
 from vlmcls_jax.convert import load_hf, save_hf
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig, preprocess_batch
-from vlmcls_jax.data.prompts import llava_prompt, tokenize_prompts
+from vlmcls_jax.data.prompts import OPEN_QUESTION, SCORING_PREFIX, closed_world_question, llava_prompt, tokenize_prompts
 from vlmcls_jax.inference import generate, score_candidates
 from vlmcls_jax.models import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
 SHAPES = ("circle", "square", "triangle")
-OPEN_QUESTION = "What type of object is in this photo?"
 
 
 def class_names() -> list[str]:
@@ -42,7 +41,7 @@ def class_names() -> list[str]:
 
 def closed_question(names: list[str]) -> str:
     """The study's closed-world prompt: the open question plus ` Choose one from "a, b, ...".`"""
-    return f'{OPEN_QUESTION} Choose one from "{", ".join(names)}".'
+    return closed_world_question(OPEN_QUESTION, names)
 
 
 def render(name: str, size: int, rng: np.random.Generator) -> Image.Image:
@@ -119,10 +118,10 @@ def run(config, workdir: str) -> list[dict]:
                                  max_new_tokens=config.max_new_tokens))
     outputs = tokenizer.batch_decode(tokens, skip_special_tokens=True)
 
-    prefix = tokenize_prompts(tokenizer, [llava_prompt(OPEN_QUESTION, "The photo features a")] * len(images), n_img)
+    prefix = tokenize_prompts(tokenizer, [llava_prompt(OPEN_QUESTION, SCORING_PREFIX)] * len(images), n_img)
     # Class names tokenised in context: the ids they get after the prefix, not standalone.
-    prefix_len = len(tokenizer(llava_prompt(OPEN_QUESTION, "The photo features a"))["input_ids"])
-    candidates = [tokenizer(llava_prompt(OPEN_QUESTION, f"The photo features a {n}"))["input_ids"][prefix_len:]
+    prefix_len = len(tokenizer(llava_prompt(OPEN_QUESTION, SCORING_PREFIX))["input_ids"])
+    candidates = [tokenizer(llava_prompt(OPEN_QUESTION, f"{SCORING_PREFIX} {n}"))["input_ids"][prefix_len:]
                   for n in names]
     scores, lengths = score_candidates(model, prefix["input_ids"], prefix["attention_mask"], candidates, pixels)
 

@@ -20,9 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from vlmcls_jax.data.prompts import IMAGE_TOKEN
-
-OPEN_QUESTION = "What type of object is in this photo?"
+from vlmcls_jax.data.prompts import IMAGE_TOKEN, OPEN_QUESTION
 
 
 @dataclasses.dataclass(frozen=True)

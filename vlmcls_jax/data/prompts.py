@@ -71,3 +71,19 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str], num_image_tokens: int, i
         input_ids[b, span] = ids
         attention_mask[b, span] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+# The study's classification prompts (Zhang et al. 2024, Table 1 and Table 2).
+OPEN_QUESTION = "What type of object is in this photo?"
+QUESTION_WORDINGS = {
+    "default": OPEN_QUESTION,
+    "identify": "Identify the object in this image.",
+    "main_object": "What is the main object depicted in this photograph?",
+}
+CHAIN_OF_THOUGHT = "Let's think step by step."      # put in the assistant turn
+SCORING_PREFIX = "The photo features a"             # probabilistic inference scores class names after it
+
+
+def closed_world_question(question: str, names: Sequence[str]) -> str:
+    """`{question} Choose one from "a, b, c".` — the study's closed-world prompt."""
+    return f'{question} Choose one from "{", ".join(names)}".'

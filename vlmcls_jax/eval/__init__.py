@@ -1,0 +1,1 @@
+"""Evaluations of the study: metrics, candidate sets, and the per-experiment evaluators."""
