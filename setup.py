@@ -29,6 +29,7 @@ setup(
         "numpy>=1.26",
         "absl-py",
         "tensorboardX>=2.6",        # TensorBoard event files without TensorFlow
+        "tqdm",
     ],
     extras_require={
         # torch is the reference implementation in tests only; the library never imports it.

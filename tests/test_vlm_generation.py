@@ -1,0 +1,72 @@
+"""Classification by generation: prompts per example, outputs equal to single-example generation,
+resumable JSONL with each example exactly once."""
+
+import collections
+import json
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from vlmcls_jax import demo
+from vlmcls_jax.convert import load_hf
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation, question_for
+
+import train_fixtures
+
+Example = collections.namedtuple("Example", "id image label label_name")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    ckpt = train_fixtures.tiny_checkpoint(root / "ckpt")
+    manifest = train_fixtures.shapes_dataset(root / "data", 7)
+    names = demo.class_names()
+    examples = [Example(r["image"], str(root / "data" / r["image"]), names.index(r["label"]), r["label"])
+                for r in map(json.loads, manifest.read_text().splitlines())]
+    return load_hf(str(ckpt)), AutoTokenizer.from_pretrained(ckpt), examples, names
+
+
+PRE = ClipPreprocessConfig(size=28, crop_size=(28, 28))
+
+
+def test_closed_world_questions_per_example(setup):
+    _, _, examples, names = setup
+    s = GenerationSettings(closed_world=True, choice_seed=0)
+    q0, q1 = question_for(examples[0], names, s), question_for(examples[1], names, s)
+    assert q0.startswith('What type of object is in this photo? Choose one from "') and q0 != q1
+    assert sorted(q0.split('"')[1].split(", ")) == sorted(names)
+    k = question_for(examples[0], names, GenerationSettings(closed_world=True, label_set_size=3))
+    listed = k.split('"')[1].split(", ")
+    assert len(listed) == 3 and examples[0].label_name in listed
+    assert question_for(examples[0], names, GenerationSettings(closed_world=True, choice_seed=None)) == \
+        f'What type of object is in this photo? Choose one from "{", ".join(names)}".'
+
+
+def test_batched_outputs_equal_one_at_a_time_and_resume(setup, tmp_path):
+    model, tok, examples, names = setup
+    s = GenerationSettings(closed_world=True, max_new_tokens=4, batch_size=3)
+    full = evaluate_generation(model, tok, examples, names, str(tmp_path / "a.jsonl"), s, PRE)
+    assert full["examples"] == 7
+    single = evaluate_generation(model, tok, examples, names, str(tmp_path / "b.jsonl"),
+                                 GenerationSettings(closed_world=True, max_new_tokens=4, batch_size=1), PRE)
+    a = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert [r["output"] for r in a] == [r["output"] for r in b] and full == single
+
+    # Interrupted after 4 examples, with a half-written fifth line: the rerun finishes the rest once.
+    path = tmp_path / "c.jsonl"
+    evaluate_generation(model, tok, examples[:4], names, str(path), s, PRE)
+    with open(path, "a") as f:
+        f.write('{"id": "4.png", "outp')
+    resumed = evaluate_generation(model, tok, examples, names, str(path), s, PRE)
+    ids = [json.loads(x)["id"] for x in path.read_text().splitlines()]
+    assert sorted(ids) == sorted(e.id for e in examples) and len(ids) == 7
+    assert resumed == full
+
+
+def test_bad_wording_is_an_error():
+    with pytest.raises(ValueError, match="wording"):
+        GenerationSettings(wording="nope")

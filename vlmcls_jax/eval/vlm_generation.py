@@ -1,0 +1,129 @@
+"""VLM classification by generation (the study's Table 1 and Table 2 top): ask, decode greedily, check the
+answer for the class name.
+
+Every output is appended to a JSONL file as soon as its batch finishes; an interrupted evaluation
+re-run on the same file skips the examples already there (a half-written last line is discarded and
+redone), so the summary always covers each example exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig, clip_preprocess, expand_to_square, load_image
+from vlmcls_jax.data.prompts import (CHAIN_OF_THOUGHT, QUESTION_WORDINGS, closed_world_question, llava_prompt,
+                                     tokenize_prompts)
+from vlmcls_jax.eval.candidates import candidate_set, choice_order
+from vlmcls_jax.eval.metrics import exact_match, substring_match
+from vlmcls_jax.inference import generate
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationSettings:
+    wording: str = "default"            # a key of QUESTION_WORDINGS
+    closed_world: bool = False          # append ` Choose one from "...".`
+    choice_seed: int | None = 0         # shuffle the choices per image by this seed; None: dataset order
+    label_set_size: int | None = None   # closed world over the true class + k - 1 random others
+    label_set_seed: int = 0
+    chain_of_thought: bool = False      # "Let's think step by step." in the assistant turn
+    max_new_tokens: int = 32
+    batch_size: int = 8
+    length_multiple: int = 64           # prompts are left-padded to a multiple of this (few compilations)
+    pad_to_square: bool = True          # LLaVA-1.5's image_aspect_ratio="pad"
+
+    def __post_init__(self):
+        if self.wording not in QUESTION_WORDINGS:
+            raise ValueError(f"wording {self.wording!r} is not one of {sorted(QUESTION_WORDINGS)}")
+
+
+def question_for(example, class_names: Sequence[str], s: GenerationSettings) -> str:
+    """The question text for one example (its choices, when closed world, in its own order)."""
+    question = QUESTION_WORDINGS[s.wording]
+    if not s.closed_world:
+        return question
+    indices = list(range(len(class_names))) if s.label_set_size is None else \
+        candidate_set(example.label, len(class_names), s.label_set_size, s.label_set_seed, example.id)
+    order = choice_order(len(indices), s.choice_seed, example.id)
+    names = list(dict.fromkeys(class_names[indices[i]] for i in order))   # a repeated name is listed once
+    return closed_world_question(question, names)
+
+
+def read_done(path: str) -> dict[str, dict]:
+    """Records already in the output file, by id.  A trailing line without its newline (the process died
+    while writing it) is dropped from the file."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        text = f.read()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        with open(path, "w") as f:
+            f.write(text)
+    done = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not valid JSON ({e}); remove the line to resume") from e
+        done[record["id"]] = record
+    return done
+
+
+def _pad_left(batch: dict, length: int, pad_id: int) -> dict:
+    extra = length - batch["input_ids"].shape[1]
+    return {"input_ids": np.pad(batch["input_ids"], ((0, 0), (extra, 0)), constant_values=pad_id),
+            "attention_mask": np.pad(batch["attention_mask"], ((0, 0), (extra, 0)))}
+
+
+def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Sequence[str], out_path: str,
+                        settings: GenerationSettings = GenerationSettings(),
+                        preprocess: ClipPreprocessConfig = ClipPreprocessConfig()) -> dict:
+    """Classifies `examples` (objects with .id, .image (path), .label (index), .label_name) by generation.
+
+    Appends one record per example to `out_path` and returns the summary over all records in it:
+    {"examples", "substring_accuracy", "exact_accuracy"}."""
+    s = settings
+    done = read_done(out_path)
+    todo = [e for e in examples if e.id not in done]
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    assistant = CHAIN_OF_THOUGHT if s.chain_of_thought else ""
+    with open(out_path, "a") as out, tqdm(total=len(examples), initial=len(examples) - len(todo),
+                                          desc="generation eval", unit="img") as bar:
+        for start in range(0, len(todo), s.batch_size):
+            chunk = list(todo[start:start + s.batch_size])
+            real = len(chunk)
+            chunk += [chunk[-1]] * (s.batch_size - real)        # a full last batch: one compiled shape
+            prompts = [llava_prompt(question_for(e, class_names, s), assistant) for e in chunk]
+            batch = tokenize_prompts(tokenizer, prompts, model.config.num_image_tokens)
+            length = -(-batch["input_ids"].shape[1] // s.length_multiple) * s.length_multiple
+            batch = _pad_left(batch, length, tokenizer.pad_token_id)
+            pixels = np.stack([_pixels(e.image, preprocess, s.pad_to_square) for e in chunk])
+            tokens = generate(model, batch["input_ids"], batch["attention_mask"], pixels,
+                              max_new_tokens=s.max_new_tokens)
+            outputs = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+            for e, prompt, output in list(zip(chunk, prompts, outputs))[:real]:
+                record = {"id": e.id, "label": int(e.label), "label_name": e.label_name, "prompt": prompt,
+                          "output": output, "substring_match": substring_match(output, e.label_name),
+                          "exact_match": exact_match(output, e.label_name)}
+                out.write(json.dumps(record) + "\n")
+                done[e.id] = record
+            out.flush()
+            bar.update(real)
+    wanted = [done[e.id] for e in examples]
+    n = len(wanted)
+    return {"examples": n,
+            "substring_accuracy": sum(r["substring_match"] for r in wanted) / max(n, 1),
+            "exact_accuracy": sum(r["exact_match"] for r in wanted) / max(n, 1)}
+
+
+def _pixels(path: str, preprocess: ClipPreprocessConfig, pad_to_square: bool) -> np.ndarray:
+    image = load_image(path)
+    if pad_to_square:
+        image = expand_to_square(image, preprocess.pad_color)
+    return clip_preprocess(image, preprocess)
