@@ -32,7 +32,8 @@ def _prefill(graphdef, state, input_ids, attention_mask, pixel_values, *, num_sl
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _score_chunk(graphdef, state, cache, first_logp, cand_ids, cand_mask):
-    """cand_ids, cand_mask: int[C, L] (right-padded).  Returns summed log-probs float32[B, C]."""
+    """cand_ids, cand_mask: int[C, L] (right-padded).  Returns per-token log-probs float32[B, C, L]
+    (0 at padding)."""
     model = nnx.merge(graphdef, state)
     B, C = first_logp.shape[0], cand_ids.shape[0]
     ids = jnp.tile(cand_ids, (B, 1))                                                      # [B*C, L]
@@ -41,17 +42,18 @@ def _score_chunk(graphdef, state, cache, first_logp, cand_ids, cand_mask):
     logp = jax.nn.log_softmax(model.logits(out.hidden[:, :-1]), axis=-1)               # predicts tokens 1..L-1
     later = jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]                 # [B*C, L-1]
     first = jnp.take_along_axis(first_logp, cand_ids[None, :, 0].repeat(B, 0), axis=-1)   # [B, C]
-    later = (later * mask[:, 1:]).sum(-1).reshape(B, C)
-    return first + later
+    later = (later * mask[:, 1:]).reshape(B, C, -1)
+    return jnp.concatenate([first[..., None], later], axis=-1)
 
 
 def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: list[list[int]],
-                     pixel_values=None, *, chunk_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+                     pixel_values=None, *, chunk_size: int = 128, token_logprobs: bool = False):
     """Scores every candidate token sequence as a continuation of each prompt.
 
     input_ids, attention_mask: int[B, T] left-padded prompts; candidates: C lists of token ids (each
     non-empty, tokenised as they appear after the prompt); pixel_values: [B_img, H, W, 3] or None.
     Returns (sum of log-probs float32[B, C], token counts int[C]); divide for a length-normalised score.
+    With token_logprobs=True also the per-token log-probs float32[B, C, L] (0 past each candidate's end).
     """
     if not candidates or any(len(c) == 0 for c in candidates):
         raise ValueError("candidates: every candidate needs at least one token")
@@ -75,4 +77,6 @@ def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: l
             chunk_mask = np.concatenate([chunk_mask, np.repeat(chunk_mask[:1], pad, 0)])
         chunk_scores = _score_chunk(graphdef, state, cache, first_logp, chunk_ids, chunk_mask)
         scores.append(np.asarray(chunk_scores)[:, : min(chunk_size, C - start)])
-    return np.concatenate(scores, axis=1), mask.sum(1)
+    per_token = np.concatenate(scores, axis=1)
+    sums = per_token.sum(-1)
+    return (sums, mask.sum(1), per_token) if token_logprobs else (sums, mask.sum(1))

@@ -1,0 +1,79 @@
+"""Probabilistic inference: scores equal naive scoring (one full forward per image and class); the sum,
+avg and cfg rules on hand-made records; repeated class names; resume."""
+
+import collections
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from vlmcls_jax import demo
+from vlmcls_jax.convert import load_hf
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.data.prompts import tokenize_prompts
+from vlmcls_jax.eval.vlm_generation import _pixels
+from vlmcls_jax.eval.vlm_scoring import ScoringSettings, class_name_tokens, evaluate_scoring, summarize
+
+import train_fixtures
+
+Example = collections.namedtuple("Example", "id image label label_name")
+PRE = ClipPreprocessConfig(size=28, crop_size=(28, 28))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("score")
+    ckpt = train_fixtures.tiny_checkpoint(root / "ckpt")
+    manifest = train_fixtures.shapes_dataset(root / "data", 3)
+    names = demo.class_names()
+    examples = [Example(r["image"], str(root / "data" / r["image"]), names.index(r["label"]), r["label"])
+                for r in map(json.loads, manifest.read_text().splitlines())]
+    return load_hf(str(ckpt)), AutoTokenizer.from_pretrained(ckpt), examples, names
+
+
+def test_scores_equal_naive_full_forwards(setup, tmp_path):
+    model, tok, examples, names = setup
+    s = ScoringSettings(chunk_size=5, store_token_logprobs=True)
+    evaluate_scoring(model, tok, examples, names, str(tmp_path / "s.jsonl"), s, PRE)
+    records = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    prompt = "USER: <image>\nWhat type of object is in this photo?\nASSISTANT: The photo features a"
+    cands = class_name_tokens(tok, prompt, names)
+    for e, r in zip(examples, records):
+        px = _pixels(e.image, PRE, True)[None]
+        for c, (name, cand) in enumerate(zip(names, cands)):
+            batch = tokenize_prompts(tok, [f"{prompt} {name}"], model.config.num_image_tokens)
+            logits, _ = model(jnp.asarray(batch["input_ids"]), pixel_values=jnp.asarray(px))
+            logp = np.asarray(logits[0].astype(jnp.float32))
+            logp = logp - np.log(np.exp(logp - logp.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logp.max(-1, keepdims=True)
+            T = batch["input_ids"].shape[1]
+            naive = [logp[T - len(cand) - 1 + j, t] for j, t in enumerate(cand)]
+            np.testing.assert_allclose(r["token_logprobs"][c], naive, atol=1e-4)
+            assert abs(r["sum"][c] - sum(naive)) < 1e-4
+
+
+def test_rules_by_hand():
+    names = ["cat", "dog", "missile", "missile"]
+    lengths = np.array([1, 2, 1, 1])
+    records = [{"label": 0, "label_name": "cat", "sum": [-1.0, -1.5, -3.0, -3.0]},
+               {"label": 3, "label_name": "missile", "sum": [-2.0, -3.0, -1.0, -1.0]},
+               {"label": 1, "label_name": "dog", "sum": [-1.2, -2.0, -4.0, -4.0]}]
+    out = summarize(records, names, lengths, cfg_alpha=1.0)
+    # sum: cat, missile (index 2 == right for label 3), cat -> 2/3
+    assert out["sum_accuracy"] == pytest.approx(2 / 3)
+    # avg: row 0 dog (-0.75 > -1.0, wrong); row 1 missile (right); row 2 dog (-1.0 > -1.2, right) -> 2/3
+    assert out["avg_accuracy"] == pytest.approx(2 / 3)
+    # cfg: column means (-1.4, -2.1667, -2.6667, -2.6667); row 2: cat 0.2, dog 0.1667 -> cat; row 0: cat 0.4,
+    # dog 0.667 -> dog (wrong); row 1: missile 1.667 -> right.  1/3
+    assert out["cfg_accuracy"] == pytest.approx(1 / 3)
+    assert out["examples"] == 3
+
+
+def test_resume_scores_each_image_once(setup, tmp_path):
+    model, tok, examples, names = setup
+    path = str(tmp_path / "r.jsonl")
+    evaluate_scoring(model, tok, examples[:1], names, path, ScoringSettings(), PRE)
+    full = evaluate_scoring(model, tok, examples, names, path, ScoringSettings(), PRE)
+    ids = [json.loads(x)["id"] for x in open(path).read().splitlines()]
+    assert sorted(ids) == sorted(e.id for e in examples) and full["examples"] == 3

@@ -1,0 +1,106 @@
+"""VLM classification by probabilistic inference (the study's Table 2 bottom): the log-likelihood of every
+class name after `USER: <image>\\n{question}\\nASSISTANT: The photo features a`, the prompt prefilled once
+per image and all names scored against its cache (`inference.score_candidates`).
+
+Three decision rules, as in the study:
+  sum   sum of the name's token log-probs
+  avg   the sum divided by the name's token count
+  cfg   sum - alpha * (that name's sum averaged over the evaluated images): subtracts each name's prior
+        (classifier-free-guidance style), alpha set by `cfg_alpha`
+A prediction counts as correct when the predicted name equals the true name, so a name that appears
+twice in a class list (CLIP's ImageNet list repeats "missile" and "sunglasses") is right for both indices.
+
+Per-image sums go to a JSONL file as each batch finishes; a rerun skips images already there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.data.prompts import QUESTION_WORDINGS, SCORING_PREFIX, llava_prompt, tokenize_prompts
+from vlmcls_jax.eval.metrics import mean_per_class_recall
+from vlmcls_jax.eval.vlm_generation import _pixels, read_done
+from vlmcls_jax.inference import score_candidates
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringSettings:
+    wording: str = "default"
+    prefix: str = SCORING_PREFIX
+    batch_size: int = 1            # images per prefill
+    chunk_size: int = 256          # class names scored per compiled call
+    cfg_alpha: float = 1.0
+    store_token_logprobs: bool = False
+    pad_to_square: bool = True
+
+
+def class_name_tokens(tokenizer, prompt: str, names: Sequence[str]) -> list[list[int]]:
+    """Each name's ids as they come after `prompt` in context (not tokenised alone: a leading space and
+    merges across the boundary change the ids)."""
+    n = len(tokenizer(prompt)["input_ids"])
+    out = []
+    for name in names:
+        ids = tokenizer(f"{prompt} {name}")["input_ids"]
+        if ids[:n] != tokenizer(prompt)["input_ids"]:
+            raise ValueError(f"class name {name!r} changes the tokens of the prompt it follows")
+        out.append(ids[n:])
+    return out
+
+
+def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence[str], out_path: str,
+                     settings: ScoringSettings = ScoringSettings(),
+                     preprocess: ClipPreprocessConfig = ClipPreprocessConfig()) -> dict:
+    """Scores every class name for every example (.id, .image, .label, .label_name); appends per-image sums
+    to `out_path`; returns top-1 accuracy and mean per-class recall for each rule over all examples."""
+    s = settings
+    prompt = llava_prompt(QUESTION_WORDINGS[s.wording], s.prefix)
+    candidates = class_name_tokens(tokenizer, prompt, class_names)
+    lengths = np.array([len(c) for c in candidates])
+    done = read_done(out_path)
+    todo = [e for e in examples if e.id not in done]
+    with open(out_path, "a") as out, tqdm(total=len(examples), initial=len(examples) - len(todo),
+                                          desc="scoring eval", unit="img") as bar:
+        for start in range(0, len(todo), s.batch_size):
+            chunk = list(todo[start:start + s.batch_size])
+            real = len(chunk)
+            chunk += [chunk[-1]] * (s.batch_size - real)
+            batch = tokenize_prompts(tokenizer, [prompt] * len(chunk), model.config.num_image_tokens)
+            pixels = np.stack([_pixels(e.image, preprocess, s.pad_to_square) for e in chunk])
+            sums, _, per_token = score_candidates(model, batch["input_ids"], batch["attention_mask"], candidates,
+                                                  pixels, chunk_size=s.chunk_size, token_logprobs=True)
+            for i, e in enumerate(chunk[:real]):
+                record = {"id": e.id, "label": int(e.label), "label_name": e.label_name,
+                          "sum": [round(float(x), 6) for x in sums[i]]}
+                if s.store_token_logprobs:
+                    record["token_logprobs"] = [[round(float(x), 6) for x in row[:n]]
+                                                for row, n in zip(per_token[i], lengths)]
+                out.write(json.dumps(record) + "\n")
+                done[e.id] = record
+            out.flush()
+            bar.update(real)
+    return summarize([done[e.id] for e in examples], class_names, lengths, s.cfg_alpha)
+
+
+def summarize(records: list[dict], class_names: Sequence[str], lengths: np.ndarray, cfg_alpha: float) -> dict:
+    """Accuracy and mean per-class recall of the sum, avg and cfg rules."""
+    sums = np.array([r["sum"] for r in records])                        # [N, C]
+    true_names = [r["label_name"] for r in records]
+    rules = {"sum": sums, "avg": sums / lengths[None], "cfg": sums - cfg_alpha * sums.mean(0, keepdims=True)}
+    out = {"examples": len(records)}
+    name_index = {n: i for i, n in reversed(list(enumerate(class_names)))}   # first index of each name
+    for rule, scores in rules.items():
+        predicted = [class_names[i] for i in scores.argmax(1)]
+        correct = np.array([p == t for p, t in zip(predicted, true_names)])
+        out[f"{rule}_accuracy"] = float(correct.mean())
+        # Recall per class index, a repeated name mapped to its first index on both sides.
+        pred_idx = [name_index[p] for p in predicted]
+        true_idx = [name_index[t] for t in true_names]
+        out[f"{rule}_mean_per_class_recall"] = mean_per_class_recall(pred_idx, true_idx, len(class_names))
+    return out
