@@ -1,0 +1,77 @@
+"""CLIP zero-shot: the template-ensemble classifier, its disk cache, top-k and label-set restriction."""
+
+import collections
+
+import numpy as np
+import pytest
+from flax import nnx
+from tokenizers import processors
+
+from vlmcls_jax import demo
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.eval.clip_templates import IMAGENET_80, SINGLE
+from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
+from vlmcls_jax.eval.vlm_generation import _pixels
+from vlmcls_jax.models import CLIPModel, CLIPVisionConfig
+from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig
+
+Example = collections.namedtuple("Example", "id image label label_name")
+PRE = ClipPreprocessConfig(size=28, crop_size=(28, 28))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clip")
+    names = demo.class_names()
+    tok = demo.build_tokenizer([f"a photo of a {n}." for n in names] * 4 + list(IMAGENET_80), 200)
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>",
+                                                                  special_tokens=[("<s>", 1), ("</s>", 2)])
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=28, patch_size=14, projection_dim=16)
+    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=64, projection_dim=16, eos_token_id=2)
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16), rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    examples = []
+    for i in range(6):
+        label = i % len(names)
+        path = root / f"{i}.png"
+        demo.render(names[label], 28, rng).save(path)
+        examples.append(Example(f"{i}.png", str(path), label, names[label]))
+    return clip, tok, names, examples
+
+
+def test_eighty_templates():
+    assert len(IMAGENET_80) == 80 == len(set(IMAGENET_80)) and SINGLE == ("a photo of a {}.",)
+    assert all(t.count("{}") == 1 for t in IMAGENET_80)
+
+
+def test_classifier_is_the_normalised_template_mean_and_is_cached(setup, tmp_path):
+    clip, tok, names, _ = setup
+    templates = IMAGENET_80[:3]
+    got = text_classifier(clip, tok, names, templates, cache_dir=str(tmp_path), model_id="tiny", batch_size=7)
+    enc = tok([t.format(n) for n in names for t in templates], padding="max_length", max_length=64,
+              return_tensors="np")
+    feats = np.array(clip.get_text_features(enc["input_ids"], enc["attention_mask"])).reshape(len(names), 3, -1)
+    feats /= np.linalg.norm(feats, axis=-1, keepdims=True)
+    expected = feats.mean(1) / np.linalg.norm(feats.mean(1), axis=-1, keepdims=True)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert len(list(tmp_path.glob("clip_text_*.npy"))) == 1
+    np.save(next(tmp_path.glob("clip_text_*.npy")), np.zeros_like(got))          # the cache is what is read
+    assert not text_classifier(clip, tok, names, templates, cache_dir=str(tmp_path), model_id="tiny").any()
+
+
+def test_accuracy_label_sets_and_repeated_names(setup):
+    clip, tok, names, examples = setup
+    classifier = text_classifier(clip, tok, names, SINGLE)
+    out = evaluate_clip(clip, classifier, examples, names, preprocess=PRE, batch_size=4)
+    px = np.stack([_pixels(e.image, PRE, False) for e in examples])
+    img = np.asarray(clip.get_image_features(px))
+    pred = (img / np.linalg.norm(img, axis=-1, keepdims=True) @ classifier.T).argmax(1)
+    assert out["top1"] == pytest.approx(np.mean(pred == [e.label for e in examples]))
+    assert out["top5"] >= out["top1"] and out["examples"] == 6
+    assert evaluate_clip(clip, classifier, examples, names, preprocess=PRE, label_set_size=1)["top1"] == 1.0
+    # Every class renamed to one name: every prediction is right under the repeated-name rule.
+    same = ["thing"] * len(names)
+    renamed = [e._replace(label_name="thing") for e in examples]
+    assert evaluate_clip(clip, classifier, renamed, same, preprocess=PRE)["top1"] == 1.0

@@ -1,0 +1,91 @@
+"""CLIP zero-shot classification (the study's CLIP rows): a text classifier from class names x prompt
+templates (each template's text embedding normalised, averaged over templates, normalised again), cached
+on disk per (model, class list, templates); images scored by cosine similarity.
+
+Top-1, top-5 and mean per-class recall; with `label_set_size` the argmax runs over each image's candidate
+set (`candidates.candidate_set`, the same sets the VLM sees).  A repeated class name (CLIP's ImageNet list)
+gets one text embedding for both of its indices, and a prediction of either index is right for both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.eval.candidates import candidate_set
+from vlmcls_jax.eval.metrics import mean_per_class_recall
+from vlmcls_jax.eval.vlm_generation import _pixels
+
+
+_text_features = jax.jit(lambda graphdef, state, ids, mask: nnx.merge(graphdef, state).get_text_features(ids, mask),
+                         static_argnums=0)
+_image_features = jax.jit(lambda graphdef, state, px: nnx.merge(graphdef, state).get_image_features(px),
+                          static_argnums=0)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def text_classifier(clip, tokenizer, class_names: Sequence[str], templates: Sequence[str], *,
+                    cache_dir: str | None = None, model_id: str = "", batch_size: int = 256) -> np.ndarray:
+    """float32[C, E] unit class embeddings.  Cached in `cache_dir` under a hash of (model_id, names,
+    templates) when both are given."""
+    key = hashlib.sha256(json.dumps([model_id, list(class_names), list(templates)]).encode()).hexdigest()[:16]
+    path = os.path.join(cache_dir, f"clip_text_{key}.npy") if cache_dir and model_id else None
+    if path and os.path.exists(path):
+        return np.load(path)
+    graphdef, state = nnx.split(clip)
+    texts = [t.format(name) for name in class_names for t in templates]
+    max_len = clip.config.text_config.max_position_embeddings
+    feats = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        enc = tokenizer(chunk, padding="max_length", truncation=True, max_length=max_len, return_tensors="np")
+        feats.append(np.asarray(_text_features(graphdef, state, jnp.asarray(enc["input_ids"]),
+                                               jnp.asarray(enc["attention_mask"]))))
+    per_template = _unit(np.concatenate(feats).reshape(len(class_names), len(templates), -1))
+    classifier = _unit(per_template.mean(1)).astype(np.float32)
+    if path:
+        os.makedirs(cache_dir, exist_ok=True)
+        np.save(path + ".tmp.npy", classifier)
+        os.replace(path + ".tmp.npy", path)
+    return classifier
+
+
+def evaluate_clip(clip, classifier: np.ndarray, examples: Sequence, class_names: Sequence[str], *,
+                  preprocess: ClipPreprocessConfig = ClipPreprocessConfig(), batch_size: int = 64,
+                  label_set_size: int | None = None, label_set_seed: int = 0) -> dict:
+    """Scores `examples` (.id, .image, .label, .label_name) against the class embeddings."""
+    graphdef, state = nnx.split(clip)
+    sims = []
+    for start in tqdm(range(0, len(examples), batch_size), desc="clip eval", unit="batch"):
+        chunk = list(examples[start:start + batch_size])
+        real = len(chunk)
+        chunk += [chunk[-1]] * (batch_size - real)
+        px = np.stack([_pixels(e.image, preprocess, pad_to_square=False) for e in chunk])
+        feats = _unit(np.asarray(_image_features(graphdef, state, jnp.asarray(px))))
+        sims.append((feats @ classifier.T)[:real])
+    sims = np.concatenate(sims)
+    if label_set_size is not None:
+        masked = np.full_like(sims, -np.inf)
+        for i, e in enumerate(examples):
+            allowed = candidate_set(e.label, len(class_names), label_set_size, label_set_seed, e.id)
+            masked[i, allowed] = sims[i, allowed]
+        sims = masked
+    first = {n: i for i, n in reversed(list(enumerate(class_names)))}        # a name's first index
+    true = np.array([first[e.label_name] for e in examples])
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :5]
+    top_names = np.vectorize(lambda i: first[class_names[i]])(top)
+    return {"examples": len(examples), "top1": float((top_names[:, 0] == true).mean()),
+            "top5": float((top_names == true[:, None]).any(1).mean()),
+            "mean_per_class_recall": mean_per_class_recall(top_names[:, 0], true, len(class_names))}
