@@ -8,6 +8,7 @@ def train_config() -> ml_collections.ConfigDict:
     c.job = "train"
     c.seed = 0
     c.mesh_shape = (-1, 1, 1)                 # (data, fsdp, tensor); one -1 takes the remaining devices
+    c.activation_sharding = False             # pin activations by the rules (see sharding.activation_sharding)
     c.model = ml_collections.ConfigDict(dict(checkpoint="", revision=None, dtype="bfloat16", param_dtype="float32",
                                                      remat=False))   # remat: recompute decoder blocks in backward
     c.tokenizer = ""                          # default: the model checkpoint's tokenizer

@@ -133,3 +133,30 @@ def test_create_sharded_places_each_shard_once():
 def test_impossible_meshes_fail_naming_mesh_shape(shape, match):
     with pytest.raises(ValueError, match=match):
         shd.make_mesh(shape)
+
+
+def test_activation_constraints_keep_results_under_gspmd():
+    """The constraints themselves are right: under the GSPMD partitioner the constrained forward equals the
+    unconstrained one.  (Shardy, jax 0.10.2's default, miscompiles this case on CPU: see
+    sharding.activation_sharding.)"""
+    previous = jax.config.jax_use_shardy_partitioner
+    jax.config.update("jax_use_shardy_partitioner", False)
+    try:
+        mesh = shd.make_mesh((2, 2, 2))
+        b = batch()
+        with jax.set_mesh(mesh):
+            graphdef, state = nnx.split(build(mesh))
+            gb = shd.global_batch(b, mesh)
+
+            def forward(state, batch, constrained):
+                model = nnx.merge(graphdef, state)
+                if constrained:
+                    with shd.activation_sharding(mesh):
+                        return model(batch["input_ids"], pixel_values=batch["pixel_values"])[0]
+                return model(batch["input_ids"], pixel_values=batch["pixel_values"])[0]
+
+            plain = jax.jit(lambda s, x: forward(s, x, False))(state, gb)
+            constrained = jax.jit(lambda s, x: forward(s, x, True))(state, gb)
+        np.testing.assert_allclose(np.asarray(constrained), np.asarray(plain), atol=1e-5)
+    finally:
+        jax.config.update("jax_use_shardy_partitioner", previous)

@@ -85,10 +85,12 @@ def activation_sharding(mesh: Mesh, rules=LOGICAL_RULES):
     """While active (wrap the traced function's body), the models' `constrain(x, logical_axes)` calls put
     sharding constraints on activations by the same rules table.
 
-    Not enabled in the train step yet: on XLA:CPU with mesh (2, 2, 2) and LoRA adapters, tracing the
-    objective under it changed the loss by 1e-3 relative (4.86908 vs 4.87010 unconstrained and on one
-    device), which a sharding annotation must never do.  Until that is understood, parameter shardings
-    alone drive the partitioning (the compiler propagates them to activations)."""
+    Off by default (`config.activation_sharding`): with jax 0.10.2's default partitioner, Shardy, a LLaVA
+    with LoRA adapters on mesh (2, 2, 2) computed wrong logits under these constraints on XLA:CPU (max abs
+    diff 0.46 against the unconstrained and one-device results); with the GSPMD partitioner
+    (`jax.config.update("jax_use_shardy_partitioner", False)`) the constrained result matches to 1e-7
+    (tests/test_train_sharded.py).  Without constraints the compiler propagates the parameter shardings
+    to activations itself, and every mesh matches one device."""
     from vlmcls_jax.models.layers import ACTIVATION_CONSTRAINT
 
     def constraint(x, axes):

@@ -95,15 +95,19 @@ def _shardings_of(tree):
 
 
 def jit_train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, mesh: Mesh,
-                   batch_ndims: dict[str, int] | None = None):
+                   batch_ndims: dict[str, int] | None = None, constrain_activations: bool = False):
     """`train_step` jitted with explicit shardings (taken from the already-placed state and frozen
-    parameters; batches split over the batch axes) and the state's buffers donated."""
+    parameters; batches split over the batch axes) and the state's buffers donated.
+    constrain_activations: also pin activations by the rules (see `sharding.activation_sharding`)."""
     state_sh = _shardings_of(state)
     frozen_sh = _shardings_of(frozen)
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def step(state, frozen, batch, rng):
-        return train_step(graphdef, objective, tx, state, frozen, batch, rng)
+        if not constrain_activations:
+            return train_step(graphdef, objective, tx, state, frozen, batch, rng)
+        with shd.activation_sharding(mesh):
+            return train_step(graphdef, objective, tx, state, frozen, batch, rng)
 
     batch_sh = None if batch_ndims is None else {k: shd.batch_sharding(mesh, n) for k, n in batch_ndims.items()}
     return jax.jit(step, in_shardings=(state_sh, frozen_sh, batch_sh, replicated),

@@ -156,7 +156,8 @@ def _run(config, workdir, mesh):
 
     objective = make_objective(config.objective.to_dict())
     step_fn = jit_train_step(graphdef, objective, tx, state, frozen, mesh,
-                             {"input_ids": 2, "attention_mask": 2, "loss_mask": 2, "pixel_values": 4})
+                             {"input_ids": 2, "attention_mask": 2, "loss_mask": 2, "pixel_values": 4},
+                             constrain_activations=config.get("activation_sharding", False))
     schedule = warmup_cosine(max(float(v) for v in config.learning_rates.values()), total_steps,
                              config.optim.warmup_ratio)
     base_rng = jax.random.key(config.seed)
