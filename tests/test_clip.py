@@ -2,14 +2,16 @@
 weights, loaded with `load_hf` from the folder `save_pretrained` wrote.
 
 Variants: a 224-like geometry (image 28 / patch 14 -> 2x2 patches) and a 336-like one (image 42 / patch 14 ->
-3x3 patches), each with both EOS pooling rules of transformers' CLIPTextTransformer:
+3x3 patches, paired with the legacy EOS rule like openai/clip-vit-large-patch14-336), which between them cover
+both EOS pooling rules of transformers' CLIPTextTransformer (the geometry only touches the vision tower and
+the rule only the text tower, so the cross product adds nothing):
   * eos_token_id == 2 (legacy configs such as openai's): pool at argmax(input_ids), the highest id;
   * a real eos id (7 here): pool at the FIRST occurrence of that id.
 Texts are right-padded after EOS with an attention mask, one has EOS twice, and one has no EOS at all (both
 implementations then pool at position 0).
 
 Tolerance (float32): max abs diff <= 1e-4 on unit-scale outputs (hidden states, pooled output, features);
-1e-3 on CLIP logits, which are scaled by exp(logit_scale) = 14.3.  Measured maxima over the four variants:
+1e-3 on CLIP logits, which are scaled by exp(logit_scale) = 14.3.  Measured maxima over the variants:
 vision hidden states 7.2e-7, pooled 6.0e-7, image features 3.3e-7, text hidden states 1.2e-6, text features
 8.3e-7, logits_per_image / logits_per_text 3.3e-6.
 """
@@ -38,8 +40,7 @@ FIRST_EOS_7 = [3, 2, 6, 0]
 LEGACY_ARGMAX = [2, 1, 5, 5]
 
 
-@pytest.fixture(scope="module", params=[(28, 2), (28, 7), (42, 2), (42, 7)],
-                ids=["img28-legacy_eos", "img28-eos7", "img42-legacy_eos", "img42-eos7"])
+@pytest.fixture(scope="module", params=[(28, 7), (42, 2)], ids=["img28-eos7", "img42-legacy_eos"])
 def clip_pair(request, tmp_path_factory):
     """(HF CLIPModel, ours, pixels NHWC, HF outputs with hidden states) for one geometry / EOS rule."""
     image_size, eos = request.param

@@ -1,30 +1,64 @@
-"""Full-size configs: parameter counts from jax.eval_shape equal transformers' models built on the meta
-device from the same config; configs survive the trip through transformers' config classes."""
+"""Full-size configs: parameter counts from jax.eval_shape (`abstract_model`) equal transformers' models built on
+the meta device from `config_to_hf(cfg)`; configs survive the trip through transformers' config classes."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
 from flax import nnx
 
+import tiny_models
 from vlmcls_jax.convert import abstract_model, config_from_hf, config_to_hf
-from vlmcls_jax.models.presets import PRESETS
+from vlmcls_jax.convert.hf import _to_torch, canonical_key, hf_key
+from vlmcls_jax.models import CLIPConfig, LlavaConfig
+from vlmcls_jax.models.presets import PRESETS, preset, with_dtype
 
+# Published sizes of the hub checkpoints.
 EXPECTED = {"llava-hf/llava-1.5-7b-hf": 7_063_427_072, "llava-hf/llava-1.5-13b-hf": 13_351_494_656,
             "openai/clip-vit-large-patch14-336": 427_944_193}
+
+
+def test_every_preset_has_an_expected_count():
+    assert set(PRESETS) == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_parameter_count_equals_transformers(name):
     cfg = PRESETS[name]
-    ours = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(abstract_model(cfg), nnx.Param)))
+    leaves = nnx.to_flat_state(nnx.state(abstract_model(cfg), nnx.Param))
+    ours = sum(int(np.prod(v.shape)) for _, v in leaves)
     hf_cfg = config_to_hf(cfg)
+    cls = {LlavaConfig: transformers.LlavaForConditionalGeneration, CLIPConfig: transformers.CLIPModel}[type(cfg)]
     with torch.device("meta"):
-        model = transformers.CLIPModel(hf_cfg) if name.startswith("openai") \
-            else transformers.LlavaForConditionalGeneration(hf_cfg)
+        model = cls(hf_cfg)
     assert ours == sum(p.numel() for p in model.parameters()) == EXPECTED[name]
+    # The same tensors one by one, under the converter's naming rule (HF in-memory names -> file layout).
+    hf_shapes = {canonical_key(k, cfg): tuple(p.shape) for k, p in model.named_parameters()}
+    ours_shapes = {hf_key(path): _to_torch(np.broadcast_to(np.zeros((), bool), v.shape), str(path[-1])).shape
+                   for path, v in leaves}                                  # zero-stride views: no memory
+    assert ours_shapes == hf_shapes
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_config_round_trip(name):
-    assert config_from_hf(config_to_hf(PRESETS[name])) == PRESETS[name]
+    cfg = PRESETS[name]
+    assert config_from_hf(config_to_hf(cfg)) == cfg
+    # And through config.json text, as save_hf / load_hf do.
+    hf = config_to_hf(cfg)
+    again = type(hf).from_dict(hf.to_dict())
+    assert config_from_hf(again) == cfg
+    if isinstance(cfg, LlavaConfig):
+        assert cfg.num_image_tokens == hf.image_seq_length == 576                    # (336 / 14)^2 patches
+
+
+def test_preset_dtypes():
+    cfg = preset("llava-hf/llava-1.5-7b-hf", jnp.bfloat16)
+    assert cfg.vision_config.dtype == cfg.text_config.param_dtype == jnp.bfloat16
+    cfg = preset("openai/clip-vit-large-patch14-336", jnp.float32, jnp.bfloat16)
+    assert cfg.text_config.dtype == jnp.float32 and cfg.vision_config.param_dtype == jnp.bfloat16
+    tiny = with_dtype(tiny_models.LLAVA, jnp.float32, jnp.bfloat16)            # (a full-size eval_shape takes s)
+    leaves = nnx.to_flat_state(nnx.state(abstract_model(tiny), nnx.Param))
+    assert {v.dtype for _, v in leaves} == {jnp.dtype(jnp.bfloat16)}
+    with pytest.raises(KeyError, match="unknown preset"):
+        preset("llava-hf/llava-1.5-70b-hf")

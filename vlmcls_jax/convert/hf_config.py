@@ -38,7 +38,7 @@ def clip_text_from_hf(c, dtype=jnp.float32, param_dtype=None) -> CLIPTextConfig:
                           num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
                           max_position_embeddings=c.max_position_embeddings, layer_norm_eps=c.layer_norm_eps,
                           hidden_act=c.hidden_act, projection_dim=c.projection_dim, eos_token_id=c.eos_token_id,
-                          **_dtypes(dtype, param_dtype))
+                          bos_token_id=c.bos_token_id, pad_token_id=c.pad_token_id, **_dtypes(dtype, param_dtype))
 
 
 def llama_from_hf(c, dtype=jnp.float32, param_dtype=None) -> LlamaConfig:

@@ -58,7 +58,9 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, pixel_values=Non
     text_cfg = getattr(model.config, "text_config", model.config)
     eos = text_cfg.eos_token_id if eos_token_id is None else eos_token_id
     eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (int(eos),))
-    pad = pad_token_id if pad_token_id is not None else (text_cfg.pad_token_id or (eos_ids[0] if eos_ids else 0))
+    pad = pad_token_id if pad_token_id is not None else text_cfg.pad_token_id
+    if pad is None:   # (a pad id of 0 is a real id, not a missing one)
+        pad = eos_ids[0] if eos_ids else 0
     if attention_mask is None:
         attention_mask = jnp.ones_like(input_ids)
     if not bool(jnp.all(jnp.asarray(attention_mask)[:, -1])):

@@ -50,6 +50,8 @@ class CLIPTextConfig:
     hidden_act: str = "quick_gelu"
     projection_dim: int = 512
     eos_token_id: int = 49407
+    bos_token_id: int = 49406
+    pad_token_id: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 

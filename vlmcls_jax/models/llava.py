@@ -36,6 +36,11 @@ class LlavaConfig:
     multimodal_projector_bias: bool = True
 
     def __post_init__(self):
+        n = self.vision_config.num_hidden_layers
+        bad = [layer for layer in self.feature_layers if not -(n + 1) <= layer <= n]
+        if bad:
+            raise ValueError(f"vision_feature_layer {bad} out of range for a vision tower with {n} layers "
+                             f"(hidden states {-(n + 1)}..{n})")
         if self.vision_feature_select_strategy not in SELECT_STRATEGIES:
             raise ValueError(f"vision_feature_select_strategy {self.vision_feature_select_strategy!r} "
                              f"is not one of {SELECT_STRATEGIES}")
@@ -80,10 +85,10 @@ class LlavaForConditionalGeneration(nnx.Module):
         the images fill the image positions in order across the batch (transformers' rule), so their count
         must equal B_img * num_image_tokens.  Counts are checked outside jit.  Returns [B, T, D].
         """
+        if pixel_values is None:   # image-token ids embed as themselves, as in transformers
+            return self.language_model.embed(input_ids)
         image_mask = input_ids == self.config.image_token_index
         embeds = self.language_model.embed(jnp.where(image_mask, 0, input_ids))
-        if pixel_values is None:
-            return embeds
         features = self.get_image_features(pixel_values).astype(embeds.dtype)   # [B_img, N, D]
         B, N = input_ids.shape[0], features.shape[1]
         per_row = features.shape[0] == B

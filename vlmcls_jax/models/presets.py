@@ -19,7 +19,7 @@ CLIP_L14_336_VISION = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096,
 # openai's config.json keeps the legacy eos_token_id=2, so pooling takes the highest token id (transformers too).
 CLIP_L14_TEXT = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                num_attention_heads=12, max_position_embeddings=77, projection_dim=768,
-                               eos_token_id=2)
+                               eos_token_id=2, bos_token_id=0, pad_token_id=1)
 VICUNA_7B = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                         num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
                         rms_norm_eps=1e-5, pad_token_id=32001)
