@@ -1,32 +1,20 @@
 """Classification by generation: prompts per example, outputs equal to single-example generation,
 resumable JSONL with each example exactly once."""
 
-import collections
 import json
 
-import numpy as np
 import pytest
-from transformers import AutoTokenizer
 
-from vlmcls_jax import demo
-from vlmcls_jax.convert import load_hf
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation, question_for
 
 import train_fixtures
 
-Example = collections.namedtuple("Example", "id image label label_name")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gen")
-    ckpt = train_fixtures.tiny_checkpoint(root / "ckpt")
-    manifest = train_fixtures.shapes_dataset(root / "data", 7)
-    names = demo.class_names()
-    examples = [Example(r["image"], str(root / "data" / r["image"]), names.index(r["label"]), r["label"])
-                for r in map(json.loads, manifest.read_text().splitlines())]
-    return load_hf(str(ckpt)), AutoTokenizer.from_pretrained(ckpt), examples, names
+    return train_fixtures.eval_world(tmp_path_factory.mktemp("gen"), 7)
 
 
 PRE = ClipPreprocessConfig(size=28, crop_size=(28, 28))

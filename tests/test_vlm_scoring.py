@@ -1,16 +1,12 @@
 """Probabilistic inference: scores equal naive scoring (one full forward per image and class); the sum,
 avg and cfg rules on hand-made records; repeated class names; resume."""
 
-import collections
 import json
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from transformers import AutoTokenizer
 
-from vlmcls_jax import demo
-from vlmcls_jax.convert import load_hf
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompts import tokenize_prompts
 from vlmcls_jax.eval.vlm_generation import _pixels
@@ -18,19 +14,12 @@ from vlmcls_jax.eval.vlm_scoring import ScoringSettings, class_name_tokens, eval
 
 import train_fixtures
 
-Example = collections.namedtuple("Example", "id image label label_name")
 PRE = ClipPreprocessConfig(size=28, crop_size=(28, 28))
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("score")
-    ckpt = train_fixtures.tiny_checkpoint(root / "ckpt")
-    manifest = train_fixtures.shapes_dataset(root / "data", 3)
-    names = demo.class_names()
-    examples = [Example(r["image"], str(root / "data" / r["image"]), names.index(r["label"]), r["label"])
-                for r in map(json.loads, manifest.read_text().splitlines())]
-    return load_hf(str(ckpt)), AutoTokenizer.from_pretrained(ckpt), examples, names
+    return train_fixtures.eval_world(tmp_path_factory.mktemp("score"), 3)
 
 
 def test_scores_equal_naive_full_forwards(setup, tmp_path):

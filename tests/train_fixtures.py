@@ -42,3 +42,19 @@ def shapes_dataset(folder: pathlib.Path, n: int, seed: int = 0, size: int = 28) 
     manifest = folder / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
+
+
+def eval_world(root: pathlib.Path, n: int):
+    """(model, tokenizer, examples, class names): the tiny checkpoint loaded, and n rendered images as
+    `data.sources.Example`s."""
+    from transformers import AutoTokenizer
+
+    from vlmcls_jax.convert import load_hf
+    from vlmcls_jax.data.sources import Example
+
+    ckpt = tiny_checkpoint(root / "ckpt")
+    manifest = shapes_dataset(root / "data", n)
+    names = demo.class_names()
+    examples = [Example(r["image"], str(root / "data" / r["image"]), names.index(r["label"]), r["label"])
+                for r in map(json.loads, manifest.read_text().splitlines())]
+    return load_hf(str(ckpt)), AutoTokenizer.from_pretrained(ckpt), examples, names
