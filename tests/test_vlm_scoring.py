@@ -45,9 +45,9 @@ def test_scores_equal_naive_full_forwards(setup, tmp_path):
 def test_rules_by_hand():
     names = ["cat", "dog", "missile", "missile"]
     lengths = np.array([1, 2, 1, 1])
-    records = [{"label": 0, "label_name": "cat", "sum": [-1.0, -1.5, -3.0, -3.0]},
-               {"label": 3, "label_name": "missile", "sum": [-2.0, -3.0, -1.0, -1.0]},
-               {"label": 1, "label_name": "dog", "sum": [-1.2, -2.0, -4.0, -4.0]}]
+    records = [{"id": "a", "label": 0, "label_name": "cat", "sum": [-1.0, -1.5, -3.0, -3.0]},
+               {"id": "b", "label": 3, "label_name": "missile", "sum": [-2.0, -3.0, -1.0, -1.0]},
+               {"id": "c", "label": 1, "label_name": "dog", "sum": [-1.2, -2.0, -4.0, -4.0]}]
     out = summarize(records, names, lengths, cfg_alpha=1.0)
     # sum: cat, missile (index 2 == right for label 3), cat -> 2/3
     assert out["sum_accuracy"] == pytest.approx(2 / 3)
@@ -57,6 +57,8 @@ def test_rules_by_hand():
     # dog 0.667 -> dog (wrong); row 1: missile 1.667 -> right.  1/3
     assert out["cfg_accuracy"] == pytest.approx(1 / 3)
     assert out["examples"] == 3
+    only_true = summarize(records, names, lengths, 1.0, label_set_size=1)      # one candidate: always right
+    assert only_true["sum_accuracy"] == only_true["avg_accuracy"] == only_true["cfg_accuracy"] == 1.0
 
 
 def test_resume_scores_each_image_once(setup, tmp_path):

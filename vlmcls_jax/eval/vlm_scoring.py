@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompts import QUESTION_WORDINGS, SCORING_PREFIX, llava_prompt, tokenize_prompts
+from vlmcls_jax.eval.candidates import candidate_set
 from vlmcls_jax.eval.metrics import mean_per_class_recall
 from vlmcls_jax.eval.vlm_generation import _pixels, read_done
 from vlmcls_jax.inference import score_candidates
@@ -36,6 +37,8 @@ class ScoringSettings:
     batch_size: int = 1            # images per prefill
     chunk_size: int = 256          # class names scored per compiled call
     cfg_alpha: float = 1.0
+    label_set_size: int | None = None   # decide among the true class + k - 1 random others (Figure 2)
+    label_set_seed: int = 0
     store_token_logprobs: bool = False
     pad_to_square: bool = True
 
@@ -84,14 +87,22 @@ def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence
                 done[e.id] = record
             out.flush()
             bar.update(real)
-    return summarize([done[e.id] for e in examples], class_names, lengths, s.cfg_alpha)
+    return summarize([done[e.id] for e in examples], class_names, lengths, s.cfg_alpha, s.label_set_size,
+                     s.label_set_seed)
 
 
-def summarize(records: list[dict], class_names: Sequence[str], lengths: np.ndarray, cfg_alpha: float) -> dict:
-    """Accuracy and mean per-class recall of the sum, avg and cfg rules."""
+def summarize(records: list[dict], class_names: Sequence[str], lengths: np.ndarray, cfg_alpha: float,
+              label_set_size: int | None = None, label_set_seed: int = 0) -> dict:
+    """Accuracy and mean per-class recall of the sum, avg and cfg rules; with `label_set_size` each example
+    decides among its candidate set only (`candidates.candidate_set`, the sets CLIP and generation get)."""
     sums = np.array([r["sum"] for r in records])                        # [N, C]
     true_names = [r["label_name"] for r in records]
     rules = {"sum": sums, "avg": sums / lengths[None], "cfg": sums - cfg_alpha * sums.mean(0, keepdims=True)}
+    if label_set_size is not None:
+        allowed = np.zeros_like(sums, dtype=bool)
+        for i, r in enumerate(records):
+            allowed[i, candidate_set(r["label"], len(class_names), label_set_size, label_set_seed, r["id"])] = True
+        rules = {k: np.where(allowed, v, -np.inf) for k, v in rules.items()}
     out = {"examples": len(records)}
     name_index = {n: i for i, n in reversed(list(enumerate(class_names)))}   # first index of each name
     for rule, scores in rules.items():
