@@ -58,3 +58,26 @@ def eval_world(root: pathlib.Path, n: int):
     examples = [Example(r["image"], str(root / "data" / r["image"]), names.index(r["label"]), r["label"])
                 for r in map(json.loads, manifest.read_text().splitlines())]
     return load_hf(str(ckpt)), AutoTokenizer.from_pretrained(ckpt), examples, names
+
+
+def tiny_clip_checkpoint(folder: pathlib.Path, image_size: int = 28) -> pathlib.Path:
+    """A tiny random CLIP in the Hugging Face format with a tokenizer that ends texts with EOS."""
+    from tokenizers import processors
+
+    from vlmcls_jax.models import CLIPModel, CLIPVisionConfig
+    from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig
+
+    tokenizer = demo.build_tokenizer([f"a photo of a {n}." for n in demo.class_names()] * 4, 160)
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=image_size, patch_size=14, projection_dim=16)
+    text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=32, projection_dim=16, eos_token_id=2,
+                          bos_token_id=1, pad_token_id=tokenizer.pad_token_id)
+    save_hf(CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16), rngs=nnx.Rngs(0)),
+            str(folder))
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                          crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return folder

@@ -1,0 +1,37 @@
+"""The study's Table 1 / Table 2 / Figure 2 on one dataset: CLIP zero-shot, the VLM by open- and closed-world
+generation, and by probabilistic inference (optionally on label sets of size 100, 20, 5, 2).
+
+The study's data/ folder (VLMClassifier repository) holds the manifests and class lists; image paths in the
+manifests are relative to the folder that contains data/.
+
+    python -m vlmcls_jax.main --config configs/table1.py:flowers --workdir runs/table1_flowers \\
+        --config.data.manifest=VLMClassifier/data/flowers.jsonl \\
+        --config.data.classes=VLMClassifier/data/flowers_classes.json --config.data.image_root=VLMClassifier
+    # Figure 2: add --config.label_set_sizes='(100, 20, 5, 2)'
+
+Compare with the study's Table 1 (LLaVA-1.5-7B vs CLIP ViT-L/14-336 on the same dataset).
+"""
+
+import ml_collections
+
+DATASETS = ("imagenet", "flowers", "cars", "caltech")
+
+
+def get_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset {dataset!r} is not one of {DATASETS}")
+    c = ml_collections.ConfigDict()
+    c.job = "eval"
+    c.seed = 0
+    c.experiments = ("clip", "open", "closed", "scoring")
+    c.label_set_sizes = ()
+    c.max_examples = 0                     # > 0: evaluate only the first N (smoke tests)
+    c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf"))
+    c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="imagenet80"))
+    c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
+                                            classes=f"data/{dataset}_classes.json", image_root=".",
+                                            split="test"))
+    c.generation = ml_collections.ConfigDict(dict(max_new_tokens=32, batch_size=8, wording="default",
+                                                  chain_of_thought=False))
+    c.scoring = ml_collections.ConfigDict(dict(chunk_size=256, cfg_alpha=1.0))
+    return c
