@@ -58,3 +58,18 @@ def test_batched_outputs_equal_one_at_a_time_and_resume(setup, tmp_path):
 def test_bad_wording_is_an_error():
     with pytest.raises(ValueError, match="wording"):
         GenerationSettings(wording="nope")
+
+
+def test_sharded_evaluation_counts_each_example_once(setup, tmp_path):
+    model, tok, examples, names = setup
+    s = GenerationSettings(max_new_tokens=3, batch_size=3)
+    whole = evaluate_generation(model, tok, examples, names, str(tmp_path / "w.jsonl"), s, PRE)
+    first = evaluate_generation(model, tok, examples, names, str(tmp_path / "s.jsonl"), s, PRE, shard=(0, 2))
+    assert first["missing"] == 3 and first["examples"] == 4                 # 7 examples: 4 + 3
+    both = evaluate_generation(model, tok, examples, names, str(tmp_path / "s.jsonl"), s, PRE, shard=(1, 2))
+    assert both == whole and both["missing"] == 0
+    parts = [json.loads(x)["id"] for i in range(2)
+             for x in (tmp_path / f"s.jsonl.part{i}-of-2").read_text().splitlines()]
+    assert sorted(parts) == sorted(e.id for e in examples)
+    with pytest.raises(ValueError, match="shard index"):
+        evaluate_generation(model, tok, examples, names, str(tmp_path / "x.jsonl"), s, PRE, shard=(2, 2))

@@ -68,3 +68,12 @@ def test_resume_scores_each_image_once(setup, tmp_path):
     full = evaluate_scoring(model, tok, examples, names, path, ScoringSettings(), PRE)
     ids = [json.loads(x)["id"] for x in open(path).read().splitlines()]
     assert sorted(ids) == sorted(e.id for e in examples) and full["examples"] == 3
+
+
+def test_sharded_scoring_equals_whole(setup, tmp_path):
+    model, tok, examples, names = setup
+    whole = evaluate_scoring(model, tok, examples, names, str(tmp_path / "w.jsonl"), ScoringSettings(), PRE)
+    assert evaluate_scoring(model, tok, examples, names, str(tmp_path / "s.jsonl"), ScoringSettings(), PRE,
+                            shard=(1, 2))["missing"] == 2
+    assert evaluate_scoring(model, tok, examples, names, str(tmp_path / "s.jsonl"), ScoringSettings(), PRE,
+                            shard=(0, 2)) == whole

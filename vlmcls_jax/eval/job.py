@@ -86,6 +86,9 @@ def run(config, workdir: str) -> dict:
             rows["VLM probabilistic" + (f", {k} labels" if k else "")] = evaluate_scoring(
                 model, tokenizer, examples, names, out("scoring"), settings, preprocess)
 
+    incomplete = {row: m["missing"] for row, m in rows.items() if m.get("missing")}
+    if incomplete:
+        raise RuntimeError(f"examples missing from the outputs after all processes finished: {incomplete}")
     results = {"dataset": data.name, "examples": len(examples), "rows": rows}
     write_results(results, workdir)
     return results

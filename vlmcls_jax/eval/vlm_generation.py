@@ -19,6 +19,7 @@ from tqdm import tqdm
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig, clip_preprocess, expand_to_square, load_image
 from vlmcls_jax.data.prompts import (CHAIN_OF_THOUGHT, QUESTION_WORDINGS, closed_world_question, llava_prompt,
                                      tokenize_prompts)
+from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set, choice_order
 from vlmcls_jax.eval.metrics import exact_match, substring_match
 from vlmcls_jax.inference import generate
@@ -83,18 +84,23 @@ def _pad_left(batch: dict, length: int, pad_id: int) -> dict:
 
 def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Sequence[str], out_path: str,
                         settings: GenerationSettings = GenerationSettings(),
-                        preprocess: ClipPreprocessConfig = ClipPreprocessConfig()) -> dict:
+                        preprocess: ClipPreprocessConfig = ClipPreprocessConfig(),
+                        shard: tuple[int, int] | None = None) -> dict:
     """Classifies `examples` (objects with .id, .image (path), .label (index), .label_name) by generation.
 
-    Appends one record per example to `out_path` and returns the summary over all records in it:
-    {"examples", "substring_accuracy", "exact_accuracy"}."""
+    This process takes its share of the examples (`shards`; default: by JAX process), appends one record
+    per example to its part of `out_path`, and returns the summary over every part:
+    {"examples", "missing" (examples no part has yet), "substring_accuracy", "exact_accuracy"}."""
     s = settings
-    done = read_done(out_path)
-    todo = [e for e in examples if e.id not in done]
+    index, count = shards.resolve(shard)
+    path = shards.part_path(out_path, index, count)
+    done = read_done(path)
+    mine = list(examples[index::count])
+    todo = [e for e in mine if e.id not in done]
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     assistant = CHAIN_OF_THOUGHT if s.chain_of_thought else ""
-    with open(out_path, "a") as out, tqdm(total=len(examples), initial=len(examples) - len(todo),
-                                          desc="generation eval", unit="img") as bar:
+    with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
+                                      desc="generation eval", unit="img") as bar:
         for start in range(0, len(todo), s.batch_size):
             chunk = list(todo[start:start + s.batch_size])
             real = len(chunk)
@@ -115,9 +121,10 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
                 done[e.id] = record
             out.flush()
             bar.update(real)
-    wanted = [done[e.id] for e in examples]
+    shards.barrier(count)
+    wanted, missing = shards.gather(out_path, count, examples, read_done)
     n = len(wanted)
-    return {"examples": n,
+    return {"examples": n, "missing": missing,
             "substring_accuracy": sum(r["substring_match"] for r in wanted) / max(n, 1),
             "exact_accuracy": sum(r["exact_match"] for r in wanted) / max(n, 1)}
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompts import QUESTION_WORDINGS, SCORING_PREFIX, llava_prompt, tokenize_prompts
+from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set
 from vlmcls_jax.eval.metrics import mean_per_class_recall
 from vlmcls_jax.eval.vlm_generation import _pixels, read_done
@@ -58,17 +59,22 @@ def class_name_tokens(tokenizer, prompt: str, names: Sequence[str]) -> list[list
 
 def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence[str], out_path: str,
                      settings: ScoringSettings = ScoringSettings(),
-                     preprocess: ClipPreprocessConfig = ClipPreprocessConfig()) -> dict:
-    """Scores every class name for every example (.id, .image, .label, .label_name); appends per-image sums
-    to `out_path`; returns top-1 accuracy and mean per-class recall for each rule over all examples."""
+                     preprocess: ClipPreprocessConfig = ClipPreprocessConfig(),
+                     shard: tuple[int, int] | None = None) -> dict:
+    """Scores every class name for every example (.id, .image, .label, .label_name) of this process's share
+    (see `shards`); appends per-image sums to its part of `out_path`; returns top-1 accuracy and mean
+    per-class recall for each rule over all parts, and "missing" (examples no part has yet)."""
     s = settings
     prompt = llava_prompt(QUESTION_WORDINGS[s.wording], s.prefix)
     candidates = class_name_tokens(tokenizer, prompt, class_names)
     lengths = np.array([len(c) for c in candidates])
-    done = read_done(out_path)
-    todo = [e for e in examples if e.id not in done]
-    with open(out_path, "a") as out, tqdm(total=len(examples), initial=len(examples) - len(todo),
-                                          desc="scoring eval", unit="img") as bar:
+    index, count = shards.resolve(shard)
+    path = shards.part_path(out_path, index, count)
+    done = read_done(path)
+    mine = list(examples[index::count])
+    todo = [e for e in mine if e.id not in done]
+    with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
+                                      desc="scoring eval", unit="img") as bar:
         for start in range(0, len(todo), s.batch_size):
             chunk = list(todo[start:start + s.batch_size])
             real = len(chunk)
@@ -87,8 +93,10 @@ def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence
                 done[e.id] = record
             out.flush()
             bar.update(real)
-    return summarize([done[e.id] for e in examples], class_names, lengths, s.cfg_alpha, s.label_set_size,
-                     s.label_set_seed)
+    shards.barrier(count)
+    records, missing = shards.gather(out_path, count, examples, read_done)
+    return dict(summarize(records, class_names, lengths, s.cfg_alpha, s.label_set_size, s.label_set_seed),
+                missing=missing)
 
 
 def summarize(records: list[dict], class_names: Sequence[str], lengths: np.ndarray, cfg_alpha: float,
