@@ -30,6 +30,7 @@ setup(
         "absl-py",
         "tensorboardX>=2.6",        # TensorBoard event files without TensorFlow
         "tqdm",
+        "matplotlib>=3.8",
     ],
     extras_require={
         # torch is the reference implementation in tests only; the library never imports it.

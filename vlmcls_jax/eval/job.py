@@ -1,5 +1,6 @@
 """The evaluation job: `job = "eval"` configs run the study's classification experiments on one dataset and
-write WORKDIR/results.json plus a Markdown and a CSV table (rows: model / setting, one column per dataset).
+write WORKDIR/results.json, a Markdown and a CSV table (rows: model / setting, one column per dataset) and,
+with label-set sizes, WORKDIR/label_set_size.png (the study's Figure 2 for this dataset).
 
 Experiments (config.experiments):
   clip         CLIP zero-shot with config.clip.templates ("single" or "imagenet80")
@@ -25,6 +26,7 @@ from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
+from vlmcls_jax.eval.plots import label_set_size_curve
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation
 from vlmcls_jax.eval.vlm_scoring import ScoringSettings, evaluate_scoring
 
@@ -91,6 +93,8 @@ def run(config, workdir: str) -> dict:
         raise RuntimeError(f"examples missing from the outputs after all processes finished: {incomplete}")
     results = {"dataset": data.name, "examples": len(examples), "rows": rows}
     write_results(results, workdir)
+    label_set_size_curve({row: headline(m) for row, m in rows.items()},
+                         os.path.join(workdir, "label_set_size.png"), f"{data.name}: accuracy vs label-set size")
     return results
 
 
