@@ -190,6 +190,8 @@ def _run(config, workdir, mesh):
     ckpts.wait()
     ckpts.close()
     log.close()
+    if hasattr(iterator, "close"):   # grain worker processes and their shared memory
+        iterator.close()
     if config.get("export_hf") and completed == total_steps:   # every process gathers; process 0 writes
         save_hf(nnx.merge(graphdef, state.params, frozen), os.path.join(workdir, "hf_export"))
     return {k: float(v) for k, v in metrics.items()}
