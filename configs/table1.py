@@ -26,6 +26,8 @@ def get_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.experiments = ("clip", "open", "closed", "scoring")
     c.label_set_sizes = ()
     c.max_examples = 0                     # > 0: evaluate only the first N (smoke tests)
+    c.mesh_shape = ()                      # e.g. (-1, 1, 1): split VLM batches over all devices (batch_size
+                                           # must divide over them); () = one device per process
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf"))
     c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="imagenet80"))
     c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
@@ -33,5 +35,5 @@ def get_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
                                             split="test"))
     c.generation = ml_collections.ConfigDict(dict(max_new_tokens=32, batch_size=8, wording="default",
                                                   chain_of_thought=False))
-    c.scoring = ml_collections.ConfigDict(dict(chunk_size=256, cfg_alpha=1.0))
+    c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=256, cfg_alpha=1.0))  # batch: images
     return c

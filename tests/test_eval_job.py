@@ -19,7 +19,9 @@ def test_eval_job_writes_tables_and_resumes(tmp_path):
     c.data.manifest, c.data.classes, c.data.image_root, c.data.split = (
         str(manifest), str(tmp_path / "classes.json"), str(tmp_path / "data"), "train")
     c.label_set_sizes = (2,)
-    c.generation.max_new_tokens, c.generation.batch_size = 3, 2
+    c.generation.max_new_tokens, c.generation.batch_size = 3, 8
+    c.scoring.batch_size = 8
+    c.mesh_shape = (-1, 1, 1)                                     # VLM batches split over the 8 fake devices
     workdir = tmp_path / "run"
     results = job.run(c, str(workdir))
     rows = results["rows"]

@@ -149,6 +149,30 @@ def batch_sharding(mesh: Mesh, ndim: int = 2, rules=LOGICAL_RULES) -> NamedShard
     return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), None, mesh, rules))
 
 
+def put_batch(arrays, mesh: Mesh | None, rules=LOGICAL_RULES):
+    """Device arrays split over the batch axes of `mesh` (first dimension), or plain `jnp.asarray` on the
+    default device when mesh is None.  None entries pass through.  Raises naming the size when the batch
+    does not divide over the batch devices."""
+    import jax.numpy as jnp
+    if mesh is None:
+        return tuple(None if a is None else jnp.asarray(a) for a in arrays)
+    out = []
+    for a in arrays:
+        if a is None:
+            out.append(None)
+            continue
+        sharding = batch_sharding(mesh, np.ndim(a), rules)
+        ways = int(np.prod([mesh.shape[ax] for ax in _spec_axes(sharding.spec[0])]))
+        if np.shape(a)[0] % ways:
+            raise ValueError(f"batch of {np.shape(a)[0]} does not split over the {ways} batch devices of the mesh")
+        out.append(jax.device_put(np.asarray(a), sharding))
+    return tuple(out)
+
+
+def _spec_axes(entry) -> tuple[str, ...]:
+    return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh, rules=LOGICAL_RULES) -> dict[str, jax.Array]:
     """This process's rows -> global arrays split over the batch axes (every process passes its own rows;
     the global batch is their concatenation in process order)."""

@@ -9,7 +9,9 @@ Experiments (config.experiments):
   scoring      VLM probabilistic inference, sum / avg / cfg     (Table 2 bottom)
 With config.label_set_sizes = (100, 20, 5, 2), clip, closed and scoring also run on candidate sets of each
 size (Figure 2 / Table 9), the same sets for every method.
-Per-example outputs go to WORKDIR/outputs/*.jsonl; rerunning the job resumes them.
+Per-example outputs go to WORKDIR/outputs/*.jsonl; rerunning the job resumes them.  Several processes
+split the examples (`eval.shards`); `config.mesh_shape` (e.g. (-1, 1, 1)) splits each VLM batch over this
+process's devices too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 
 from transformers import AutoTokenizer
 
+from vlmcls_jax import sharding as shd
 from vlmcls_jax.convert import load_hf
 from vlmcls_jax.convert.hf import resolve_checkpoint
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
@@ -69,24 +72,28 @@ def run(config, workdir: str) -> dict:
     if {"open", "closed", "scoring"} & set(config.experiments):
         source = resolve_checkpoint(config.model.checkpoint)
         model = load_hf(source)
+        mesh = shd.make_mesh(tuple(config.mesh_shape)) if config.mesh_shape else None
+        if mesh is not None:   # data parallel over the mesh's batch axes; the model replicated on it
+            shd.shard_model(model, mesh)
         tokenizer = AutoTokenizer.from_pretrained(source)
         preprocess = _preprocess(source, model.config.vision_config.image_size)
         gen = dict(max_new_tokens=config.generation.max_new_tokens, batch_size=config.generation.batch_size,
                    wording=config.generation.wording, chain_of_thought=config.generation.chain_of_thought)
         if "open" in config.experiments:
             rows["VLM open world"] = evaluate_generation(model, tokenizer, examples, names, out("open"),
-                                                         GenerationSettings(**gen), preprocess)
+                                                         GenerationSettings(**gen), preprocess, mesh=mesh)
         for k in sizes if "closed" in config.experiments else ():
             settings = GenerationSettings(closed_world=True, choice_seed=config.seed, label_set_size=k,
                                           label_set_seed=config.seed, **gen)
             rows["VLM closed world" + (f", {k} labels" if k else "")] = evaluate_generation(
-                model, tokenizer, examples, names, out(f"closed_{k or 'all'}"), settings, preprocess)
+                model, tokenizer, examples, names, out(f"closed_{k or 'all'}"), settings, preprocess, mesh=mesh)
         for k in sizes if "scoring" in config.experiments else ():
-            settings = ScoringSettings(chunk_size=config.scoring.chunk_size, cfg_alpha=config.scoring.cfg_alpha,
+            settings = ScoringSettings(batch_size=config.scoring.batch_size, chunk_size=config.scoring.chunk_size,
+                                       cfg_alpha=config.scoring.cfg_alpha,
                                        label_set_size=k, label_set_seed=config.seed)
             # Scores do not depend on k: every k reuses the first run's file (resume finds all examples).
             rows["VLM probabilistic" + (f", {k} labels" if k else "")] = evaluate_scoring(
-                model, tokenizer, examples, names, out("scoring"), settings, preprocess)
+                model, tokenizer, examples, names, out("scoring"), settings, preprocess, mesh=mesh)
 
     incomplete = {row: m["missing"] for row, m in rows.items() if m.get("missing")}
     if incomplete:

@@ -85,12 +85,13 @@ def _pad_left(batch: dict, length: int, pad_id: int) -> dict:
 def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Sequence[str], out_path: str,
                         settings: GenerationSettings = GenerationSettings(),
                         preprocess: ClipPreprocessConfig = ClipPreprocessConfig(),
-                        shard: tuple[int, int] | None = None) -> dict:
+                        shard: tuple[int, int] | None = None, mesh=None) -> dict:
     """Classifies `examples` (objects with .id, .image (path), .label (index), .label_name) by generation.
 
     This process takes its share of the examples (`shards`; default: by JAX process), appends one record
     per example to its part of `out_path`, and returns the summary over every part:
-    {"examples", "missing" (examples no part has yet), "substring_accuracy", "exact_accuracy"}."""
+    {"examples", "missing" (examples no part has yet), "substring_accuracy", "exact_accuracy"}.
+    mesh: split each batch over the mesh's batch axes (the model placed on it, `sharding.shard_model`)."""
     s = settings
     index, count = shards.resolve(shard)
     path = shards.part_path(out_path, index, count)
@@ -111,7 +112,7 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
             batch = _pad_left(batch, length, tokenizer.pad_token_id)
             pixels = np.stack([_pixels(e.image, preprocess, s.pad_to_square) for e in chunk])
             tokens = generate(model, batch["input_ids"], batch["attention_mask"], pixels,
-                              max_new_tokens=s.max_new_tokens)
+                              max_new_tokens=s.max_new_tokens, mesh=mesh)
             outputs = tokenizer.batch_decode(tokens, skip_special_tokens=True)
             for e, prompt, output in list(zip(chunk, prompts, outputs))[:real]:
                 record = {"id": e.id, "label": int(e.label), "label_name": e.label_name, "prompt": prompt,

@@ -60,7 +60,7 @@ def class_name_tokens(tokenizer, prompt: str, names: Sequence[str]) -> list[list
 def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence[str], out_path: str,
                      settings: ScoringSettings = ScoringSettings(),
                      preprocess: ClipPreprocessConfig = ClipPreprocessConfig(),
-                     shard: tuple[int, int] | None = None) -> dict:
+                     shard: tuple[int, int] | None = None, mesh=None) -> dict:
     """Scores every class name for every example (.id, .image, .label, .label_name) of this process's share
     (see `shards`); appends per-image sums to its part of `out_path`; returns top-1 accuracy and mean
     per-class recall for each rule over all parts, and "missing" (examples no part has yet)."""
@@ -82,7 +82,8 @@ def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence
             batch = tokenize_prompts(tokenizer, [prompt] * len(chunk), model.config.num_image_tokens)
             pixels = np.stack([_pixels(e.image, preprocess, s.pad_to_square) for e in chunk])
             sums, _, per_token = score_candidates(model, batch["input_ids"], batch["attention_mask"], candidates,
-                                                  pixels, chunk_size=s.chunk_size, token_logprobs=True)
+                                                  pixels, chunk_size=s.chunk_size, token_logprobs=True,
+                                                  mesh=mesh)
             for i, e in enumerate(chunk[:real]):
                 record = {"id": e.id, "label": int(e.label), "label_name": e.label_name,
                           "sum": [round(float(x), 6) for x in sums[i]]}

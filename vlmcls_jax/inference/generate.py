@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vlmcls_jax.sharding import put_batch
+
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "eos_ids", "pad_id"))
 def _generate(graphdef, state, input_ids, attention_mask, pixel_values, *, max_new_tokens: int,
@@ -47,13 +49,16 @@ def _generate(graphdef, state, input_ids, attention_mask, pixel_values, *, max_n
 
 
 def generate(model: nnx.Module, input_ids, attention_mask=None, pixel_values=None, *, max_new_tokens: int,
-             eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None) -> np.ndarray:
+             eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
+             mesh=None) -> np.ndarray:
     """Greedy decoding.
 
     input_ids: int[B, T] left-padded prompts (image tokens already expanded for LLaVA);
     attention_mask: int[B, T] (1 = real token); pixel_values: float[B_img, H, W, 3] or None.
     eos/pad ids default to the model's text config.  Returns int32[B, max_new_tokens]: the new tokens,
     EOS included, then `pad_token_id` after it, as a host (numpy) array ready for `tokenizer.batch_decode`.
+    mesh: split the batch over the mesh's batch axes (data parallel; place the model on the same mesh first,
+    `sharding.shard_model`); the tokens equal the single-device ones.
     """
     text_cfg = getattr(model.config, "text_config", model.config)
     eos = text_cfg.eos_token_id if eos_token_id is None else eos_token_id
@@ -66,6 +71,7 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, pixel_values=Non
     if not bool(jnp.all(jnp.asarray(attention_mask)[:, -1])):
         raise ValueError("attention_mask: prompts must be left-padded (every row's last position a real token)")
     graphdef, state = nnx.split(model)
-    return np.asarray(_generate(graphdef, state, jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask, jnp.int32),
-                     None if pixel_values is None else jnp.asarray(pixel_values), max_new_tokens=max_new_tokens,
-                     eos_ids=eos_ids, pad_id=int(pad)))
+    ids, mask, pixels = put_batch((np.asarray(input_ids, np.int32), np.asarray(attention_mask, np.int32),
+                                   None if pixel_values is None else np.asarray(pixel_values)), mesh)
+    return np.asarray(_generate(graphdef, state, ids, mask, pixels, max_new_tokens=max_new_tokens,
+                                eos_ids=eos_ids, pad_id=int(pad)))

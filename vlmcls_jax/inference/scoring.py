@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vlmcls_jax.sharding import put_batch
+
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_slots"))
 def _prefill(graphdef, state, input_ids, attention_mask, pixel_values, *, num_slots: int):
@@ -47,13 +49,14 @@ def _score_chunk(graphdef, state, cache, first_logp, cand_ids, cand_mask):
 
 
 def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: list[list[int]],
-                     pixel_values=None, *, chunk_size: int = 128, token_logprobs: bool = False):
+                     pixel_values=None, *, chunk_size: int = 128, token_logprobs: bool = False, mesh=None):
     """Scores every candidate token sequence as a continuation of each prompt.
 
     input_ids, attention_mask: int[B, T] left-padded prompts; candidates: C lists of token ids (each
     non-empty, tokenised as they appear after the prompt); pixel_values: [B_img, H, W, 3] or None.
     Returns (sum of log-probs float32[B, C], token counts int[C]); divide for a length-normalised score.
     With token_logprobs=True also the per-token log-probs float32[B, C, L] (0 past each candidate's end).
+    mesh: split the prompts (images) over the mesh's batch axes (place the model on the mesh first).
     """
     if not candidates or any(len(c) == 0 for c in candidates):
         raise ValueError("candidates: every candidate needs at least one token")
@@ -64,9 +67,10 @@ def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: l
     for i, c in enumerate(candidates):
         ids[i, : len(c)], mask[i, : len(c)] = c, 1
     graphdef, state = nnx.split(model)
-    cache, first_logp = _prefill(graphdef, state, jnp.asarray(input_ids, jnp.int32),
-                                 jnp.asarray(attention_mask, jnp.int32),
-                                 None if pixel_values is None else jnp.asarray(pixel_values),
+    prompt_ids, prompt_mask, pixels = put_batch(
+        (np.asarray(input_ids, np.int32), np.asarray(attention_mask, np.int32),
+         None if pixel_values is None else np.asarray(pixel_values)), mesh)
+    cache, first_logp = _prefill(graphdef, state, prompt_ids, prompt_mask, pixels,
                                  num_slots=int(np.shape(input_ids)[1]))
     scores = []
     for start in range(0, C, chunk_size):
