@@ -21,6 +21,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set
 from vlmcls_jax.eval.metrics import mean_per_class_recall
 from vlmcls_jax.eval.vlm_generation import _pixels
@@ -68,10 +69,8 @@ def evaluate_clip(clip, classifier: np.ndarray, examples: Sequence, class_names:
     """Scores `examples` (.id, .image, .label, .label_name) against the class embeddings."""
     graphdef, state = nnx.split(clip)
     sims = []
-    for start in tqdm(range(0, len(examples), batch_size), desc="clip eval", unit="batch"):
-        chunk = list(examples[start:start + batch_size])
-        real = len(chunk)
-        chunk += [chunk[-1]] * (batch_size - real)
+    for chunk, real in tqdm(shards.padded_batches(examples, batch_size), desc="clip eval", unit="batch",
+                            total=-(-len(examples) // batch_size)):
         px = np.stack([_pixels(e.image, preprocess, pad_to_square=False) for e in chunk])
         feats = _unit(np.asarray(_image_features(graphdef, state, jnp.asarray(px))))
         sims.append((feats @ classifier.T)[:real])

@@ -39,3 +39,18 @@ def gather(out_path: str, count: int, examples: Sequence, read_done) -> tuple[li
         done.update(read_done(part_path(out_path, index, count)))
     records = [done[e.id] for e in examples if e.id in done]
     return records, len(examples) - len(records)
+
+
+def my_share(examples: Sequence, out_path: str, shard: tuple[int, int] | None):
+    """-> (count, this process's part file, this process's examples)."""
+    index, count = resolve(shard)
+    return count, part_path(out_path, index, count), list(examples[index::count])
+
+
+def padded_batches(items: Sequence, batch_size: int):
+    """Yields (exactly batch_size items, how many are real): the last batch repeats its last item, so every
+    batch has one compiled shape; callers keep only the first `real` results."""
+    for start in range(0, len(items), batch_size):
+        chunk = list(items[start:start + batch_size])
+        real = len(chunk)
+        yield chunk + [chunk[-1]] * (batch_size - real), real

@@ -93,19 +93,14 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
     {"examples", "missing" (examples no part has yet), "substring_accuracy", "exact_accuracy"}.
     mesh: split each batch over the mesh's batch axes (the model placed on it, `sharding.shard_model`)."""
     s = settings
-    index, count = shards.resolve(shard)
-    path = shards.part_path(out_path, index, count)
+    count, path, mine = shards.my_share(examples, out_path, shard)
     done = read_done(path)
-    mine = list(examples[index::count])
     todo = [e for e in mine if e.id not in done]
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     assistant = CHAIN_OF_THOUGHT if s.chain_of_thought else ""
     with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
                                       desc="generation eval", unit="img") as bar:
-        for start in range(0, len(todo), s.batch_size):
-            chunk = list(todo[start:start + s.batch_size])
-            real = len(chunk)
-            chunk += [chunk[-1]] * (s.batch_size - real)        # a full last batch: one compiled shape
+        for chunk, real in shards.padded_batches(todo, s.batch_size):
             prompts = [llava_prompt(question_for(e, class_names, s), assistant) for e in chunk]
             batch = tokenize_prompts(tokenizer, prompts, model.config.num_image_tokens)
             length = -(-batch["input_ids"].shape[1] // s.length_multiple) * s.length_multiple

@@ -68,17 +68,12 @@ def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence
     prompt = llava_prompt(QUESTION_WORDINGS[s.wording], s.prefix)
     candidates = class_name_tokens(tokenizer, prompt, class_names)
     lengths = np.array([len(c) for c in candidates])
-    index, count = shards.resolve(shard)
-    path = shards.part_path(out_path, index, count)
+    count, path, mine = shards.my_share(examples, out_path, shard)
     done = read_done(path)
-    mine = list(examples[index::count])
     todo = [e for e in mine if e.id not in done]
     with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
                                       desc="scoring eval", unit="img") as bar:
-        for start in range(0, len(todo), s.batch_size):
-            chunk = list(todo[start:start + s.batch_size])
-            real = len(chunk)
-            chunk += [chunk[-1]] * (s.batch_size - real)
+        for chunk, real in shards.padded_batches(todo, s.batch_size):
             batch = tokenize_prompts(tokenizer, [prompt] * len(chunk), model.config.num_image_tokens)
             pixels = np.stack([_pixels(e.image, preprocess, s.pad_to_square) for e in chunk])
             sums, _, per_token = score_candidates(model, batch["input_ids"], batch["attention_mask"], candidates,
