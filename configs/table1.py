@@ -7,9 +7,12 @@ manifests are relative to the folder that contains data/.
     python -m vlmcls_jax.main --config configs/table1.py:flowers --workdir runs/table1_flowers \\
         --config.data.manifest=VLMClassifier/data/flowers.jsonl \\
         --config.data.classes=VLMClassifier/data/flowers_classes.json --config.data.image_root=VLMClassifier
-    # Figure 2: add --config.label_set_sizes='(100, 20, 5, 2)'
+    # then, after one run per dataset, one table with a column per dataset:
+    python -m vlmcls_jax.eval.tables runs/table1_* --out runs/table1
 
-Compare with the study's Table 1 (LLaVA-1.5-7B vs CLIP ViT-L/14-336 on the same dataset).
+Compare with the study's Table 1 (LLaVA-1.5-7B vs CLIP ViT-L/14-336 on the same dataset).  Variants:
+configs/table2.py (prompt wordings, label order, chain of thought, probabilistic inference) and
+configs/figure2.py (label-set size).
 """
 
 import ml_collections
@@ -28,12 +31,17 @@ def get_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.max_examples = 0                     # > 0: evaluate only the first N (smoke tests)
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split VLM batches over all devices (batch_size
                                            # must divide over them); () = one device per process
-    c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf"))
-    c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="imagenet80"))
+    c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label=""))  # label: table name
+    # templates: "study" (the study's one template "A photo of a {}"), "single" or "imagenet80" (CLIP's ensemble)
+    c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="study",
+                                            label=""))
     c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
                                             classes=f"data/{dataset}_classes.json", image_root=".",
                                             split="test"))
+    # wording: a key of data.prompts.QUESTION_WORDINGS; choice_order: "shuffled" (per image, by seed) or
+    # "dataset" (the class list's order: the study's label-order ablation)
     c.generation = ml_collections.ConfigDict(dict(max_new_tokens=32, batch_size=8, wording="default",
-                                                  chain_of_thought=False))
-    c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=256, cfg_alpha=1.0))  # batch: images
+                                                  chain_of_thought=False, choice_order="shuffled"))
+    # batch_size: images per prefill; cfg_alpha: the study's calibration alpha (eval.vlm_scoring; 1 = sum)
+    c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=256, cfg_alpha=2.0))
     return c

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from tokenizers import processors
 
-from vlmcls_jax import demo
+from vlmcls_jax import demo, sharding
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.eval.clip_templates import IMAGENET_80, SINGLE
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
@@ -75,3 +75,16 @@ def test_accuracy_label_sets_and_repeated_names(setup):
     same = ["thing"] * len(names)
     renamed = [e._replace(label_name="thing") for e in examples]
     assert evaluate_clip(clip, classifier, renamed, same, preprocess=PRE)["top1"] == 1.0
+
+
+def test_mesh_split_equals_one_device(setup):
+    """Text and image batches split over 8 devices give the one-device classifier and metrics."""
+    clip, tok, names, examples = setup
+    single = text_classifier(clip, tok, names, SINGLE, batch_size=8)
+    reference = evaluate_clip(clip, single, examples, names, preprocess=PRE, batch_size=8)
+    mesh = sharding.make_mesh((-1, 1, 1))
+    placed = nnx.clone(clip)
+    sharding.shard_model(placed, mesh)
+    split = text_classifier(placed, tok, names, SINGLE, batch_size=8, mesh=mesh)
+    np.testing.assert_allclose(split, single, atol=1e-5)
+    assert evaluate_clip(placed, split, examples, names, preprocess=PRE, batch_size=8, mesh=mesh) == reference

@@ -10,6 +10,7 @@ from vlmcls_jax.eval.metrics import exact_match, mean_per_class_recall, substrin
 
 def test_study_prompts_byte_equal():
     assert QUESTION_WORDINGS == {"default": "What type of object is in this photo?",
+                                 "name_item": "Can you name the specific item pictured here?",
                                  "identify": "Identify the object in this image.",
                                  "main_object": "What is the main object depicted in this photograph?"}
     assert closed_world_question("What type of object is in this photo?", ["cat", "dog", "golden retriever"]) == \

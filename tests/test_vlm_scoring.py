@@ -48,14 +48,19 @@ def test_rules_by_hand():
     records = [{"id": "a", "label": 0, "label_name": "cat", "sum": [-1.0, -1.5, -3.0, -3.0]},
                {"id": "b", "label": 3, "label_name": "missile", "sum": [-2.0, -3.0, -1.0, -1.0]},
                {"id": "c", "label": 1, "label_name": "dog", "sum": [-1.2, -2.0, -4.0, -4.0]}]
-    out = summarize(records, names, lengths, cfg_alpha=1.0)
+    out = summarize(records, names, lengths, cfg_alpha=3.0, cfg_sweep_alphas=(0, 1, 3))
     # sum: cat, missile (index 2 == right for label 3), cat -> 2/3
     assert out["sum_accuracy"] == pytest.approx(2 / 3)
     # avg: row 0 dog (-0.75 > -1.0, wrong); row 1 missile (right); row 2 dog (-1.0 > -1.2, right) -> 2/3
     assert out["avg_accuracy"] == pytest.approx(2 / 3)
-    # cfg: column means (-1.4, -2.1667, -2.6667, -2.6667); row 2: cat 0.2, dog 0.1667 -> cat; row 0: cat 0.4,
-    # dog 0.667 -> dog (wrong); row 1: missile 1.667 -> right.  1/3
+    # cfg, the study's alpha * sum + (1 - alpha) * column mean, column means (-1.4, -2.1667, -2.6667, -2.6667),
+    # alpha 3: row a: cat -0.2, dog -0.1667 -> dog (wrong); row b: missile 2.333 -> right; row c: cat -0.8,
+    # dog -1.667 -> cat (wrong).  1/3
     assert out["cfg_accuracy"] == pytest.approx(1 / 3)
+    # alpha 0: the image is ignored, every row picks the highest mean (cat): 1/3; alpha 1 is the sum rule.
+    assert out["cfg_sweep"] == {"0.0": pytest.approx(1 / 3), "1.0": out["sum_accuracy"], "3.0": out["cfg_accuracy"]}
+    # top-5 over 4 classes (3 distinct names): always right.
+    assert out["sum_top5_accuracy"] == out["avg_top5_accuracy"] == 1.0
     assert out["examples"] == 3
     only_true = summarize(records, names, lengths, 1.0, label_set_size=1)      # one candidate: always right
     assert only_true["sum_accuracy"] == only_true["avg_accuracy"] == only_true["cfg_accuracy"] == 1.0

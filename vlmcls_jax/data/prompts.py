@@ -75,8 +75,9 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str], num_image_tokens: int, i
 
 # The study's classification prompts (Zhang et al. 2024, Table 1 and Table 2).
 OPEN_QUESTION = "What type of object is in this photo?"
-QUESTION_WORDINGS = {
+QUESTION_WORDINGS = {   # the study's four wordings (VLMClassifier main_results/analyze_prompt.sh, prompt1-4)
     "default": OPEN_QUESTION,
+    "name_item": "Can you name the specific item pictured here?",
     "identify": "Identify the object in this image.",
     "main_object": "What is the main object depicted in this photograph?",
 }

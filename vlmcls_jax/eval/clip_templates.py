@@ -1,7 +1,11 @@
-"""CLIP's prompt templates for zero-shot classification: the single template and the 80-template ImageNet
-ensemble published with CLIP (Radford et al. 2021, the "Prompt Engineering for ImageNet" notebook)."""
+"""CLIP's prompt templates for zero-shot classification: the study's template, CLIP's single template and the
+80-template ImageNet ensemble published with CLIP (Radford et al. 2021, the "Prompt Engineering for ImageNet"
+notebook)."""
 
 SINGLE = ("a photo of a {}.",)
+# The one template the study's CLIP rows use (VLMClassifier main_results/main.py, `main_clip`): capital A,
+# no full stop.
+STUDY = ("A photo of a {}",)
 
 IMAGENET_80 = (
     "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.", "a photo of the hard to see {}.",
@@ -26,4 +30,4 @@ IMAGENET_80 = (
     "a photo of a small {}.", "a tattoo of the {}.",
 )
 
-TEMPLATE_SETS = {"single": SINGLE, "imagenet80": IMAGENET_80}
+TEMPLATE_SETS = {"study": STUDY, "single": SINGLE, "imagenet80": IMAGENET_80}

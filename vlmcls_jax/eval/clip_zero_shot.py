@@ -15,7 +15,6 @@ import os
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from tqdm import tqdm
@@ -25,6 +24,7 @@ from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set
 from vlmcls_jax.eval.metrics import mean_per_class_recall
 from vlmcls_jax.eval.vlm_generation import _pixels
+from vlmcls_jax.sharding import put_batch
 
 
 _text_features = jax.jit(lambda graphdef, state, ids, mask: nnx.merge(graphdef, state).get_text_features(ids, mask),
@@ -38,9 +38,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def text_classifier(clip, tokenizer, class_names: Sequence[str], templates: Sequence[str], *,
-                    cache_dir: str | None = None, model_id: str = "", batch_size: int = 256) -> np.ndarray:
+                    cache_dir: str | None = None, model_id: str = "", batch_size: int = 256,
+                    mesh=None) -> np.ndarray:
     """float32[C, E] unit class embeddings.  Cached in `cache_dir` under a hash of (model_id, names,
-    templates) when both are given."""
+    templates) when both are given.  mesh: split each batch of prompts over the mesh's batch axes (the
+    model placed on it, `sharding.shard_model`; batch_size must divide over them)."""
     key = hashlib.sha256(json.dumps([model_id, list(class_names), list(templates)]).encode()).hexdigest()[:16]
     path = os.path.join(cache_dir, f"clip_text_{key}.npy") if cache_dir and model_id else None
     if path and os.path.exists(path):
@@ -49,11 +51,10 @@ def text_classifier(clip, tokenizer, class_names: Sequence[str], templates: Sequ
     texts = [t.format(name) for name in class_names for t in templates]
     max_len = clip.config.text_config.max_position_embeddings
     feats = []
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start:start + batch_size]
+    for chunk, real in shards.padded_batches(texts, batch_size):
         enc = tokenizer(chunk, padding="max_length", truncation=True, max_length=max_len, return_tensors="np")
-        feats.append(np.asarray(_text_features(graphdef, state, jnp.asarray(enc["input_ids"]),
-                                               jnp.asarray(enc["attention_mask"]))))
+        ids, mask = put_batch((enc["input_ids"], enc["attention_mask"]), mesh)
+        feats.append(np.asarray(_text_features(graphdef, state, ids, mask))[:real])
     per_template = _unit(np.concatenate(feats).reshape(len(class_names), len(templates), -1))
     classifier = _unit(per_template.mean(1)).astype(np.float32)
     if path:
@@ -65,14 +66,18 @@ def text_classifier(clip, tokenizer, class_names: Sequence[str], templates: Sequ
 
 def evaluate_clip(clip, classifier: np.ndarray, examples: Sequence, class_names: Sequence[str], *,
                   preprocess: ClipPreprocessConfig = ClipPreprocessConfig(), batch_size: int = 64,
-                  label_set_size: int | None = None, label_set_seed: int = 0) -> dict:
-    """Scores `examples` (.id, .image, .label, .label_name) against the class embeddings."""
+                  label_set_size: int | None = None, label_set_seed: int = 0, mesh=None) -> dict:
+    """Scores `examples` (.id, .image, .label, .label_name) against the class embeddings.
+
+    Every process scores every example (CLIP is cheap next to the VLM); mesh: split each batch over the
+    mesh's batch axes (the model placed on it; batch_size must divide over them)."""
     graphdef, state = nnx.split(clip)
     sims = []
     for chunk, real in tqdm(shards.padded_batches(examples, batch_size), desc="clip eval", unit="batch",
                             total=-(-len(examples) // batch_size)):
         px = np.stack([_pixels(e.image, preprocess, pad_to_square=False) for e in chunk])
-        feats = _unit(np.asarray(_image_features(graphdef, state, jnp.asarray(px))))
+        (px,) = put_batch((px,), mesh)
+        feats = _unit(np.asarray(_image_features(graphdef, state, px)))
         sims.append((feats @ classifier.T)[:real])
     sims = np.concatenate(sims)
     if label_set_size is not None:

@@ -10,16 +10,19 @@ Experiments (config.experiments):
 With config.label_set_sizes = (100, 20, 5, 2), clip, closed and scoring also run on candidate sets of each
 size (Figure 2 / Table 9), the same sets for every method.
 Per-example outputs go to WORKDIR/outputs/*.jsonl; rerunning the job resumes them.  Several processes
-split the examples (`eval.shards`); `config.mesh_shape` (e.g. (-1, 1, 1)) splits each VLM batch over this
-process's devices too.
+split the VLM's examples (`eval.shards`; each process scores all of CLIP's); `config.mesh_shape` (e.g.
+(-1, 1, 1)) splits each batch over this process's own devices too.  Every row records its model's label
+(`config.model.label` / `config.clip.label`, by default the checkpoint's last path component), the table's
+first column; `python -m vlmcls_jax.eval.tables RUN ...` merges runs on several datasets into one table.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
+import re
 
+import jax
 from transformers import AutoTokenizer
 
 from vlmcls_jax import sharding as shd
@@ -30,6 +33,7 @@ from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
 from vlmcls_jax.eval.plots import label_set_size_curve
+from vlmcls_jax.eval.tables import headline, write_atomic, write_tables
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation
 from vlmcls_jax.eval.vlm_scoring import ScoringSettings, evaluate_scoring
 
@@ -56,44 +60,64 @@ def run(config, workdir: str) -> dict:
     sizes = [None] + [int(k) for k in config.label_set_sizes]
     out = lambda name: os.path.join(workdir, "outputs", f"{name}.jsonl")
     rows: dict[str, dict] = {}
+    # Data parallel over this process's devices (each process evaluates its own share of the examples).
+    mesh = shd.make_mesh(tuple(config.mesh_shape), devices=jax.local_devices()) if config.mesh_shape else None
 
     if "clip" in config.experiments:
+        if config.clip.templates not in TEMPLATE_SETS:
+            raise ValueError(f"config.clip.templates={config.clip.templates!r} is not one of {sorted(TEMPLATE_SETS)}")
         source = resolve_checkpoint(config.clip.checkpoint)
+        label = model_label(config.clip)
         clip = load_hf(source)
+        if mesh is not None:   # the model replicated over the mesh's batch axes
+            shd.shard_model(clip, mesh)
         tokenizer = AutoTokenizer.from_pretrained(source)
         classifier = text_classifier(clip, tokenizer, names, TEMPLATE_SETS[config.clip.templates],
-                                     cache_dir=os.path.join(workdir, "cache"), model_id=source)
+                                     cache_dir=os.path.join(workdir, "cache"), model_id=source, mesh=mesh)
         preprocess = _preprocess(source, clip.config.vision_config.image_size)
         for k in sizes:
-            rows[f"CLIP ({config.clip.templates})" + (f", {k} labels" if k else "")] = evaluate_clip(
+            rows[f"CLIP ({config.clip.templates})" + (f", {k} labels" if k else "")] = dict(evaluate_clip(
                 clip, classifier, examples, names, preprocess=preprocess, label_set_size=k,
-                label_set_seed=config.seed)
+                label_set_seed=config.seed, mesh=mesh), model=label)
 
     if {"open", "closed", "scoring"} & set(config.experiments):
         source = resolve_checkpoint(config.model.checkpoint)
+        label = model_label(config.model)
         model = load_hf(source)
-        mesh = shd.make_mesh(tuple(config.mesh_shape)) if config.mesh_shape else None
-        if mesh is not None:   # data parallel over the mesh's batch axes; the model replicated on it
+        if mesh is not None:
             shd.shard_model(model, mesh)
         tokenizer = AutoTokenizer.from_pretrained(source)
         preprocess = _preprocess(source, model.config.vision_config.image_size)
-        gen = dict(max_new_tokens=config.generation.max_new_tokens, batch_size=config.generation.batch_size,
-                   wording=config.generation.wording, chain_of_thought=config.generation.chain_of_thought)
+        g = config.generation
+        if g.choice_order not in ("shuffled", "dataset"):
+            raise ValueError(f"config.generation.choice_order={g.choice_order!r} is not 'shuffled' or 'dataset'")
+        gen = dict(max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, wording=g.wording,
+                   chain_of_thought=g.chain_of_thought)
+        # Prompt variants (Table 2 top) get their own rows and output files, so runs never mix them.
+        variant = (f", wording {g.wording}" if g.wording != "default" else "") + \
+                  (", chain of thought" if g.chain_of_thought else "")
         if "open" in config.experiments:
-            rows["VLM open world"] = evaluate_generation(model, tokenizer, examples, names, out("open"),
-                                                         GenerationSettings(**gen), preprocess, mesh=mesh)
+            rows["VLM open world" + variant] = dict(evaluate_generation(
+                model, tokenizer, examples, names, out(slug("open" + variant)), GenerationSettings(**gen), preprocess,
+                mesh=mesh), model=label)
         for k in sizes if "closed" in config.experiments else ():
-            settings = GenerationSettings(closed_world=True, choice_seed=config.seed, label_set_size=k,
-                                          label_set_seed=config.seed, **gen)
-            rows["VLM closed world" + (f", {k} labels" if k else "")] = evaluate_generation(
-                model, tokenizer, examples, names, out(f"closed_{k or 'all'}"), settings, preprocess, mesh=mesh)
+            order = g.choice_order == "dataset"
+            settings = GenerationSettings(closed_world=True, choice_seed=None if order else config.seed,
+                                          label_set_size=k, label_set_seed=config.seed, **gen)
+            closed = variant + (", dataset order" if order else "")
+            rows["VLM closed world" + closed + (f", {k} labels" if k else "")] = dict(evaluate_generation(
+                model, tokenizer, examples, names, out(slug(f"closed_{k or 'all'}" + closed)), settings, preprocess,
+                mesh=mesh),
+                model=label)
         for k in sizes if "scoring" in config.experiments else ():
             settings = ScoringSettings(batch_size=config.scoring.batch_size, chunk_size=config.scoring.chunk_size,
-                                       cfg_alpha=config.scoring.cfg_alpha,
+                                       cfg_alpha=config.scoring.cfg_alpha, wording=config.generation.wording,
                                        label_set_size=k, label_set_seed=config.seed)
             # Scores do not depend on k: every k reuses the first run's file (resume finds all examples).
-            rows["VLM probabilistic" + (f", {k} labels" if k else "")] = evaluate_scoring(
-                model, tokenizer, examples, names, out("scoring"), settings, preprocess, mesh=mesh)
+            wording = f", wording {g.wording}" if g.wording != "default" else ""
+            rows["VLM probabilistic" + wording + (f", {k} labels" if k else "")] = dict(evaluate_scoring(
+                model, tokenizer, examples, names, out(slug("scoring" + wording)),
+                settings, preprocess, mesh=mesh), model=label)
 
     incomplete = {row: m["missing"] for row, m in rows.items() if m.get("missing")}
     if incomplete:
@@ -105,29 +129,17 @@ def run(config, workdir: str) -> dict:
     return results
 
 
-def headline(metrics: dict) -> float:
-    """The number a table shows for a row: the study's metric for that method."""
-    for key in ("top1", "substring_accuracy", "sum_accuracy"):
-        if key in metrics:
-            return metrics[key]
-    raise KeyError(f"no accuracy in {sorted(metrics)}")
+def slug(text: str) -> str:
+    """An output file name for a row: "closed_all, wording identify" -> "closed_all_wording_identify"."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
+
+
+def model_label(model_config) -> str:
+    """A model's name in the tables: `label` when set, else the checkpoint's last path component."""
+    return model_config.get("label") or os.path.basename(os.path.normpath(model_config.checkpoint))
 
 
 def write_results(results: dict, workdir: str) -> None:
-    """results.json, table.md and table.csv (rows: settings; column: the dataset; values: accuracy %)."""
-    def atomic(name, text):
-        path = os.path.join(workdir, name)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
-
-    atomic("results.json", json.dumps(results, indent=2))
-    dataset = results["dataset"]
-    lines = [f"| model / setting | {dataset} |", "| --- | --- |"]
-    lines += [f"| {row} | {100 * headline(m):.1f} |" for row, m in results["rows"].items()]
-    atomic("table.md", "\n".join(lines) + f"\n\n{results['examples']} examples; accuracy in %.\n")
-    with open(os.path.join(workdir, "table.csv.tmp"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["model / setting", dataset])
-        writer.writerows([row, f"{100 * headline(m):.2f}"] for row, m in results["rows"].items())
-    os.replace(os.path.join(workdir, "table.csv.tmp"), os.path.join(workdir, "table.csv"))
+    """results.json, table.md and table.csv (rows: model / setting; column: the dataset; values: accuracy %)."""
+    write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
+    write_tables([results], workdir)

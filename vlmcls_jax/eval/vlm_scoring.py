@@ -5,8 +5,11 @@ per image and all names scored against its cache (`inference.score_candidates`).
 Three decision rules, as in the study:
   sum   sum of the name's token log-probs
   avg   the sum divided by the name's token count
-  cfg   sum - alpha * (that name's sum averaged over the evaluated images): subtracts each name's prior
-        (classifier-free-guidance style), alpha set by `cfg_alpha`
+  cfg   alpha * sum + (1 - alpha) * (that name's sum averaged over the evaluated images): with alpha > 1
+        it subtracts each name's prior, classifier-free-guidance style.  This is the study's calibration
+        (VLMClassifier `inference_analysis/get_accuracy.ipynb`, which sweeps alpha = 0..8 and prints each;
+        alpha = 1 is `sum`, alpha = 0 ignores the image).  `cfg_alpha` picks the reported alpha and
+        `cfg_sweep` holds the accuracy at every alpha of `cfg_sweep_alphas`.
 A prediction counts as correct when the predicted name equals the true name, so a name that appears
 twice in a class list (CLIP's ImageNet list repeats "missile" and "sunglasses") is right for both indices.
 
@@ -37,7 +40,8 @@ class ScoringSettings:
     prefix: str = SCORING_PREFIX
     batch_size: int = 1            # images per prefill
     chunk_size: int = 256          # class names scored per compiled call
-    cfg_alpha: float = 1.0
+    cfg_alpha: float = 2.0
+    cfg_sweep_alphas: tuple[float, ...] = tuple(range(9))
     label_set_size: int | None = None   # decide among the true class + k - 1 random others (Figure 2)
     label_set_seed: int = 0
     store_token_logprobs: bool = False
@@ -91,30 +95,43 @@ def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence
             bar.update(real)
     shards.barrier(count)
     records, missing = shards.gather(out_path, count, examples, read_done)
-    return dict(summarize(records, class_names, lengths, s.cfg_alpha, s.label_set_size, s.label_set_seed),
-                missing=missing)
+    return dict(summarize(records, class_names, lengths, s.cfg_alpha, s.label_set_size, s.label_set_seed,
+                          s.cfg_sweep_alphas), missing=missing)
 
 
 def summarize(records: list[dict], class_names: Sequence[str], lengths: np.ndarray, cfg_alpha: float,
-              label_set_size: int | None = None, label_set_seed: int = 0) -> dict:
-    """Accuracy and mean per-class recall of the sum, avg and cfg rules; with `label_set_size` each example
-    decides among its candidate set only (`candidates.candidate_set`, the sets CLIP and generation get)."""
-    sums = np.array([r["sum"] for r in records])                        # [N, C]
-    true_names = [r["label_name"] for r in records]
-    rules = {"sum": sums, "avg": sums / lengths[None], "cfg": sums - cfg_alpha * sums.mean(0, keepdims=True)}
+              label_set_size: int | None = None, label_set_seed: int = 0,
+              cfg_sweep_alphas: Sequence[float] = ()) -> dict:
+    """Top-1 and top-5 accuracy and mean per-class recall of the sum, avg and cfg rules, plus the cfg
+    top-1 accuracy at every alpha of `cfg_sweep_alphas` (key "cfg_sweep": {alpha: accuracy}).  With
+    `label_set_size` each example decides among its candidate set only (`candidates.candidate_set`, the
+    sets CLIP and generation get).  records: {"id", "label", "label_name", "sum": float[C]};
+    lengths: int[C] token counts of the names."""
+    sums = np.array([r["sum"] for r in records], np.float64).reshape(len(records), len(class_names))  # [N, C]
+    prior = sums.mean(0, keepdims=True) if len(records) else np.zeros((1, len(class_names)))
+    cfg = lambda alpha: alpha * sums + (1 - alpha) * prior
+    rules = {"sum": sums, "avg": sums / lengths[None], "cfg": cfg(cfg_alpha)}
+    sweep = {float(a): cfg(a) for a in cfg_sweep_alphas}
     if label_set_size is not None:
         allowed = np.zeros_like(sums, dtype=bool)
         for i, r in enumerate(records):
             allowed[i, candidate_set(r["label"], len(class_names), label_set_size, label_set_seed, r["id"])] = True
-        rules = {k: np.where(allowed, v, -np.inf) for k, v in rules.items()}
-    out = {"examples": len(records)}
+        mask = lambda scores: np.where(allowed, scores, -np.inf)
+        rules = {k: mask(v) for k, v in rules.items()}
+        sweep = {k: mask(v) for k, v in sweep.items()}
     name_index = {n: i for i, n in reversed(list(enumerate(class_names)))}   # first index of each name
+    true_idx = np.array([name_index[r["label_name"]] for r in records], int)
+    first = np.array([name_index[n] for n in class_names])                  # class index -> its name's first
+
+    def top(scores, k):   # [N, k] predicted classes (a repeated name mapped to its first index)
+        return first[np.argsort(-scores, axis=1, kind="stable")[:, :k]].reshape(len(records), -1)
+
+    out = {"examples": len(records)}
     for rule, scores in rules.items():
-        predicted = [class_names[i] for i in scores.argmax(1)]
-        correct = np.array([p == t for p, t in zip(predicted, true_names)])
-        out[f"{rule}_accuracy"] = float(correct.mean())
-        # Recall per class index, a repeated name mapped to its first index on both sides.
-        pred_idx = [name_index[p] for p in predicted]
-        true_idx = [name_index[t] for t in true_names]
-        out[f"{rule}_mean_per_class_recall"] = mean_per_class_recall(pred_idx, true_idx, len(class_names))
+        top5 = top(scores, 5)
+        out[f"{rule}_accuracy"] = float(np.mean(top5[:, 0] == true_idx)) if len(records) else 0.0
+        out[f"{rule}_top5_accuracy"] = float(np.mean((top5 == true_idx[:, None]).any(1))) if len(records) else 0.0
+        out[f"{rule}_mean_per_class_recall"] = mean_per_class_recall(top5[:, 0], true_idx, len(class_names))
+    out["cfg_sweep"] = {str(a): float(np.mean(top(v, 1)[:, 0] == true_idx)) if len(records) else 0.0
+                        for a, v in sweep.items()}
     return out
