@@ -40,8 +40,11 @@ def get_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
                                             split="test"))
     # wording: a key of data.prompts.QUESTION_WORDINGS; choice_order: "shuffled" (per image, by seed) or
     # "dataset" (the class list's order: the study's label-order ablation)
-    c.generation = ml_collections.ConfigDict(dict(max_new_tokens=32, batch_size=8, wording="default",
+    c.generation = ml_collections.ConfigDict(dict(max_new_tokens=64, batch_size=8, wording="default",
                                                   chain_of_thought=False, choice_order="shuffled"))
+    # The study fed images through llava-hf's processor (resize + centre crop, no padding); True pads to a
+    # square first as LLaVA-1.5's training code does.
+    c.pad_to_square = False
     # batch_size: images per prefill; cfg_alpha: the study's calibration alpha (eval.vlm_scoring; 1 = sum)
     c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=256, cfg_alpha=2.0))
     return c

@@ -2,7 +2,7 @@
 
   wording:name_item, wording:identify, wording:main_object   other question wordings (open world)
   order                                                      closed world, choices in the class list's order
-  cot                                                        chain of thought, closed world (max 256 tokens)
+  cot                                                        chain of thought, closed world (max 512 tokens)
   scoring                                                    probabilistic inference (sum / avg / cfg)
 
     python -m vlmcls_jax.main --config configs/table2.py:flowers,cot --workdir runs/table2_flowers_cot \\
@@ -35,7 +35,7 @@ def get_config(arg: str = "flowers,cot") -> ml_collections.ConfigDict:
     elif variant == "cot":
         c.experiments = ("closed",)
         c.generation.chain_of_thought = True
-        c.generation.max_new_tokens = 256
+        c.generation.max_new_tokens = 512     # the study's limit with chain of thought
     else:
         c.experiments = ("scoring",)
     return c

@@ -2,7 +2,6 @@
 
 import json
 
-from configs import table1
 from vlmcls_jax import demo
 from vlmcls_jax.eval import job
 
@@ -14,14 +13,7 @@ def test_eval_job_writes_tables_and_resumes(tmp_path):
     clip = train_fixtures.tiny_clip_checkpoint(tmp_path / "clip")
     manifest = train_fixtures.shapes_dataset(tmp_path / "data", 5)
     (tmp_path / "classes.json").write_text(json.dumps(demo.class_names()))
-    c = table1.get_config("flowers")
-    c.model.checkpoint, c.clip.checkpoint, c.clip.templates = str(llava), str(clip), "single"
-    c.data.manifest, c.data.classes, c.data.image_root, c.data.split = (
-        str(manifest), str(tmp_path / "classes.json"), str(tmp_path / "data"), "train")
-    c.label_set_sizes = (2,)
-    c.generation.max_new_tokens, c.generation.batch_size = 3, 8
-    c.scoring.batch_size = 8
-    c.mesh_shape = (-1, 1, 1)                                     # VLM batches split over the 8 fake devices
+    c = train_fixtures.tiny_eval_config(llava, clip, manifest, tmp_path / "classes.json", tmp_path / "data")
     workdir = tmp_path / "run"
     results = job.run(c, str(workdir))
     rows = results["rows"]

@@ -81,3 +81,19 @@ def tiny_clip_checkpoint(folder: pathlib.Path, image_size: int = 28) -> pathlib.
     CLIPImageProcessorPil(size={"shortest_edge": image_size},
                           crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
     return folder
+
+
+def tiny_eval_config(llava, clip, manifest, classes, image_root):
+    """configs/table1.py on the tiny checkpoints and a rendered dataset: every experiment, label sets of 2,
+    VLM and CLIP batches split over this process's devices (8 in tests, 4 per process in two-process ones)."""
+    from configs import table1
+
+    c = table1.get_config("flowers")
+    c.model.checkpoint, c.clip.checkpoint, c.clip.templates = str(llava), str(clip), "single"
+    c.data.manifest, c.data.classes, c.data.image_root, c.data.split = (
+        str(manifest), str(classes), str(image_root), "train")
+    c.label_set_sizes = (2,)
+    c.generation.max_new_tokens, c.generation.batch_size = 3, 8
+    c.scoring.batch_size = 8
+    c.mesh_shape = (-1, 1, 1)
+    return c

@@ -59,8 +59,9 @@ def text_classifier(clip, tokenizer, class_names: Sequence[str], templates: Sequ
     classifier = _unit(per_template.mean(1)).astype(np.float32)
     if path:
         os.makedirs(cache_dir, exist_ok=True)
-        np.save(path + ".tmp.npy", classifier)
-        os.replace(path + ".tmp.npy", path)
+        tmp = f"{path}.tmp{os.getpid()}.npy"        # processes sharing the folder never share a temp file
+        np.save(tmp, classifier)
+        os.replace(tmp, path)
     return classifier
 
 

@@ -92,7 +92,7 @@ def run(config, workdir: str) -> dict:
         if g.choice_order not in ("shuffled", "dataset"):
             raise ValueError(f"config.generation.choice_order={g.choice_order!r} is not 'shuffled' or 'dataset'")
         gen = dict(max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, wording=g.wording,
-                   chain_of_thought=g.chain_of_thought)
+                   chain_of_thought=g.chain_of_thought, pad_to_square=config.pad_to_square)
         # Prompt variants (Table 2 top) get their own rows and output files, so runs never mix them.
         variant = (f", wording {g.wording}" if g.wording != "default" else "") + \
                   (", chain of thought" if g.chain_of_thought else "")
@@ -112,7 +112,8 @@ def run(config, workdir: str) -> dict:
         for k in sizes if "scoring" in config.experiments else ():
             settings = ScoringSettings(batch_size=config.scoring.batch_size, chunk_size=config.scoring.chunk_size,
                                        cfg_alpha=config.scoring.cfg_alpha, wording=config.generation.wording,
-                                       label_set_size=k, label_set_seed=config.seed)
+                                       label_set_size=k, label_set_seed=config.seed,
+                                       pad_to_square=config.pad_to_square)
             # Scores do not depend on k: every k reuses the first run's file (resume finds all examples).
             wording = f", wording {g.wording}" if g.wording != "default" else ""
             rows["VLM probabilistic" + wording + (f", {k} labels" if k else "")] = dict(evaluate_scoring(
@@ -123,9 +124,10 @@ def run(config, workdir: str) -> dict:
     if incomplete:
         raise RuntimeError(f"examples missing from the outputs after all processes finished: {incomplete}")
     results = {"dataset": data.name, "examples": len(examples), "rows": rows}
-    write_results(results, workdir)
-    label_set_size_curve({row: headline(m) for row, m in rows.items()},
-                         os.path.join(workdir, "label_set_size.png"), f"{data.name}: accuracy vs label-set size")
+    if jax.process_index() == 0:   # every process holds the same summary; one writes it
+        write_results(results, workdir)
+        label_set_size_curve({row: headline(m) for row, m in rows.items()},
+                             os.path.join(workdir, "label_set_size.png"), f"{data.name}: accuracy vs label-set size")
     return results
 
 

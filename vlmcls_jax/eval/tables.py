@@ -122,9 +122,10 @@ def render(runs: Sequence[dict], reference: dict[tuple[str, str, str], float] | 
 
 def write_atomic(path: str, text: str) -> None:
     """Writes then renames, so a crash never leaves a truncated file behind."""
-    with open(path + ".tmp", "w") as f:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
         f.write(text)
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
 
 
 def write_tables(runs: Sequence[dict], out_dir: str, reference_path: str | None = None) -> None:

@@ -36,7 +36,9 @@ class GenerationSettings:
     max_new_tokens: int = 32
     batch_size: int = 8
     length_multiple: int = 64           # prompts are left-padded to a multiple of this (few compilations)
-    pad_to_square: bool = True          # LLaVA-1.5's image_aspect_ratio="pad"
+    # The study ran llava-hf's processor (main_results/main.py), which resizes and crops without padding;
+    # True pads to a square first, as LLaVA-1.5's own code does (image_aspect_ratio="pad").
+    pad_to_square: bool = False
 
     def __post_init__(self):
         if self.wording not in QUESTION_WORDINGS:

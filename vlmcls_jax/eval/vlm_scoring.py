@@ -45,7 +45,9 @@ class ScoringSettings:
     label_set_size: int | None = None   # decide among the true class + k - 1 random others (Figure 2)
     label_set_seed: int = 0
     store_token_logprobs: bool = False
-    pad_to_square: bool = True
+    # The study ran llava-hf's processor (main_results/main.py), which resizes and crops without padding;
+    # True pads to a square first, as LLaVA-1.5's own code does (image_aspect_ratio="pad").
+    pad_to_square: bool = False
 
 
 def class_name_tokens(tokenizer, prompt: str, names: Sequence[str]) -> list[list[int]]:
