@@ -1,0 +1,120 @@
+"""ImageWikiQA by generation (the study's Table 5): ask each multiple-choice question with its image, decode
+greedily, parse the chosen letter with MMMU's rules (`answer_parser`), and score it against the label.
+
+Reproduces `imagewikiqa/main.py` (prompt, chain of thought, 1024 new tokens) and `imagewikiqa/eval.ipynb`
+(parsing, accuracy) of yuhui-zh15/VLMClassifier; see `answer_parser` for the details. Differences: the random
+fallback draws from an RNG seeded per question from (settings.seed, question id), not from one global stream,
+so a result does not depend on batch order or sharding; and questions whose image is missing on disk are
+not run but recorded as wrong (`image_missing: true`), so they stay in the accuracy's denominator.
+
+Output and resuming work as in `vlm_generation`: one JSONL record per question, appended as each batch
+finishes; a re-run on the same file skips the questions already there (a half-written last line is redone);
+process shares write their own part files and the summary reads them all. A record made while the image was
+missing stays when the image appears later: delete the output (or those lines) to run them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.data.prompts import tokenize_prompts
+from vlmcls_jax.eval import shards
+from vlmcls_jax.eval.answer_parser import (HOWS, MAX_NEW_TOKENS, STUDY_SEED, imagewikiqa_prompt, parse_choice,
+                                           study_response)
+from vlmcls_jax.eval.vlm_generation import _pad_left, _pixels, read_done
+from vlmcls_jax.inference import generate
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageWikiQASettings:
+    chain_of_thought: bool = True       # "Let's think step by step." in the assistant turn, and parsed with it
+    max_new_tokens: int = MAX_NEW_TOKENS
+    seed: int = STUDY_SEED              # the random fallback's RNG: seeded from (seed, question id)
+    batch_size: int = 8
+    length_multiple: int = 64           # prompts are left-padded to a multiple of this (few compilations)
+    pad_to_square: bool = False         # the study ran llava-hf's processor, which does not pad
+
+
+def question_rng(seed: int, question_id) -> random.Random:
+    """The random fallback's RNG for one question (string seeds are hashed stably across runs)."""
+    return random.Random(f"imagewikiqa/{seed}/{question_id}")
+
+
+def score_output(question, output: str, settings: ImageWikiQASettings) -> dict:
+    """The record of one question answered with `output` (the generated text)."""
+    response = study_response(output, settings.chain_of_thought)
+    letter, how = parse_choice(response, question.options, question_rng(settings.seed, question.id))
+    return {"id": question.id, "classname": question.classname, "label": question.label, "output": output,
+            "parsed": letter, "how": how, "correct": letter == question.label, "image_missing": False}
+
+
+def _missing_record(question) -> dict:
+    return {"id": question.id, "classname": question.classname, "label": question.label, "output": None,
+            "parsed": None, "how": None, "correct": False, "image_missing": True}
+
+
+def evaluate_imagewikiqa(model, tokenizer, questions: Sequence, out_path: str,
+                         settings: ImageWikiQASettings = ImageWikiQASettings(),
+                         preprocess: ClipPreprocessConfig = ClipPreprocessConfig(),
+                         shard: tuple[int, int] | None = None, mesh=None) -> dict:
+    """Answers `questions` (`data.imagewikiqa.ImageWikiQAQuestion`s) by generation and scores them.
+
+    This process takes its share of the questions (`shards`; default: by JAX process), appends one record per
+    question to its part of `out_path`, and returns the summary over every part:
+    {"questions" (with records), "missing" (questions no part has yet), "missing_images" (recorded as wrong),
+     "accuracy", "parsed_by": {how: count}, "per_class": {classname: [correct, total]}}.
+    mesh: split each batch over the mesh's batch axes (the model placed on it, `sharding.shard_model`)."""
+    s = settings
+    count, path, mine = shards.my_share(list(questions), out_path, shard)
+    done = read_done(path)
+    todo = [q for q in mine if q.id not in done]
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
+                                      desc="ImageWikiQA eval", unit="q") as bar:
+        on_disk = {q.id: os.path.isfile(q.image) for q in todo}
+        absent = [q for q in todo if not on_disk[q.id]]
+        out.writelines(json.dumps(_missing_record(q)) + "\n" for q in absent)
+        out.flush()
+        bar.update(len(absent))
+        present = [q for q in todo if on_disk[q.id]]
+        for chunk, real in shards.padded_batches(present, s.batch_size):
+            prompts = [imagewikiqa_prompt(q.text, s.chain_of_thought) for q in chunk]
+            batch = tokenize_prompts(tokenizer, prompts, model.config.num_image_tokens)
+            length = -(-batch["input_ids"].shape[1] // s.length_multiple) * s.length_multiple
+            batch = _pad_left(batch, length, tokenizer.pad_token_id)
+            pixels = np.stack([_pixels(q.image, preprocess, s.pad_to_square) for q in chunk])
+            tokens = generate(model, batch["input_ids"], batch["attention_mask"], pixels,
+                              max_new_tokens=s.max_new_tokens, mesh=mesh)
+            outputs = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+            for q, output in list(zip(chunk, outputs))[:real]:
+                out.write(json.dumps(score_output(q, output, s)) + "\n")
+            out.flush()
+            bar.update(real)
+    shards.barrier(count)
+    records, missing = shards.gather(out_path, count, list(questions), read_done)
+    return summarize(records, missing)
+
+
+def summarize(records: Sequence[dict], missing: int = 0) -> dict:
+    """The summary of a list of records (see `evaluate_imagewikiqa`)."""
+    n = len(records)
+    hows = Counter(r["how"] for r in records if not r["image_missing"])
+    per_class: dict[str, list[int]] = {}
+    for r in records:
+        tally = per_class.setdefault(r["classname"], [0, 0])
+        tally[0] += bool(r["correct"])
+        tally[1] += 1
+    return {"questions": n, "missing": missing,
+            "missing_images": sum(bool(r["image_missing"]) for r in records),
+            "accuracy": sum(bool(r["correct"]) for r in records) / max(n, 1),
+            "parsed_by": {how: hows[how] for how in HOWS},
+            "per_class": dict(sorted(per_class.items()))}
