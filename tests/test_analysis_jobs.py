@@ -1,0 +1,59 @@
+"""The probing job and the ImageWikiQA job end to end on a tiny random LLaVA, through `main`'s job table."""
+
+import json
+
+from configs import table3_probe, table5_imagewikiqa
+from vlmcls_jax import demo
+from vlmcls_jax.main import jobs
+
+import train_fixtures
+
+
+def test_probe_job(tmp_path):
+    ckpt = train_fixtures.tiny_checkpoint(tmp_path / "llava")
+    manifest = train_fixtures.shapes_dataset(tmp_path / "data", 12)
+    rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    for i, r in enumerate(rows):
+        r["split"] = "test" if i % 3 == 0 else "train"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "classes.json").write_text(json.dumps(demo.class_names()))
+    c = table3_probe.get_config("flowers")
+    c.model.checkpoint = str(ckpt)
+    c.data.manifest, c.data.classes, c.data.image_root = str(manifest), str(tmp_path / "classes.json"), str(
+        tmp_path / "data")
+    c.features = ("llm:-1/last", "vision/mean")
+    c.probe.epochs, c.probe.batch_size = 5, 4
+    c.mesh_shape = (-1, 1, 1)
+    results = jobs()["probe"](c, str(tmp_path / "run"))
+    assert results["examples"] == {"train": 8, "test": 4}
+    for feature in c.features:
+        r = results["rows"][feature]
+        assert 0 <= r["best_on_test"]["test_accuracy"] <= 1 and r["test_examples"] == 4
+        assert r["train_examples"] + r["val_examples"] == 8
+    table = (tmp_path / "run" / "table.md").read_text()
+    assert "| llm:-1/last |" in table and "| vision/mean |" in table
+    assert len(list((tmp_path / "run" / "features" / "train" / "part0-of-1").glob("chunk*.npz"))) == 1
+
+
+def test_imagewikiqa_job_and_gain_over_a_baseline(tmp_path):
+    ckpt = train_fixtures.tiny_checkpoint(tmp_path / "llava")
+    train_fixtures.shapes_dataset(tmp_path / "images", 3)
+    names = demo.class_names()
+    options = "\n".join(f"{x}. {n}" for x, n in zip("ABCD", names))
+    questions = [{"image": f"{i}.png", "text": f"What is this?\n{options}\nChoose A, B, C, or D.",
+                  "label": "ABCD"[i], "wiki": "", "classname": names[i]} for i in range(3)]
+    questions.append({**questions[0], "image": "gone.png"})
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    c = table5_imagewikiqa.get_config()
+    c.model.checkpoint = str(ckpt)
+    c.data.questions, c.data.image_root = str(tmp_path / "q.jsonl"), str(tmp_path / "images")
+    c.generation.max_new_tokens, c.generation.batch_size = 3, 2
+    base = jobs()["imagewikiqa"](c, str(tmp_path / "base"))
+    row = base["rows"]["ImageWikiQA (chain of thought)"]
+    assert row["questions"] == 4 and row["missing_images"] == 1 and base["load_report"]["missing_images"] == 1
+    csv = (tmp_path / "base" / "per_class.csv").read_text().splitlines()
+    assert csv[0] == "classname,correct,total" and len(csv) == 1 + 3
+    c.baseline = str(tmp_path / "base")
+    again = jobs()["imagewikiqa"](c, str(tmp_path / "again"))
+    assert again["gain_over_baseline"]["points"] == 0.0 and again["gain_over_baseline"]["study_points"] == 11.8
+    assert "(the study reports +11.8)" in (tmp_path / "again" / "table.md").read_text()
