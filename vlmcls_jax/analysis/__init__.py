@@ -1,0 +1,1 @@
+"""The study's analyses of why VLMs classify badly (its Section 3), one module per analysis."""
