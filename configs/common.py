@@ -17,8 +17,20 @@ def train_config() -> ml_collections.ConfigDict:
     # projector, lora, llm, vision, text, head, all (vlmcls_jax.train.optimizer.TRAINABLE_PRESETS).
     c.learning_rates = {"projector": 2e-5}
     c.objective = ml_collections.ConfigDict(dict(name="text_generation", label_smoothing=0.0))
+    # Training data (vlmcls_jax.train.trainer.training_records; formats in vlmcls_jax.data.finetune_data).
+    # train_json, classification_manifest and caption_json may be combined (concatenated); mix_with is mixed in.
     c.data = ml_collections.ConfigDict(dict(
-        train_json="", classification_manifest="", split="train", answer_template="{}", image_root="",
+        train_json="",                # LLaVA-format JSON/JSONL (e.g. built by python -m vlmcls_jax.data.finetune_data)
+        classification_manifest="",   # JSONL {"image", "label", "split"} -> the study's classification records
+        split="train",                # the manifest rows to train on
+        # The study's fine-tuning question (prepare_data.ipynb: "the photo", not the zero-shot "this photo")
+        question="What type of object is in the photo?",
+        answer_template="{}",         # the answer; {} is the class name (the study: the bare name)
+        caption_json="",              # JSONL {"image", "caption"} -> caption records (Table 4)
+        caption_question="Describe the image concisely.",   # LLaVA's brief-caption instruction (study's not released)
+        mix_with="",                  # LLaVA JSON mixed with the above, e.g. llava_v1_5_mix665k.json (Table 5)
+        mix_seed=1234,                # the mixture's shuffle seed (the study: random.seed(1234))
+        image_root="",                # image paths in the records are relative to this folder
         template="llava_v1", max_length=2048, buckets=(768, 1024, 2048), batch_size=64, worker_count=0,
         use_checkpoint_preprocessor=True))
     c.optim = ml_collections.ConfigDict(dict(warmup_ratio=0.03, weight_decay=0.0, max_grad_norm=1.0,

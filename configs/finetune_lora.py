@@ -1,9 +1,19 @@
 """LLaVA-1.5-7B LoRA fine-tuning on a classification dataset (the study's Table 3 right, "LoRA").
 
-The study's hyperparameters: LoRA on every linear layer of the LLM with rank 128, alpha 256, dropout 0.05,
-LLM (LoRA) learning rate 2e-4 and projector learning rate 2e-5 (LLaVA's separate projector rate), global
-batch 64, cosine schedule with 3% warmup, 1 epoch on ImageNet and 50 on the small datasets.  The merged
-model is exported to WORKDIR/hf_export at the end.
+LoRA on the LLM plus the projector ("train both projector and LLM with LoRA", training_analysis/llava/README.md).
+Values and their sources (yuhui-zh15/VLMClassifier, finetune_lora.sh at commit 24544323; research notes C):
+
+  LoRA                 rank 128, alpha 256 (`--lora_r 128 --lora_alpha 256`), dropout 0.05 (LLaVA's default), on
+                       the LLM's linear layers (upstream LLaVA excludes mm_projector, vision tower and lm_head)
+  learning rates       LoRA 2e-4 (`--learning_rate 2e-4`), projector 2e-5 (`--mm_projector_lr 2e-5`)
+  global batch 128     `--per_device_train_batch_size 32 --gradient_accumulation_steps 1` on the README's 4 GPUs
+                       (32 x 1 x 4); this config said 64 before, a value no released file gives
+  epochs               as finetune_projector.EPOCHS: ImageNet 1 (the evaluated file names), the small datasets 50
+                       (finetune_lora.sh says `--num_train_epochs 50`, though its output dir says `-100epochs-lora`)
+  schedule             cosine, warmup ratio 0.03, weight decay 0
+
+Data and template as configs/finetune_projector.py.  The merged model is exported to WORKDIR/hf_export at the
+end.  Compare with the study's Table 3 right, LoRA row (no number is printed in the repository).
 
     python -m vlmcls_jax.main --config configs/finetune_lora.py:imagenet --workdir runs/lora_imagenet \\
         --config.data.classification_manifest=data/imagenet.jsonl --config.data.image_root=/data/imagenet
@@ -22,7 +32,7 @@ def get_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.model.checkpoint = "llava-hf/llava-1.5-7b-hf"
     c.learning_rates = {"projector": 2e-5, "lora": 2e-4}
     c.lora.rank, c.lora.alpha, c.lora.dropout = 128, 256.0, 0.05
-    c.data.batch_size = 64
+    c.data.batch_size = 128                 # 32 per device x 4 GPUs (finetune_lora.sh)
     c.num_epochs = EPOCHS[dataset]
     c.mesh_shape = (1, -1, 1)
     return c

@@ -16,16 +16,35 @@ def test_config_loads_and_is_locked(path):
     config_flags.DEFINE_config_file("config", str(path), flag_values=fv, lock_config=True)
     fv(["prog"])
     config = fv.config
-    assert config.job in ("demo", "train", "eval")
+    assert config.job in ("demo", "train", "eval", "probe", "imagewikiqa", "toyworld")
     with pytest.raises(AttributeError):
         config.no_such_field = 1
 
 
 def test_study_hyperparameters():
-    from configs import finetune_lora, finetune_projector
+    from configs import finetune_caption, finetune_lora, finetune_mixture, finetune_projector
     proj, lora = finetune_projector.get_config("imagenet"), finetune_lora.get_config("flowers")
-    assert dict(proj.learning_rates) == {"projector": 2e-5} and proj.num_epochs == 1 and proj.data.batch_size == 64
+    # global batches: per-device batch x accumulation x the README's 4 GPUs (training_analysis/llava/*.sh)
+    assert dict(proj.learning_rates) == {"projector": 2e-5} and proj.num_epochs == 1 and proj.data.batch_size == 128
     assert (lora.lora.rank, lora.lora.alpha) == (128, 256.0) and lora.learning_rates["lora"] == 2e-4
-    assert lora.num_epochs == 50 and lora.optim.warmup_ratio == 0.03
+    assert lora.num_epochs == 50 and lora.optim.warmup_ratio == 0.03 and lora.data.batch_size == 128
+    caption = finetune_caption.get_config("flowers")
+    assert dict(caption.learning_rates) == {"projector": 2e-5} and caption.num_epochs == 50
+    assert caption.data.batch_size == 256 and caption.lora.rank == 0
+    mix = finetune_mixture.get_config()
+    assert dict(mix.learning_rates) == {"projector": 2e-5} and mix.num_epochs == 1 and mix.lora.rank == 0
+    assert mix.data.batch_size * mix.optim.accumulate_steps == 64 and mix.data.mix_seed == 1234
+    for c in (proj, lora, caption, mix):
+        assert c.optim.warmup_ratio == 0.03 and c.optim.weight_decay == 0.0
     with pytest.raises(ValueError, match="dataset"):
         finetune_projector.get_config("mnist")
+    with pytest.raises(ValueError, match="dataset"):
+        finetune_caption.get_config("mnist")
+
+
+def test_default_questions_are_the_data_modules():
+    from configs import common
+    from vlmcls_jax.data.finetune_data import CAPTION_QUESTION, FINETUNE_QUESTION
+    data = common.train_config().data
+    assert data.question == FINETUNE_QUESTION == "What type of object is in the photo?"
+    assert data.caption_question == CAPTION_QUESTION

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -20,7 +21,8 @@ from transformers import AutoTokenizer
 from vlmcls_jax import checkpoint, sharding as shd
 from vlmcls_jax.convert import hf_config
 from vlmcls_jax.convert.hf import load_weights, resolve_checkpoint, safetensors_files, save_hf
-from vlmcls_jax.data.conversation import classification_record
+from vlmcls_jax.data.finetune_data import (CAPTION_QUESTION, FINETUNE_QUESTION, caption_records,
+                                          classification_records, concat_records, mix_records)
 from vlmcls_jax.data.pipeline import EncodeRecord, make_train_iterator, read_records
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.train.lora import apply_lora
@@ -42,26 +44,40 @@ def load_model(config, mesh):
 
 
 def training_records(config) -> list[dict]:
-    """LLaVA-format records from `data.train_json`, or classification examples from a manifest
-    (`data.classification_manifest`: JSONL of {"image", "label", "split"}) in the study's template."""
+    """The records a run trains on, from `config.data` (see `data.finetune_data` for the formats):
+
+      train_json               LLaVA-format JSON/JSONL, as it is
+      classification_manifest  JSONL {"image", "label", "split"} -> the study's classification records (rows of
+                               `data.split`; `data.question`, `data.answer_template`)
+      caption_json             JSONL {"image", "caption"} -> caption records (`data.caption_question`)
+      mix_with                 LLaVA JSON mixed with all of the above by `mix_records(seed=data.mix_seed)`
+
+    Any of the first three concatenate (in that order, ids kept unique); `mix_with` needs at least one of them
+    (the study's Table 5 mixture: ImageNet classification records + llava_v1_5_mix665k.json)."""
     data = config.data
+    sources = {}
     if data.get("train_json"):
-        return read_records(data.train_json)
+        sources["train_json"] = read_records(data.train_json)
     if data.get("classification_manifest"):
-        records = []
-        with open(data.classification_manifest) as f:
-            for n, line in enumerate(f, 1):
-                row = json.loads(line)
-                missing = {"image", "label"} - set(row)
-                if missing:
-                    raise ValueError(f"{data.classification_manifest}:{n}: missing fields {sorted(missing)}")
-                if row.get("split", data.split) == data.split:
-                    records.append(classification_record(row["image"], row["label"], record_id=str(n),
-                                                         answer_template=data.get("answer_template", "{}")))
-        if not records:
-            raise ValueError(f"{data.classification_manifest}: no records with split={data.split!r}")
-        return records
-    raise ValueError("config.data needs train_json or classification_manifest")
+        sources["classification_manifest"] = classification_records(
+            data.classification_manifest, data.split, question=data.get("question", FINETUNE_QUESTION),
+            answer_template=data.get("answer_template", "{}"))
+    if data.get("caption_json"):
+        sources["caption_json"] = caption_records(data.caption_json,
+                                                  question=data.get("caption_question", CAPTION_QUESTION))
+    if not sources:
+        raise ValueError("config.data needs train_json, classification_manifest or caption_json")
+    if data.get("mix_with"):
+        sources["mix_with"] = read_records(data.mix_with)
+        mixture = mix_records(*sources.values(), seed=data.get("mix_seed", 1234))
+    elif len(sources) == 1:
+        return next(iter(sources.values()))
+    else:
+        mixture = concat_records(*sources.values())
+    if jax.process_index() == 0:
+        print(f"training records: {mixture.summary(list(sources))}"
+              + (f", shuffled with seed {data.get('mix_seed', 1234)}" if data.get("mix_with") else ""))
+    return mixture.records
 
 
 class MetricsLog:
@@ -193,5 +209,10 @@ def _run(config, workdir, mesh):
     if hasattr(iterator, "close"):   # grain worker processes and their shared memory
         iterator.close()
     if config.get("export_hf") and completed == total_steps:   # every process gathers; process 0 writes
-        save_hf(nnx.merge(graphdef, state.params, frozen), os.path.join(workdir, "hf_export"))
+        export = os.path.join(workdir, "hf_export")
+        save_hf(nnx.merge(graphdef, state.params, frozen), export)
+        if jax.process_index() == 0:   # the export loads like the source: tokenizer and image processor too
+            tokenizer.save_pretrained(export)
+            if os.path.exists(os.path.join(source, "preprocessor_config.json")):
+                shutil.copy(os.path.join(source, "preprocessor_config.json"), export)
     return {k: float(v) for k, v in metrics.items()}
