@@ -32,6 +32,7 @@ setup(
         "tensorboardX>=2.6",        # TensorBoard event files without TensorFlow
         "tqdm",
         "matplotlib>=3.8",
+        "scipy>=1.11",              # correlations (analysis.correlation)
     ],
     extras_require={
         # torch is the reference implementation in tests only; the library never imports it.
