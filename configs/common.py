@@ -38,7 +38,7 @@ def train_config() -> ml_collections.ConfigDict:
     c.num_epochs = 1
     c.num_steps = 0                           # > 0 overrides num_epochs
     c.stop_at_step = 0                        # > 0: checkpoint and stop there (preemption drills, tests)
-    c.checkpoint_every = 500
+    c.checkpoint_every = 500                  # steps; 0: no training checkpoints, only the final export
     c.keep_checkpoints = 3
     c.log_every = 10
     c.peak_tflops = 0.0                       # per-device peak (e.g. 197 for TPU v5e bf16) for the MFU estimate

@@ -62,17 +62,21 @@ def render(name: str, size: int, rng: np.random.Generator) -> Image.Image:
     return image
 
 
-def build_tokenizer(texts: list[str], vocab_size: int):
-    """A byte-level-free BPE tokenizer trained on `texts`, as a transformers fast tokenizer."""
+def build_tokenizer(texts: list[str], vocab_size: int, split_punctuation: bool = False,
+                    specials: tuple[str, ...] = ("<unk>", "<s>", "</s>", "<pad>", "<image>")):
+    """A byte-level-free BPE tokenizer trained on `texts`, as a transformers fast tokenizer.
+    split_punctuation: punctuation becomes its own token ("circle." -> "circle", ".").  specials: the
+    special tokens, taking ids 0, 1, ... in this order (a CLIP text tower whose EOS id is 2 pools at the
+    highest id, transformers' legacy rule; put "</s>" elsewhere to pool at EOS)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()]) \
+        if split_punctuation else pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials))
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials)))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", specials.index("<s>"))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    pad_token="<pad>", extra_special_tokens=["<image>"])
 

@@ -162,10 +162,11 @@ def _run(config, workdir, mesh):
                         accumulate_steps=config.optim.accumulate_steps)
     graphdef, state, frozen = init_train_state(model, groups, tx)
     del model, trainable
-    ckpts = checkpoint.TrainCheckpoints(os.path.join(workdir, "checkpoints"), every=config.checkpoint_every,
-                                        keep=config.keep_checkpoints)
+    # checkpoint_every = 0: no training checkpoints (short runs that only need the final export).
+    ckpts = None if config.checkpoint_every <= 0 else checkpoint.TrainCheckpoints(
+        os.path.join(workdir, "checkpoints"), every=config.checkpoint_every, keep=config.keep_checkpoints)
     start = 0
-    if ckpts.latest_step() is not None:
+    if ckpts is not None and ckpts.latest_step() is not None:
         state, start = ckpts.restore(state, iterator)
         print(f"resumed from step {start} in {workdir}/checkpoints")
     print(f"training {counts} parameters for {total_steps} steps on mesh {dict(mesh.shape)}")
@@ -199,12 +200,14 @@ def _run(config, workdir, mesh):
             log.write(step + 1, metrics, tokens, images, time.time() - t0, done)
             tokens, images, t0, done = 0, 0, time.time(), 0
         last = step + 1 == total_steps or step + 1 == config.get("stop_at_step")
-        ckpts.save(step + 1, state, iterator, force=last)
+        if ckpts is not None:
+            ckpts.save(step + 1, state, iterator, force=last)
         if step + 1 == config.get("stop_at_step"):
             print(f"stopping at step {step + 1} as config.stop_at_step asks (a checkpoint was written)")
             break
-    ckpts.wait()
-    ckpts.close()
+    if ckpts is not None:
+        ckpts.wait()
+        ckpts.close()
     log.close()
     if hasattr(iterator, "close"):   # grain worker processes and their shared memory
         iterator.close()
