@@ -22,10 +22,7 @@ import os
 import shutil
 import time
 
-import jax
-import numpy as np
 from flax import nnx
-from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from configs import common
 from vlmcls_jax.analysis import probe_job
