@@ -1,11 +1,11 @@
-# Quick start: `make demo` runs the default job, `make test` the test suite. Each creates .venv and
+# Quick start: `make run` runs the main job (the toy world), `make test` the test suite. Each creates .venv and
 # installs what it needs on first use (Python >= 3.11; set PYTHON=python3.12 etc. to choose one).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-WORKDIR ?= runs/demo
+WORKDIR ?= runs/toyworld
 
-.PHONY: demo test clean
+.PHONY: run quick demo test clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "vlmcls_jax needs Python >= 3.11, found " + sys.version'
@@ -20,8 +20,17 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The whole study in miniature on the CPU (~13 min on 2 cores): WORKDIR/report.md.
+run: $(VENV)/.installed
+	$(BIN)/python -m vlmcls_jax.main --config configs/toyworld.py --workdir $(WORKDIR)
+
+# The same with fewer steps (~4 min; numbers near chance, the machinery end to end).
+quick: $(VENV)/.installed
+	$(BIN)/python -m vlmcls_jax.main --config configs/toyworld.py:quick --workdir runs/toyworld_quick
+
+# A random tiny LLaVA through the converters and both inference modes (~15 s).
 demo: $(VENV)/.installed
-	$(BIN)/python -m vlmcls_jax.main --config configs/demo.py --workdir $(WORKDIR)
+	$(BIN)/python -m vlmcls_jax.main --config configs/demo.py --workdir runs/demo
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests
