@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from vlmcls_jax.data.conversation import classification_record
 from vlmcls_jax.data.pipeline import read_records
 from vlmcls_jax.data.prompts import IMAGE_TOKEN
+from vlmcls_jax.data.sources import jsonl_objects, require_strings
 
 # prepare_data.ipynb cell 1: {"from": "human", "value": "<image>\nWhat type of object is in the photo?"}, and the
 # bare label as the answer.  Note "the photo": the zero-shot prompt (prompts.OPEN_QUESTION) says "this photo".
@@ -44,23 +45,9 @@ CAPTION_QUESTION = "Describe the image concisely."
 def _jsonl_rows(path: str, required: Sequence[str]) -> Iterator[tuple[int, dict]]:
     """(line number, row) for each non-blank line; each `required` field must be a non-empty string.
     Errors name path:line and the field."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e})") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got a {type(row).__name__}")
-            for key in required:
-                if key not in row:
-                    raise ValueError(f"{where}: missing field {key!r}")
-                if not isinstance(row[key], str) or not row[key].strip():
-                    raise ValueError(f"{where}: field {key!r} is {row[key]!r}, not a non-empty string")
-            yield n, row
+    for n, where, row in jsonl_objects(path):
+        require_strings(row, where, required, non_empty=True)
+        yield n, row
 
 
 def classification_records(manifest_path: str, split: str | None, *, question: str = FINETUNE_QUESTION,

@@ -20,11 +20,10 @@ images). `require_images=True` refuses such a file instead.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 
-from vlmcls_jax.data.sources import _relative_image_path
+from vlmcls_jax.data.sources import _relative_image_path, jsonl_objects, require_strings
 
 REQUIRED_FIELDS = ("image", "text", "label", "classname")   # `wiki` is optional (not needed to score)
 _OPTION_LINE = re.compile(r"([A-Z])\. (.*)")
@@ -86,42 +85,27 @@ def read_imagewikiqa(path: str | os.PathLike, image_root: str | os.PathLike,
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image_root {root!r} is not a directory")
     questions, missing = [], []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e})") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got a {type(row).__name__}")
-            for key in REQUIRED_FIELDS:
-                if key not in row:
-                    raise ValueError(f"{where}: missing field {key!r}")
-            for key in REQUIRED_FIELDS + (("wiki",) if "wiki" in row else ()):
-                if not isinstance(row[key], str):
-                    raise ValueError(f"{where}: field {key!r} is {row[key]!r}, not a string")
-            try:
-                rel = _relative_image_path(row["image"])
-            except ValueError as e:
-                raise ValueError(f"{where}: field 'image': {e}") from None
-            try:
-                options = parse_options(row["text"])
-            except ValueError as e:
-                raise ValueError(f"{where}: field 'text': options not parseable: {e}") from None
-            if row["label"] not in options:
-                raise ValueError(f"{where}: field 'label': {row['label']!r} is not one of the options "
-                                 f"{', '.join(options)}")
-            image = os.path.join(root, *rel.split("/"))
-            if not os.path.isfile(image):
-                if require_images:
-                    raise FileNotFoundError(f"{where}: field 'image': image file not found: {image!r}")
-                missing.append(image)
-            questions.append(ImageWikiQAQuestion(id=n, image=image, text=row["text"], options=options,
-                                                 label=row["label"], wiki=row.get("wiki", ""),
-                                                 classname=row["classname"]))
+    for n, where, row in jsonl_objects(path):
+        require_strings(row, where, REQUIRED_FIELDS + (("wiki",) if "wiki" in row else ()))
+        try:
+            rel = _relative_image_path(row["image"])
+        except ValueError as e:
+            raise ValueError(f"{where}: field 'image': {e}") from None
+        try:
+            options = parse_options(row["text"])
+        except ValueError as e:
+            raise ValueError(f"{where}: field 'text': options not parseable: {e}") from None
+        if row["label"] not in options:
+            raise ValueError(f"{where}: field 'label': {row['label']!r} is not one of the options "
+                             f"{', '.join(options)}")
+        image = os.path.join(root, *rel.split("/"))
+        if not os.path.isfile(image):
+            if require_images:
+                raise FileNotFoundError(f"{where}: field 'image': image file not found: {image!r}")
+            missing.append(image)
+        questions.append(ImageWikiQAQuestion(id=n, image=image, text=row["text"], options=options,
+                                             label=row["label"], wiki=row.get("wiki", ""),
+                                             classname=row["classname"]))
     if not questions:
         raise ValueError(f"{path}: the file has no questions")
     report = {"questions": len(questions), "missing_images": len(missing), "missing": missing[:MISSING_LISTED]}

@@ -34,7 +34,7 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +163,33 @@ def _relative_image_path(image: str) -> str:
     return rel
 
 
+def jsonl_objects(path: str | os.PathLike) -> Iterator[tuple[int, str, dict]]:
+    """(line number, "path:line", object) for each non-blank line of a JSONL file.  A line that is not valid
+    JSON or not a JSON object is an error naming path:line."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e})") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object, got a {type(row).__name__}")
+            yield n, where, row
+
+
+def require_strings(row: dict, where: str, keys: Sequence[str], *, non_empty: bool = False) -> None:
+    """Each of `keys` must be in `row` and hold a string (non-empty when asked); errors name where and the key."""
+    for key in keys:
+        if key not in row:
+            raise ValueError(f"{where}: missing field {key!r}")
+    for key in keys:
+        if not isinstance(row[key], str) or (non_empty and not row[key].strip()):
+            raise ValueError(f"{where}: field {key!r} is {row[key]!r}, not a {'non-empty ' if non_empty else ''}string")
+
+
 def read_manifest(path: str | os.PathLike, image_root: str | os.PathLike, classes: ClassList,
                   split: str | None = None) -> list[Example]:
     """The study's JSONL manifest -> the examples of `split` (all rows when None), in file order.
@@ -182,52 +209,37 @@ def read_manifest(path: str | os.PathLike, image_root: str | os.PathLike, classe
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image_root {root!r} is not a directory")
     examples, seen, splits = [], {}, set()
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
+    for n, where, row in jsonl_objects(path):
+        required = ("image", "label") + (("split",) if split is not None else ())
+        require_strings(row, where, required)
+        try:
+            rel = _relative_image_path(row["image"])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if rel in seen:
+            raise ValueError(f"{where}: image {rel!r} is already listed on line {seen[rel]}")
+        seen[rel] = n
+        label_name = row["label"]
+        if label_name not in classes:
+            raise ValueError(f"{where}: unknown label {label_name!r} (not in the class list)")
+        if "label_idx" in row:
+            idx = row["label_idx"]
+            if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(classes):
+                raise ValueError(f"{where}: label_idx {idx!r} is not a class index (0..{len(classes) - 1})")
+            if classes.names[idx] != label_name:
+                raise ValueError(f"{where}: label_idx {idx} is {classes.names[idx]!r} in the class list, "
+                                 f"but the row's label is {label_name!r}")
+            label = idx
+        else:
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e})") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got a {type(row).__name__}")
-            required = ("image", "label") + (("split",) if split is not None else ())
-            for key in required:
-                if key not in row:
-                    raise ValueError(f"{where}: missing field {key!r}")
-            for key in required:
-                if not isinstance(row[key], str):
-                    raise ValueError(f"{where}: field {key!r} is {row[key]!r}, not a string")
-            try:
-                rel = _relative_image_path(row["image"])
+                label = classes.index_of(label_name)
             except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
-            if rel in seen:
-                raise ValueError(f"{where}: image {rel!r} is already listed on line {seen[rel]}")
-            seen[rel] = n
-            label_name = row["label"]
-            if label_name not in classes:
-                raise ValueError(f"{where}: unknown label {label_name!r} (not in the class list)")
-            if "label_idx" in row:
-                idx = row["label_idx"]
-                if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(classes):
-                    raise ValueError(f"{where}: label_idx {idx!r} is not a class index (0..{len(classes) - 1})")
-                if classes.names[idx] != label_name:
-                    raise ValueError(f"{where}: label_idx {idx} is {classes.names[idx]!r} in the class list, "
-                                     f"but the row's label is {label_name!r}")
-                label = idx
-            else:
-                try:
-                    label = classes.index_of(label_name)
-                except ValueError as e:
-                    raise ValueError(f"{where}: {e}; give label_idx") from None
-            row_split = row.get("split")
-            splits.add(row_split)
-            if split is None or row_split == split:
-                examples.append(Example(id=rel, image=os.path.join(root, *rel.split("/")), label=label,
-                                        label_name=label_name))
+                raise ValueError(f"{where}: {e}; give label_idx") from None
+        row_split = row.get("split")
+        splits.add(row_split)
+        if split is None or row_split == split:
+            examples.append(Example(id=rel, image=os.path.join(root, *rel.split("/")), label=label,
+                                    label_name=label_name))
     if not examples:
         if not seen:
             raise ValueError(f"{path}: the manifest has no rows")
