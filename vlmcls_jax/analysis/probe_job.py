@@ -11,15 +11,11 @@ import json
 import os
 
 import jax
-from transformers import AutoTokenizer
 
-from vlmcls_jax import sharding as shd
 from vlmcls_jax.analysis.features import FeatureSettings, extract_features, load_features
 from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
-from vlmcls_jax.convert import load_hf
-from vlmcls_jax.convert.hf import resolve_checkpoint
-from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
+from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
 from vlmcls_jax.eval.tables import write_atomic
 
 
@@ -30,16 +26,9 @@ def run(config, workdir: str) -> dict:
               for name, split in (("train", data.train_split), ("test", data.test_split))}
     if config.get("max_examples"):
         splits = {k: v[: config.max_examples] for k, v in splits.items()}
-    source = resolve_checkpoint(config.model.checkpoint)
-    model = load_hf(source)
-    mesh = shd.make_mesh(tuple(config.mesh_shape), devices=jax.local_devices()) if config.mesh_shape else None
-    if mesh is not None:
-        shd.shard_model(model, mesh)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    preprocess = ClipPreprocessConfig.from_pretrained_dir(source) \
-        if os.path.exists(os.path.join(source, "preprocessor_config.json")) else \
-        ClipPreprocessConfig(size=model.config.vision_config.image_size,
-                             crop_size=(model.config.vision_config.image_size,) * 2)
+    mesh = eval_mesh(config.mesh_shape)
+    loaded_model = load_for_eval(config.model.checkpoint, mesh)
+    model, tokenizer, preprocess = loaded_model.model, loaded_model.tokenizer, loaded_model.preprocess
     settings = FeatureSettings(features=tuple(config.features), wording=config.wording,
                                batch_size=config.batch_size, pad_to_square=config.pad_to_square)
     loaded = {}

@@ -16,13 +16,9 @@ import os
 from importlib import resources
 
 import jax
-from transformers import AutoTokenizer
 
-from vlmcls_jax import sharding as shd
-from vlmcls_jax.convert import load_hf
-from vlmcls_jax.convert.hf import resolve_checkpoint
 from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
-from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
 from vlmcls_jax.eval.imagewikiqa_eval import ImageWikiQASettings, evaluate_imagewikiqa
 from vlmcls_jax.eval.tables import load_run, write_atomic
 
@@ -39,16 +35,9 @@ def run(config, workdir: str) -> dict:
                                          require_images=config.data.require_images)
     if config.get("max_examples"):
         questions = questions[: config.max_examples]
-    source = resolve_checkpoint(config.model.checkpoint)
-    model = load_hf(source)
-    mesh = shd.make_mesh(tuple(config.mesh_shape), devices=jax.local_devices()) if config.mesh_shape else None
-    if mesh is not None:
-        shd.shard_model(model, mesh)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    size = model.config.vision_config.image_size
-    preprocess = ClipPreprocessConfig.from_pretrained_dir(source) \
-        if os.path.exists(os.path.join(source, "preprocessor_config.json")) else \
-        ClipPreprocessConfig(size=size, crop_size=(size, size))
+    mesh = eval_mesh(config.mesh_shape)
+    loaded = load_for_eval(config.model.checkpoint, mesh)
+    model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.preprocess
     g = config.generation
     settings = ImageWikiQASettings(chain_of_thought=g.chain_of_thought, max_new_tokens=g.max_new_tokens,
                                    seed=config.seed, batch_size=g.batch_size, pad_to_square=config.pad_to_square)

@@ -23,27 +23,17 @@ import os
 import re
 
 import jax
-from transformers import AutoTokenizer
 
-from vlmcls_jax import sharding as shd
-from vlmcls_jax.convert import load_hf
-from vlmcls_jax.convert.hf import resolve_checkpoint
-from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
+from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
 from vlmcls_jax.eval.plots import label_set_size_curve
 from vlmcls_jax.eval.tables import headline, write_atomic, write_tables
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation
 from vlmcls_jax.eval.vlm_scoring import ScoringSettings, evaluate_scoring
 
 EXPERIMENTS = ("clip", "open", "closed", "scoring")
-
-
-def _preprocess(folder: str, image_size: int) -> ClipPreprocessConfig:
-    if os.path.exists(os.path.join(folder, "preprocessor_config.json")):
-        return ClipPreprocessConfig.from_pretrained_dir(folder)
-    return ClipPreprocessConfig(size=image_size, crop_size=(image_size, image_size))
 
 
 def run(config, workdir: str) -> dict:
@@ -61,33 +51,25 @@ def run(config, workdir: str) -> dict:
     out = lambda name: os.path.join(workdir, "outputs", f"{name}.jsonl")
     rows: dict[str, dict] = {}
     # Data parallel over this process's devices (each process evaluates its own share of the examples).
-    mesh = shd.make_mesh(tuple(config.mesh_shape), devices=jax.local_devices()) if config.mesh_shape else None
+    mesh = eval_mesh(config.mesh_shape)
 
     if "clip" in config.experiments:
         if config.clip.templates not in TEMPLATE_SETS:
             raise ValueError(f"config.clip.templates={config.clip.templates!r} is not one of {sorted(TEMPLATE_SETS)}")
-        source = resolve_checkpoint(config.clip.checkpoint)
         label = model_label(config.clip)
-        clip = load_hf(source)
-        if mesh is not None:   # the model replicated over the mesh's batch axes
-            shd.shard_model(clip, mesh)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        classifier = text_classifier(clip, tokenizer, names, TEMPLATE_SETS[config.clip.templates],
-                                     cache_dir=os.path.join(workdir, "cache"), model_id=source, mesh=mesh)
-        preprocess = _preprocess(source, clip.config.vision_config.image_size)
+        loaded = load_for_eval(config.clip.checkpoint, mesh)
+        clip, preprocess = loaded.model, loaded.preprocess
+        classifier = text_classifier(clip, loaded.tokenizer, names, TEMPLATE_SETS[config.clip.templates],
+                                     cache_dir=os.path.join(workdir, "cache"), model_id=loaded.source, mesh=mesh)
         for k in sizes:
             rows[f"CLIP ({config.clip.templates})" + (f", {k} labels" if k else "")] = dict(evaluate_clip(
                 clip, classifier, examples, names, preprocess=preprocess, label_set_size=k,
                 label_set_seed=config.seed, mesh=mesh), model=label)
 
     if {"open", "closed", "scoring"} & set(config.experiments):
-        source = resolve_checkpoint(config.model.checkpoint)
         label = model_label(config.model)
-        model = load_hf(source)
-        if mesh is not None:
-            shd.shard_model(model, mesh)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        preprocess = _preprocess(source, model.config.vision_config.image_size)
+        loaded = load_for_eval(config.model.checkpoint, mesh)
+        model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.preprocess
         g = config.generation
         if g.choice_order not in ("shuffled", "dataset"):
             raise ValueError(f"config.generation.choice_order={g.choice_order!r} is not 'shuffled' or 'dataset'")

@@ -1,0 +1,46 @@
+"""Loading a checkpoint for an evaluation job: the model (on this process's devices when a mesh is asked
+for), its tokenizer and its image preprocessing, from a hub id or a local folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import jax
+from transformers import AutoTokenizer
+
+from vlmcls_jax import sharding as shd
+from vlmcls_jax.convert import load_hf
+from vlmcls_jax.convert.hf import resolve_checkpoint
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+
+
+def eval_mesh(mesh_shape: Sequence[int]):
+    """A mesh over this process's own devices (each process evaluates its own share), or None for ()."""
+    return shd.make_mesh(tuple(mesh_shape), devices=jax.local_devices()) if mesh_shape else None
+
+
+def preprocess_for(folder: str, image_size: int) -> ClipPreprocessConfig:
+    """The checkpoint's preprocessor_config.json when it has one, else CLIP's at the model's image size."""
+    if os.path.exists(os.path.join(folder, "preprocessor_config.json")):
+        return ClipPreprocessConfig.from_pretrained_dir(folder)
+    return ClipPreprocessConfig(size=image_size, crop_size=(image_size, image_size))
+
+
+@dataclasses.dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    preprocess: ClipPreprocessConfig
+    source: str          # the local folder the checkpoint was read from
+
+
+def load_for_eval(checkpoint: str, mesh=None) -> Loaded:
+    """A LLaVA or CLIP checkpoint with its tokenizer and preprocessing; replicated over `mesh` when given."""
+    source = resolve_checkpoint(checkpoint)
+    model = load_hf(source)
+    if mesh is not None:   # data parallel: the model replicated over the mesh's batch axes
+        shd.shard_model(model, mesh)
+    return Loaded(model, AutoTokenizer.from_pretrained(source),
+                  preprocess_for(source, model.config.vision_config.image_size), source)
