@@ -22,16 +22,13 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-import numpy as np
 from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
-from vlmcls_jax.data.prompts import tokenize_prompts
 from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.answer_parser import (HOWS, MAX_NEW_TOKENS, STUDY_SEED, imagewikiqa_prompt, parse_choice,
                                            study_response)
-from vlmcls_jax.eval.vlm_generation import _pad_left, _pixels, read_done
-from vlmcls_jax.inference import generate
+from vlmcls_jax.eval.vlm_generation import answer_batch, read_done
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,13 +85,7 @@ def evaluate_imagewikiqa(model, tokenizer, questions: Sequence, out_path: str,
         present = [q for q in todo if on_disk[q.id]]
         for chunk, real in shards.padded_batches(present, s.batch_size):
             prompts = [imagewikiqa_prompt(q.text, s.chain_of_thought) for q in chunk]
-            batch = tokenize_prompts(tokenizer, prompts, model.config.num_image_tokens)
-            length = -(-batch["input_ids"].shape[1] // s.length_multiple) * s.length_multiple
-            batch = _pad_left(batch, length, tokenizer.pad_token_id)
-            pixels = np.stack([_pixels(q.image, preprocess, s.pad_to_square) for q in chunk])
-            tokens = generate(model, batch["input_ids"], batch["attention_mask"], pixels,
-                              max_new_tokens=s.max_new_tokens, mesh=mesh)
-            outputs = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+            outputs = answer_batch(model, tokenizer, prompts, [q.image for q in chunk], preprocess, s, mesh)
             for q, output in list(zip(chunk, outputs))[:real]:
                 out.write(json.dumps(score_output(q, output, s)) + "\n")
             out.flush()

@@ -104,13 +104,7 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
                                       desc="generation eval", unit="img") as bar:
         for chunk, real in shards.padded_batches(todo, s.batch_size):
             prompts = [llava_prompt(question_for(e, class_names, s), assistant) for e in chunk]
-            batch = tokenize_prompts(tokenizer, prompts, model.config.num_image_tokens)
-            length = -(-batch["input_ids"].shape[1] // s.length_multiple) * s.length_multiple
-            batch = _pad_left(batch, length, tokenizer.pad_token_id)
-            pixels = np.stack([_pixels(e.image, preprocess, s.pad_to_square) for e in chunk])
-            tokens = generate(model, batch["input_ids"], batch["attention_mask"], pixels,
-                              max_new_tokens=s.max_new_tokens, mesh=mesh)
-            outputs = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+            outputs = answer_batch(model, tokenizer, prompts, [e.image for e in chunk], preprocess, s, mesh)
             for e, prompt, output in list(zip(chunk, prompts, outputs))[:real]:
                 record = {"id": e.id, "label": int(e.label), "label_name": e.label_name, "prompt": prompt,
                           "output": output, "substring_match": substring_match(output, e.label_name),
@@ -125,6 +119,20 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
     return {"examples": n, "missing": missing,
             "substring_accuracy": sum(r["substring_match"] for r in wanted) / max(n, 1),
             "exact_accuracy": sum(r["exact_match"] for r in wanted) / max(n, 1)}
+
+
+def answer_batch(model, tokenizer, prompts: Sequence[str], images: Sequence[str], preprocess: ClipPreprocessConfig,
+                 settings, mesh=None) -> list[str]:
+    """Greedy answers (decoded text) to LLaVA prompts with one image each.  Prompts are left-padded to a
+    multiple of `settings.length_multiple` so few shapes compile; `settings` also gives max_new_tokens and
+    pad_to_square."""
+    batch = tokenize_prompts(tokenizer, list(prompts), model.config.num_image_tokens)
+    length = -(-batch["input_ids"].shape[1] // settings.length_multiple) * settings.length_multiple
+    batch = _pad_left(batch, length, tokenizer.pad_token_id)
+    pixels = np.stack([_pixels(path, preprocess, settings.pad_to_square) for path in images])
+    tokens = generate(model, batch["input_ids"], batch["attention_mask"], pixels,
+                      max_new_tokens=settings.max_new_tokens, mesh=mesh)
+    return tokenizer.batch_decode(tokens, skip_special_tokens=True)
 
 
 def _pixels(path: str, preprocess: ClipPreprocessConfig, pad_to_square: bool) -> np.ndarray:
