@@ -7,7 +7,9 @@ User clones lack that folder, so fixtures that need it skip with a message sayin
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -19,6 +21,17 @@ from absl import flags
 jax.config.update("jax_num_cpu_devices", 8)
 # grain's worker processes read absl flags; pytest never parses them.
 flags.FLAGS.mark_as_parsed()
+
+# Many tests build the same tiny programs again (a trainer per run, one subprocess per host): JAX's persistent
+# compilation cache lets them reuse the executable instead of compiling again.  Programs that compile in under
+# half a second are not worth a file.  The environment variables carry it into subprocesses; a cache dir the
+# caller already set (JAX_COMPILATION_CACHE_DIR) wins.
+_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                               str(Path(tempfile.gettempdir()) / f"vlmcls-jax-test-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 SHARED_TOKENIZERS = Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers"
 
