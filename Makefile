@@ -24,7 +24,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/python -m vlmcls_jax.main --config configs/toyworld.py --workdir $(WORKDIR)
 
-# The same with fewer steps (~4 min; numbers near chance, the machinery end to end).
+# The same with fewer steps and smaller towers (~3 min; numbers near chance, the machinery end to end).
 quick: $(VENV)/.installed
 	$(BIN)/python -m vlmcls_jax.main --config configs/toyworld.py:quick --workdir runs/toyworld_quick
 

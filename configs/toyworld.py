@@ -26,7 +26,9 @@ def get_config(setting: str = "full") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         patch_size=8, vision_width=64, vision_layers=3, heads=4, projection_dim=64, clip_text_width=64,
         clip_text_layers=2, text_width=128, text_layers=3))
-    c.clip = ml_collections.ConfigDict(dict(steps=60 if quick else 500, batch_size=64 if quick else 128,
+    if quick:   # compiling dominates the quick setting's time, and it grows with the (unscanned) layers
+        c.model.vision_layers = c.model.text_layers = 2
+    c.clip = ml_collections.ConfigDict(dict(steps=40 if quick else 500, batch_size=64 if quick else 128,
                                             learning_rate=2e-3, max_length=24))
     # Epochs over each stage's records (global batch 32): alignment and instruction tuning train the
     # projector and the decoder (there is no pretrained LLM here); classification fine-tuning trains the

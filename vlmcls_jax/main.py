@@ -5,6 +5,8 @@ The config's `job` field picks what runs; each job is a function `run(config, wo
 
 from __future__ import annotations
 
+import os
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -12,6 +14,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "ml-collections config
 _WORKDIR = flags.DEFINE_string("workdir", None, "where outputs are written")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "join a multi-host run with jax.distributed.initialize() "
                                "(TPU pods and SLURM clusters provide the coordinates in the environment)")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "vlmcls_jax", "jax"),
+    "JAX's persistent compilation cache: programs compiled once (a training step, a generation loop) are "
+    "loaded from here by later stages and later runs instead of compiled again; '' turns it off")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -32,6 +39,10 @@ def main(argv):
     if _MULTIHOST.value:
         from vlmcls_jax.sharding import initialize_distributed
         initialize_distributed()
+    if _CACHE.value:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     config = _CONFIG.value
     table = jobs()
     if config.job not in table:
