@@ -38,6 +38,10 @@ def train_config() -> ml_collections.ConfigDict:
     c.num_epochs = 1
     c.num_steps = 0                           # > 0 overrides num_epochs
     c.stop_at_step = 0                        # > 0: checkpoint and stop there (preemption drills, tests)
+    # Step guard (vlmcls_jax/train/guard.py): non-finite steps are always skipped; spike_zscore > 0 also skips
+    # loss / grad-norm spikes; the run stops after max_consecutive_bad skipped steps in a row (0: never).
+    c.guard = ml_collections.ConfigDict(dict(spike_zscore=0.0, spike_warmup=20, ema_decay=0.99,
+                                             max_consecutive_bad=10))
     c.checkpoint_every = 500                  # steps; 0: no training checkpoints, only the final export
     c.keep_checkpoints = 3
     c.log_every = 10

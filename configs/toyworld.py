@@ -1,5 +1,5 @@
 """The toy world: the whole study in miniature, offline, on a CPU (vlmcls_jax/toyworld/pipeline.py).
-A rendered world of 60 classes; a tiny CLIP trained on balanced captions; a tiny LLaVA on that vision tower
+A rendered world of 55 classes; a tiny CLIP trained on balanced captions; a tiny LLaVA on that vision tower
 trained on long-tailed captions and instructions; the study's evaluations, probes, frequency analysis and
 fine-tuning fixes; WORKDIR/report.md says which findings the miniature reproduces.
 
@@ -21,6 +21,7 @@ def get_config(setting: str = "full") -> ml_collections.ConfigDict:
     c.vocab_size = 400
     c.world = ml_collections.ConfigDict(dict(
         clip_pairs=1000 if quick else 3000, captions=600 if quick else 2000, instructions=800 if quick else 3000,
+        qa_instructions=150 if quick else 350, facts_per_class=2 if quick else 4,
         classification=400 if quick else 1800, test_per_class=2 if quick else 10,
         probe_train_per_class=2 if quick else 10, image_size=32, zipf_exponent=1.1))
     c.model = ml_collections.ConfigDict(dict(
@@ -39,6 +40,7 @@ def get_config(setting: str = "full") -> ml_collections.ConfigDict:
         mixture_epochs=0.5 if quick else 1.0))
     c.label_set_sizes = (2,) if quick else (5, 2)
     c.max_new_tokens = 6
+    c.qa_max_new_tokens = 24           # the knowledge questions' answers: recognition, fact, letter
     c.eval_batch_size = 32
     c.probe_epochs = 20 if quick else 100
     return c

@@ -3,16 +3,19 @@ seed.  (The whole pipeline runs in tests/test_notebooks.py through colabs/quicks
 
 import hashlib
 import json
+import random
 
 import numpy as np
 
 from vlmcls_jax.analysis.frequency import FrequencyCounter
 from vlmcls_jax.data.pipeline import read_records
 from vlmcls_jax.data.sources import ClassList, read_manifest
-from vlmcls_jax.toyworld import world
+from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
+from vlmcls_jax.eval.answer_parser import parse_choice, study_response
+from vlmcls_jax.toyworld import knowledge, world
 
-SMALL = world.WorldSizes(clip_pairs=60, captions=300, instructions=300, classification=55, test_per_class=1,
-                         probe_train_per_class=1)
+SMALL = world.WorldSizes(clip_pairs=60, captions=300, instructions=300, qa_instructions=60, facts_per_class=1,
+                         classification=55, test_per_class=1, probe_train_per_class=1)
 
 
 def digest(folder):
@@ -52,3 +55,27 @@ def test_render_draws_each_shape_differently():
     red = {s: (img[..., 0] > 180) & (img[..., 1] < 90) for s, img in images.items()}
     assert len({m.tobytes() for m in red.values()}) == len(world.SHAPES)
     assert all(m.sum() > 60 for m in red.values())
+
+
+def test_knowledge_questions_need_the_class_and_its_home(tmp_path):
+    paths = world.build(str(tmp_path), 3, SMALL)
+    names, home = json.load(open(paths["classes"])), json.load(open(paths["homes"]))
+    assert set(home) == set(names) and set(home.values()) <= set(knowledge.PLACES)
+    assert len(set(home.values())) > 6                                          # homes differ between classes
+    questions, report = read_imagewikiqa(paths["wikiqa"], paths["root"], require_images=True)
+    assert report["missing_images"] == 0
+    assert sorted(q.classname for q in questions) == sorted(names)              # one per balanced test image
+    for q in questions:
+        assert q.question == knowledge.QUESTION and len(q.options) == 4
+        assert q.options[q.label] == home[q.classname]                          # the right option is the home
+    records = read_records(paths["instructions"])
+    facts = [r for r in records if r["id"].startswith("fact")]
+    qa = [r for r in records if r["id"].startswith("qa")]
+    assert len(facts) == len(names) * SMALL.facts_per_class and all("image" not in r for r in facts)
+    assert len(qa) == SMALL.qa_instructions and all("image" in r for r in qa)
+    for r in qa:                           # a perfect answer parses to the right option (the study's parser)
+        text = r["conversations"][0]["value"].removeprefix("<image>\n")
+        options = {line[0]: line[3:] for line in text.split("\n")[1:5]}
+        reply = r["conversations"][1]["value"].removeprefix(knowledge.CHAIN_OF_THOUGHT).strip()
+        letter, how = parse_choice(study_response(reply), options, random.Random(0))
+        assert how == "text" and options[letter] == reply.split()[-1].rstrip(".")   # the place it names

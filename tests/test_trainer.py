@@ -1,6 +1,8 @@
 """The training job end to end on a tiny model: runs, resumes exactly, moves between meshes, exports."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -53,6 +55,16 @@ def test_training_reduces_loss_and_exports(uninterrupted, world):
     assert exported.config.text_config.hidden_size == 32
 
 
+def test_same_seed_and_config_give_identical_metrics(world, uninterrupted, tmp_path):
+    trainer.run(config(world), str(tmp_path))
+    timing = ("tokens_per_s", "images_per_s", "mfu")
+
+    def records(workdir):
+        return [{k: v for k, v in json.loads(line).items() if k not in timing}
+                for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert records(tmp_path) == records(uninterrupted)     # every metric of every logged step, bit for bit
+
+
 def test_resume_after_stop_continues_the_same_trajectory(world, uninterrupted, tmp_path):
     trainer.run(config(world, stop_at_step=4), str(tmp_path))
     assert sorted(losses(tmp_path)) == [2, 4]
@@ -77,3 +89,36 @@ def test_unknown_trainable_group_is_an_error(world, tmp_path):
 def test_gradient_accumulation_counts_optimizer_updates(world, tmp_path):
     trainer.run(config(world, **{"optim.accumulate_steps": 2, "num_steps": 2, "log_every": 1}), str(tmp_path))
     assert sorted(losses(tmp_path)) == [1, 2]
+
+
+def test_a_run_that_only_skips_steps_stops_with_a_message(world, tmp_path):
+    """A learning rate of 1e30 sends the weights to inf after the first update; every later step is
+    non-finite and skipped, and after two in a row the run stops saying why."""
+    with pytest.raises(RuntimeError, match=r"the last 2 steps were all skipped by the step guard.*"
+                                           r"config.guard.max_consecutive_bad = 2"):
+        trainer.run(config(world, learning_rates={"projector": 1e30}, **{"optim.warmup_ratio": 0.0,
+                                                                          "guard.max_consecutive_bad": 2}),
+                    str(tmp_path))
+    logged = losses(tmp_path) if (tmp_path / "metrics.jsonl").exists() else {}
+    assert all(step <= 4 for step in logged)     # it stopped early, not after all 8 steps
+
+
+def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes_exactly(world, uninterrupted, tmp_path, monkeypatch):
+    """SIGTERM (sent here right after step 2 is logged) makes the run checkpoint and stop after that step,
+    instead of dying; running again resumes from there on the uninterrupted run's trajectory."""
+    write = trainer.MetricsLog.write
+
+    def write_then_terminate(self, step, *args):
+        write(self, step, *args)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(trainer.MetricsLog, "write", write_then_terminate)
+    handler = signal.getsignal(signal.SIGTERM)
+    trainer.run(config(world, checkpoint_every=100), str(tmp_path))
+    assert sorted(losses(tmp_path)) == [2]
+    assert max(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == 2
+    assert signal.getsignal(signal.SIGTERM) is handler                 # the run's handler is removed afterwards
+    monkeypatch.undo()
+    trainer.run(config(world, checkpoint_every=100), str(tmp_path))
+    resumed, full = losses(tmp_path), losses(uninterrupted)
+    assert [resumed[s] for s in (4, 6, 8)] == [full[s] for s in (4, 6, 8)]

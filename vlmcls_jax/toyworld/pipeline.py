@@ -9,7 +9,8 @@
      probabilistic inference (Table 2), label-set size (Figure 2); probe the VLM's features (Table 3 left,
      the `probe` job); relate per-class accuracy to class frequency in the VLM's training text (Figure 3).
   5. Fine-tune with balanced classification data (projector only, as the study's Table 3 right) and with
-     classification data mixed into the instruction data (the study's Table 5 recipe); evaluate both again.
+     classification data mixed into the instruction data (the study's Table 5 recipe); evaluate both again,
+     and ask the ImageWikiQA analogue's knowledge questions (knowledge.py) before and after the mixture.
   6. Write WORKDIR/report.md with every table and plot, the seed and the time taken, and say which of the
      study's findings the miniature reproduces and which it does not, from the numbers as they came out.
 """
@@ -29,6 +30,7 @@ from vlmcls_jax.analysis import probe_job
 from vlmcls_jax.convert import load_hf, save_hf
 from vlmcls_jax.data.prompts import CHAIN_OF_THOUGHT, QUESTION_WORDINGS, SCORING_PREFIX
 from vlmcls_jax.demo import build_tokenizer
+from vlmcls_jax.eval import imagewikiqa_job
 from vlmcls_jax.eval import job as eval_job
 from vlmcls_jax.models import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 from vlmcls_jax.toyworld import report, world
@@ -119,6 +121,17 @@ def _probe(config, workdir: str, vlm: str, paths: dict) -> dict:
     return probe_job.run(c, os.path.join(workdir, "probe"))
 
 
+def _wikiqa(config, workdir: str, name: str, vlm: str, paths: dict, baseline: str = "") -> dict:
+    """The ImageWikiQA analogue (knowledge.py) through the `imagewikiqa` job, as the study's protocol."""
+    from configs import table5_imagewikiqa
+    c = table5_imagewikiqa.get_config()
+    c.model.checkpoint, c.model.label, c.baseline = vlm, name, baseline
+    c.data.questions, c.data.image_root, c.data.require_images = paths["wikiqa"], paths["root"], True
+    c.generation.max_new_tokens, c.generation.batch_size = config.qa_max_new_tokens, config.eval_batch_size
+    c.mesh_shape = (-1, 1, 1)
+    return imagewikiqa_job.run(c, os.path.join(workdir, "wikiqa", name))
+
+
 def run(config, workdir: str) -> dict:
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
@@ -147,6 +160,7 @@ def run(config, workdir: str) -> dict:
     base = stage("evaluate (Table 1, 2, Figure 2)", _eval, config, workdir, "VLM", vlm, clip_dir, paths,
                  experiments)
     probes = stage("probe features (Table 3 left)", _probe, config, workdir, vlm, paths)
+    qa_base = stage("knowledge questions (ImageWikiQA analogue)", _wikiqa, config, workdir, "VLM", vlm, paths)
     cls_proj = stage("fine-tune projector on classification data", _train, config, workdir, "ft_projector", vlm,
                      paths["classification"], paths["root"], {"projector": s.finetune_lr}, s.finetune_epochs)
     after_proj = stage("evaluate the projector-fine-tuned VLM", _eval, config, workdir, "VLM + classification "
@@ -156,7 +170,10 @@ def run(config, workdir: str) -> dict:
                   s.mixture_epochs, mix_with=paths["instructions"])
     after_mix = stage("evaluate the mixture-fine-tuned VLM", _eval, config, workdir, "VLM + classification "
                       "+ instructions", mixed, None, paths, ("open", "scoring"))
+    qa_mix = stage("knowledge questions after the mixture", _wikiqa, config, workdir, "VLM + classification + "
+                   "instructions", mixed, paths, baseline=os.path.join(workdir, "wikiqa", "VLM"))
     total = time.time() - t0
-    summary = report.write(workdir, config, paths, clip_log, base, probes, [after_proj, after_mix], timings, total)
+    summary = report.write(workdir, config, paths, clip_log, base, probes, [after_proj, after_mix],
+                           [qa_base, qa_mix], timings, total)
     print(f"\ntoy world finished in {total / 60:.1f} min; report: {os.path.join(workdir, 'report.md')}")
     return summary

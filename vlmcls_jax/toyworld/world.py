@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vlmcls_jax.data.conversation import classification_record
+from vlmcls_jax.toyworld import knowledge
 
 COLOURS = {"red": (215, 35, 35), "orange": (240, 140, 20), "yellow": (235, 225, 40), "lime": (160, 235, 60),
            "green": (30, 140, 50), "cyan": (40, 210, 220), "blue": (35, 70, 215), "purple": (135, 45, 190),
@@ -123,6 +124,8 @@ class WorldSizes:
     clip_pairs: int = 3000           # CLIP's image-caption pairs (balanced)
     captions: int = 2000             # the VLM's alignment captions (long-tailed)
     instructions: int = 3000         # the VLM's instruction conversations (long-tailed)
+    qa_instructions: int = 350       # of which ImageWikiQA-style image questions (long-tailed; knowledge.py)
+    facts_per_class: int = 4         # text-only statements of each class's home, added to the instructions
     classification: int = 1800       # classification fine-tuning examples (balanced)
     test_per_class: int = 10         # balanced test images
     probe_train_per_class: int = 10  # balanced images for training linear probes
@@ -155,8 +158,10 @@ def build(root: str, seed: int, sizes: WorldSizes = WorldSizes()) -> dict:
 
     ROOT/images/*.png; ROOT/classes.json; ROOT/manifest.jsonl (the study's manifest format: image, label,
     split in {"probe_train", "test"}); ROOT/clip_pairs.jsonl ({"image", "caption"}); ROOT/captions.json,
-    ROOT/instructions.json (LLaVA conversation JSON); ROOT/classification.json (the study's classification
-    template, balanced); ROOT/class_weights.json (the long tail's class probabilities)."""
+    ROOT/instructions.json (LLaVA conversation JSON, with the knowledge questions and facts of
+    knowledge.py); ROOT/classification.json (the study's classification template, balanced);
+    ROOT/class_weights.json (the long tail's class probabilities); ROOT/wikiqa.jsonl (the ImageWikiQA
+    analogue on the test images, in the released format); ROOT/homes.json (each class's home)."""
     rng = np.random.default_rng(seed)
     names = class_names()
     os.makedirs(os.path.join(root, "images"), exist_ok=True)
@@ -175,7 +180,7 @@ def build(root: str, seed: int, sizes: WorldSizes = WorldSizes()) -> dict:
         {"from": "human", "value": f"<image>\n{CAPTION_QUESTION}"}, {"from": "gpt", "value": caption(s, rng)}]}
         for i, s in enumerate(_samples(rng, sizes.captions, tail))]
     instructions = []
-    for i, s in enumerate(_samples(rng, sizes.instructions, tail)):
+    for i, s in enumerate(_samples(rng, sizes.instructions - sizes.qa_instructions, tail)):
         q, a = INSTRUCTION_QUESTIONS[rng.integers(len(INSTRUCTION_QUESTIONS))]
         instructions.append({"id": f"ins{i}", "image": save(s), "conversations": [
             {"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a.format(**s.fields())}]})
@@ -184,6 +189,16 @@ def build(root: str, seed: int, sizes: WorldSizes = WorldSizes()) -> dict:
     manifest = [{"image": save(s), "label": s.name, "split": split}
                 for split, per_class in (("probe_train", sizes.probe_train_per_class), ("test", sizes.test_per_class))
                 for s in _balanced(rng, per_class)]
+    # The knowledge questions come last, from their own generator, so the images above do not depend on them.
+    home = knowledge.homes(names, seed)
+    qa_rng = np.random.default_rng([seed, 8])
+    instructions += [knowledge.qa_record(f"qa{i}", save(s), s.name, home[s.name], qa_rng)
+                     for i, s in enumerate(_samples(rng, sizes.qa_instructions, tail))]
+    instructions += [knowledge.fact_record(f"fact{i}", n, home[n])
+                     for i, n in enumerate(n for _ in range(sizes.facts_per_class) for n in names)]
+    instructions = [instructions[i] for i in qa_rng.permutation(len(instructions))]
+    wikiqa = [knowledge.test_question(r["image"], r["label"], home[r["label"]], qa_rng)
+              for r in manifest if r["split"] == "test"]
 
     def dump(name, data, lines=False):
         with open(os.path.join(root, name), "w") as f:
@@ -197,7 +212,8 @@ def build(root: str, seed: int, sizes: WorldSizes = WorldSizes()) -> dict:
             "clip_pairs": dump("clip_pairs.jsonl", clip_pairs, True), "captions": dump("captions.json", captions),
             "instructions": dump("instructions.json", instructions),
             "classification": dump("classification.json", classification),
-            "class_weights": dump("class_weights.json", dict(zip(names, tail.tolist()))), "images": count[0]}
+            "class_weights": dump("class_weights.json", dict(zip(names, tail.tolist()))),
+            "wikiqa": dump("wikiqa.jsonl", wikiqa, True), "homes": dump("homes.json", home), "images": count[0]}
 
 
 def corpus(paths: dict) -> list[str]:

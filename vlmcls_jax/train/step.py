@@ -20,6 +20,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vlmcls_jax import sharding as shd
+from vlmcls_jax.train import guard as guard_lib
 from vlmcls_jax.train.optimizer import ParamGroup, keypath_names, trainable_filter
 
 
@@ -28,6 +29,7 @@ class TrainState:
     step: jax.Array             # int32[]: optimizer calls so far
     params: nnx.State           # the trainable parameters
     opt_state: optax.OptState   # optimizer state of the trainable parameters only
+    guard: guard_lib.GuardState  # counts and running statistics of the step guard (guard.py)
 
 
 def split_model(model: nnx.Module, groups: Sequence[ParamGroup]):
@@ -47,7 +49,8 @@ def init_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.
     replicated = NamedSharding(some.mesh, PartitionSpec()) if isinstance(some, NamedSharding) else some
     opt_state = jax.jit(tx.init, out_shardings=optimizer_shardings(tx, params, replicated))(params)
     step = jax.device_put(jnp.zeros((), jnp.int32), replicated)
-    return graphdef, TrainState(step=step, params=params, opt_state=opt_state), frozen
+    guard = jax.device_put(guard_lib.GuardState.create(), replicated)
+    return graphdef, TrainState(step=step, params=params, opt_state=opt_state, guard=guard), frozen
 
 
 def optimizer_shardings(tx: optax.GradientTransformation, params: nnx.State, default):
@@ -67,9 +70,12 @@ def optimizer_shardings(tx: optax.GradientTransformation, params: nnx.State, def
     return jax.tree_util.tree_map_with_path(pick, jax.eval_shape(tx.init, params))
 
 
-def train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, batch: dict, rng: jax.Array | None):
-    """One optimizer call.  rng: a key for dropout (LoRA dropout), or None for no dropout.
-    Returns (new state, metrics: the objective's, plus grad_norm and learning-rate-free step)."""
+def train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, batch: dict, rng: jax.Array | None,
+               guard: guard_lib.GuardConfig = guard_lib.GuardConfig()):
+    """One optimizer call.  rng: a key for dropout (LoRA dropout), or None for no dropout.  A step whose loss
+    or gradient is not finite (or, if `guard` asks, is a spike) changes neither the parameters nor the
+    optimizer state (guard.py).  Returns (new state, metrics: the objective's, loss, grad_norm and the
+    guard's)."""
     def loss_fn(params):
         # copy=True: reseeding mutates RNG variables, which must be fresh ones inside this trace.
         model = nnx.merge(graphdef, params, frozen, copy=True)
@@ -79,10 +85,13 @@ def train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, ba
         return objective(model, batch)
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.tree.norm(grads)
+    apply, guard_state, guard_metrics = guard_lib.check(guard, state.guard, loss, grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    params, opt_state = guard_lib.select(apply, (params, opt_state), (state.params, state.opt_state))
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, **guard_metrics)
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state, guard=guard_state), metrics
 
 
 def eval_step(graphdef, objective, params: nnx.State, frozen: nnx.State, batch: dict):
@@ -95,7 +104,8 @@ def _shardings_of(tree):
 
 
 def jit_train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, mesh: Mesh,
-                   batch_ndims: dict[str, int] | None = None, constrain_activations: bool = False):
+                   batch_ndims: dict[str, int] | None = None, constrain_activations: bool = False,
+                   guard: guard_lib.GuardConfig = guard_lib.GuardConfig()):
     """`train_step` jitted with explicit shardings (taken from the already-placed state and frozen
     parameters; batches split over the batch axes) and the state's buffers donated.
     constrain_activations: also pin activations by the rules (see `sharding.activation_sharding`)."""
@@ -105,9 +115,9 @@ def jit_train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State
 
     def step(state, frozen, batch, rng):
         if not constrain_activations:
-            return train_step(graphdef, objective, tx, state, frozen, batch, rng)
+            return train_step(graphdef, objective, tx, state, frozen, batch, rng, guard)
         with shd.activation_sharding(mesh):
-            return train_step(graphdef, objective, tx, state, frozen, batch, rng)
+            return train_step(graphdef, objective, tx, state, frozen, batch, rng, guard)
 
     batch_sh = None if batch_ndims is None else {k: shd.batch_sharding(mesh, n) for k, n in batch_ndims.items()}
     return jax.jit(step, in_shardings=(state_sh, frozen_sh, batch_sh, replicated),

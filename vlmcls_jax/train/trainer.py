@@ -25,9 +25,11 @@ from vlmcls_jax.data.finetune_data import (CAPTION_QUESTION, FINETUNE_QUESTION, 
                                           classification_records, concat_records, mix_records)
 from vlmcls_jax.data.pipeline import EncodeRecord, make_train_iterator, read_records
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.train.guard import GuardConfig
 from vlmcls_jax.train.lora import apply_lora
 from vlmcls_jax.train.objectives import make_objective
 from vlmcls_jax.train.optimizer import ParamGroup, check_groups, make_optimizer, warmup_cosine
+from vlmcls_jax.train.preemption import Preemption
 from vlmcls_jax.train.step import init_train_state, jit_train_step, split_model
 
 BATCH_KEYS = ("input_ids", "attention_mask", "loss_mask", "pixel_values")
@@ -118,15 +120,31 @@ class MetricsLog:
             self.writer.close()
 
 
+def _stop_if_not_training(metrics: dict, step: int, limit: int, workdir: str) -> None:
+    """Raises once `limit` steps in a row were skipped by the step guard (train/guard.py)."""
+    bad = int(metrics["bad_in_a_row"])
+    if limit and bad >= limit:
+        raise RuntimeError(
+            f"step {step}: the last {bad} steps were all skipped by the step guard (loss {float(metrics['loss'])}, "
+            f"grad_norm {float(metrics['grad_norm'])}; {int(metrics['skipped_total'])} skipped in all), so the run "
+            f"stops (config.guard.max_consecutive_bad = {limit}). The parameters and optimizer state are those of "
+            f"the last applied step; checkpoints are in {os.path.join(workdir, 'checkpoints')}. Lower the learning "
+            "rate, check the data, or raise the limit.")
+
+
 def run(config, workdir: str) -> dict:
     """Trains as `config` says; returns the last logged metrics."""
     os.makedirs(workdir, exist_ok=True)
     mesh = shd.make_mesh(tuple(config.mesh_shape))
-    with jax.set_mesh(mesh):
-        return _run(config, workdir, mesh)
+    preemption = Preemption()
+    try:
+        with jax.set_mesh(mesh):
+            return _run(config, workdir, mesh, preemption)
+    finally:
+        preemption.close()
 
 
-def _run(config, workdir, mesh):
+def _run(config, workdir, mesh, preemption: Preemption):
     model, source = load_model(config, mesh)
     tokenizer = AutoTokenizer.from_pretrained(config.get("tokenizer") or source)
     if config.lora.rank > 0:
@@ -172,9 +190,10 @@ def _run(config, workdir, mesh):
     print(f"training {counts} parameters for {total_steps} steps on mesh {dict(mesh.shape)}")
 
     objective = make_objective(config.objective.to_dict())
+    guard = GuardConfig.from_config(config.get("guard"))
     step_fn = jit_train_step(graphdef, objective, tx, state, frozen, mesh,
                              {"input_ids": 2, "attention_mask": 2, "loss_mask": 2, "pixel_values": 4},
-                             constrain_activations=config.get("activation_sharding", False))
+                             constrain_activations=config.get("activation_sharding", False), guard=guard)
     schedule = warmup_cosine(max(float(v) for v in config.learning_rates.values()), total_steps,
                              config.optim.warmup_ratio)
     base_rng = jax.random.key(config.seed)
@@ -191,7 +210,10 @@ def _run(config, workdir, mesh):
                 raise ValueError(f"step {step}: a sample has an empty loss mask")  # also refused per sample upstream
             batch = shd.global_batch({k: local[k] for k in BATCH_KEYS}, mesh)
             rng = jax.random.fold_in(base_rng, step * accumulate + micro) if config.lora.dropout > 0 else None
+            previous = metrics
             state, metrics = step_fn(state, frozen, batch, rng)
+            if previous:   # one call behind, so the host never waits for the step it just dispatched
+                _stop_if_not_training(previous, step, guard.max_consecutive_bad, workdir)
             tokens += int(local["attention_mask"].sum()) * processes
             images += int(local["has_image"].sum()) * processes
         done, completed = done + 1, step + 1
@@ -205,9 +227,18 @@ def _run(config, workdir, mesh):
         if step + 1 == config.get("stop_at_step"):
             print(f"stopping at step {step + 1} as config.stop_at_step asks (a checkpoint was written)")
             break
+        if preemption.requested(step + 1) and not last:
+            if ckpts is not None:
+                ckpts.save(step + 1, state, iterator, force=True)
+            print(f"stopping at step {step + 1}: asked to terminate (SIGTERM); "
+                  + ("a checkpoint was written, run again to resume" if ckpts is not None
+                     else "no checkpoint (checkpoint_every = 0)"), flush=True)
+            break
     if ckpts is not None:
         ckpts.wait()
         ckpts.close()
+    if metrics:
+        _stop_if_not_training(metrics, completed, guard.max_consecutive_bad, workdir)
     log.close()
     if hasattr(iterator, "close"):   # grain worker processes and their shared memory
         iterator.close()
