@@ -1,0 +1,84 @@
+"""Shared pieces of the benchmarks: the "small" LLaVA of issue 7 in both frameworks, alternated timing, and
+the matmul peak measured in the same run.
+
+The small config: CLIP ViT-B/16 at 224 px (196 image tokens) + a 12-layer, 768-wide Llama with a 32000
+vocabulary.  `tiny=True` gives a model of a few MB for the smoke tests (tests/test_benchmarks.py).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+IMAGE_TOKEN = 32000
+
+
+def hf_llava(folder: str, tiny: bool = False, seed: int = 0):
+    """A random transformers LlavaForConditionalGeneration saved under `folder`; returns (model, config)."""
+    import torch
+    import transformers
+
+    if tiny:
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      image_size=32, patch_size=16)
+        text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+    else:
+        vision = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                      image_size=224, patch_size=16)
+        text = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12)
+    torch.manual_seed(seed)
+    cfg = transformers.LlavaConfig(
+        vision_config=transformers.CLIPVisionConfig(**vision, projection_dim=vision["hidden_size"]),
+        text_config=transformers.LlamaConfig(**text, vocab_size=IMAGE_TOKEN + 64, pad_token_id=0, bos_token_id=1,
+                                             eos_token_id=2, max_position_embeddings=4096),
+        image_token_index=IMAGE_TOKEN)
+    model = transformers.LlavaForConditionalGeneration(cfg).eval()
+    model.save_pretrained(folder)
+    return model, cfg
+
+
+def inputs(cfg, batch: int = 4, text_tokens: int = 32, seed: int = 0):
+    """(input_ids int64[B, 1 + image tokens + text_tokens - 1], pixels float32[B, H, W, 3] NHWC)."""
+    rng = np.random.default_rng(seed)
+    n_image = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
+    text = rng.integers(3, IMAGE_TOKEN, (batch, text_tokens - 1))
+    ids = np.concatenate([np.ones((batch, 1), np.int64), np.full((batch, n_image), IMAGE_TOKEN), text], axis=1)
+    size = cfg.vision_config.image_size
+    return ids, rng.standard_normal((batch, size, size, 3)).astype(np.float32)
+
+
+def alternate(fns: dict, repeats: int) -> dict:
+    """Runs each function once to warm up, then `repeats` rounds of one call each, in turn; -> median seconds."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of one n x n x n jitted matmul in `dtype` (float32 accumulation for bfloat16), best of repeats."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
+    f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+    f(a, a).block_until_ready()
+    best = min(_timed(lambda: f(a, a).block_until_ready()) for _ in range(repeats))
+    return 2 * n ** 3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
