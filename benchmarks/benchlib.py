@@ -7,9 +7,11 @@ vocabulary.  `tiny=True` gives a model of a few MB for the smoke tests (tests/te
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -53,6 +55,25 @@ def inputs(cfg, batch: int = 4, text_tokens: int = 32, seed: int = 0):
     return ids, rng.standard_normal((batch, size, size, 3)).astype(np.float32)
 
 
+def both_sides(dtypes, tiny: bool = False):
+    """Yields, per dtype, the same random small LLaVA in both frameworks and its inputs:
+    (dtype, transformers model, our model, ids int64[B, T], pixels float32 NHWC, torch ids, torch pixels NCHW
+    in the dtype)."""
+    import jax.numpy as jnp
+    import torch
+
+    from vlmcls_jax.convert import load_hf
+
+    with tempfile.TemporaryDirectory() as folder:
+        ref, cfg = hf_llava(folder, tiny=tiny)
+        ids, pixels = inputs(cfg)
+        for dtype in dtypes:
+            torch_dtype = getattr(torch, dtype)
+            ref = ref.to(torch_dtype)
+            yield (dtype, ref, load_hf(folder, dtype=jnp.dtype(dtype)), ids, pixels, torch.tensor(ids),
+                   torch.tensor(pixels.transpose(0, 3, 1, 2)).to(torch_dtype))
+
+
 def alternate(fns: dict, repeats: int) -> dict:
     """Runs each function once to warm up, then `repeats` rounds of one call each, in turn; -> median seconds."""
     for fn in fns.values():
@@ -78,7 +99,28 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n ** 3 / best
 
 
+def bandwidth(n_bytes: int = 1 << 30, repeats: int = 5) -> float:
+    """Bytes/s of a jitted sum over an n_bytes float32 array (reads it once), best of repeats."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.ones(n_bytes // 4, jnp.float32)
+    f = jax.jit(jnp.sum)
+    f(x).block_until_ready()
+    return n_bytes / min(_timed(lambda: f(x).block_until_ready()) for _ in range(repeats))
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def cli(run, doc: str, repeats: int) -> None:
+    """The command line every model benchmark shares: --dtypes, --repeats, --tiny."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed rounds (medians are reported)")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model (the smoke test's setting)")
+    args = parser.parse_args()
+    run(tuple(args.dtypes.split(",")), args.repeats, args.tiny)
