@@ -20,7 +20,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# The whole study in miniature on the CPU (~13 min on 2 cores): WORKDIR/report.md.
+# The whole study in miniature on the CPU (~15 min on 2 cores): WORKDIR/report.md.
 run: $(VENV)/.installed
 	$(BIN)/python -m vlmcls_jax.main --config configs/toyworld.py --workdir $(WORKDIR)
 

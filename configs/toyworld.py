@@ -3,7 +3,7 @@ A rendered world of 55 classes; a tiny CLIP trained on balanced captions; a tiny
 trained on long-tailed captions and instructions; the study's evaluations, probes, frequency analysis and
 fine-tuning fixes; WORKDIR/report.md says which findings the miniature reproduces.
 
-    python -m vlmcls_jax.main --config configs/toyworld.py --workdir runs/toyworld          # ~13 min on 2 cores
+    python -m vlmcls_jax.main --config configs/toyworld.py --workdir runs/toyworld          # ~15 min on 2 cores
     python -m vlmcls_jax.main --config configs/toyworld.py:quick --workdir runs/toy_quick   # ~3 min (tests)
 """
 

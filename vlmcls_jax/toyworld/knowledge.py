@@ -12,7 +12,7 @@ drawn from a seed; the VLM's instruction data carry:
     the meadow."  The answer names the place, not the letter: the study's parser (MMMU's) maps a free-text
     answer to the option whose text it contains.  (Answers ending "The answer is B." were tried first: the
     tiny decoder learned to name the right place but not to find its letter among the options, which is
-    in-context copying, so it stayed at chance; see the toy-world notes in the README.)
+    in-context copying, so it stayed at chance; the README says more.)
 
 The test questions (`wikiqa.jsonl`) are the same question about every balanced test image, in the released
 ImageWikiQA format (`data/imagewikiqa.py` reads it, the `imagewikiqa` job answers it): a VLM that recognises

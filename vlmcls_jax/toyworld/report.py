@@ -4,6 +4,7 @@ reproduces, judged from the numbers as they came out (nothing here is fixed in a
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import jax
@@ -36,8 +37,17 @@ def _frequency(workdir: str, paths: dict, base: dict) -> dict:
     return summary
 
 
-def _finding(claim: str, holds: bool, evidence: str) -> str:
-    return f"| {claim} | {'reproduced' if holds else 'not reproduced'} | {evidence} |"
+NOISE = "reproduced, within sampling noise"
+
+
+def _finding(claim: str, holds: bool, evidence: str, gaps=(), n: int = 0) -> str:
+    """A findings-table row.  gaps: (higher, lower) accuracy pairs the claim rests on, each measured on `n`
+    examples; a claim that holds but has a gap under two standard errors of a difference of two independent
+    accuracies is reported as within sampling noise."""
+    state = "reproduced" if holds else "not reproduced"
+    if holds and any(hi - lo <= 2 * math.sqrt((hi * (1 - hi) + lo * (1 - lo)) / n) for hi, lo in gaps):
+        state = NOISE
+    return f"| {claim} | {state} | {evidence} |"
 
 
 def write(workdir: str, config, paths: dict, clip_log: dict, base: dict, probes: dict, finetuned: list[dict],
@@ -98,30 +108,37 @@ def write(workdir: str, config, paths: dict, clip_log: dict, base: dict, probes:
     lines += ["", f"Gain from the classification + instruction mixture: {gain:+.1f} points (the study: "
               f"+{knowledge[-1]['gain_over_baseline']['study_points']:.1f} on ImageWikiQA)."]
     proj_open = after[proj_name]["VLM open world"]["substring_accuracy"]
+    n = base["examples"]
     mix_open = after[mix_name]["VLM open world"]["substring_accuracy"]
     findings = [
         _finding("The VLM classifies worse than the CLIP it is built on", open_acc < clip and closed < clip,
-                 f"CLIP {_pct(clip)} vs VLM open {_pct(open_acc)}, closed {_pct(closed)}"),
+                 f"CLIP {_pct(clip)} vs VLM open {_pct(open_acc)}, closed {_pct(closed)}",
+                 [(clip, open_acc), (clip, closed)], n),
         _finding("Probabilistic inference helps but does not close the gap",
                  open_acc < scoring["sum_accuracy"] < clip,
-                 f"open {_pct(open_acc)}, scoring {_pct(scoring['sum_accuracy'])}, CLIP {_pct(clip)}"),
+                 f"open {_pct(open_acc)}, scoring {_pct(scoring['sum_accuracy'])}, CLIP {_pct(clip)}",
+                 [(scoring["sum_accuracy"], open_acc), (clip, scoring["sum_accuracy"])], n),
         _finding("The class is in the VLM's hidden states (probes beat its answers)", max(probe, probe_mean) > open_acc,
-                 f"probe last {_pct(probe)}, mean {_pct(probe_mean)} vs open {_pct(open_acc)}"),
+                 f"probe last {_pct(probe)}, mean {_pct(probe_mean)} vs open {_pct(open_acc)}",
+                 [(max(probe, probe_mean), open_acc)], n),
         _finding("Per-class accuracy follows class frequency in the training text",
                  freq["spearman_r"] > 0 and freq["spearman_p"] < 0.05,
                  f"Spearman r {freq['spearman_r']:.2f}, p {freq['spearman_p']:.2g}"),
         _finding("Classification data closes most of the gap (projector fine-tuning)",
                  proj_open > open_acc and proj_open >= 0.8 * clip,
-                 f"open {_pct(open_acc)} -> {_pct(proj_open)} (CLIP {_pct(clip)})"),
+                 f"open {_pct(open_acc)} -> {_pct(proj_open)} (CLIP {_pct(clip)})", [(proj_open, open_acc)], n),
         _finding("Mixed into the instruction data, classification data still helps", mix_open > open_acc,
-                 f"open {_pct(open_acc)} -> {_pct(mix_open)}"),
+                 f"open {_pct(open_acc)} -> {_pct(mix_open)}", [(mix_open, open_acc)], n),
         _finding("... and lifts knowledge questions about the objects (ImageWikiQA)", gain > 0,
-                 f"{_pct(qa[0][1]['accuracy'])} -> {_pct(qa[-1][1]['accuracy'])} ({gain:+.1f} points)"),
+                 f"{_pct(qa[0][1]['accuracy'])} -> {_pct(qa[-1][1]['accuracy'])} ({gain:+.1f} points)",
+                 [(qa[-1][1]["accuracy"], qa[0][1]["accuracy"])], qa[0][1]["questions"]),
     ]
     lines += ["", "## Which of the study's findings the miniature reproduces", "",
               "| finding | here | numbers |", "| --- | --- | --- |", *findings, "",
-              "The world is tiny and the models are trained from scratch in minutes, so these are the numbers of "
-              "one seed, not evidence about real VLMs."]
+              f"\"Within sampling noise\": some gap the finding rests on is under two standard errors of a "
+              f"difference of two accuracies on {n} test images (the evaluations share their images, so this is "
+              "conservative). The world is tiny and the models are trained from scratch in minutes, so these are "
+              "the numbers of one seed, not evidence about real VLMs."]
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     summary = {"clip": clip, "vlm_open": open_acc, "vlm_closed": closed, "scoring_sum": scoring["sum_accuracy"],
