@@ -222,14 +222,13 @@ def _run(config, workdir, mesh, preemption: Preemption):
             log.write(step + 1, metrics, tokens, images, time.time() - t0, done)
             tokens, images, t0, done = 0, 0, time.time(), 0
         last = step + 1 == total_steps or step + 1 == config.get("stop_at_step")
+        preempted = preemption.requested(step + 1) and not last   # (called every step: a collective on pods)
         if ckpts is not None:
-            ckpts.save(step + 1, state, iterator, force=last)
+            ckpts.save(step + 1, state, iterator, force=last or preempted)
         if step + 1 == config.get("stop_at_step"):
             print(f"stopping at step {step + 1} as config.stop_at_step asks (a checkpoint was written)")
             break
-        if preemption.requested(step + 1) and not last:
-            if ckpts is not None:
-                ckpts.save(step + 1, state, iterator, force=True)
+        if preempted:
             print(f"stopping at step {step + 1}: asked to terminate (SIGTERM); "
                   + ("a checkpoint was written, run again to resume" if ckpts is not None
                      else "no checkpoint (checkpoint_every = 0)"), flush=True)
