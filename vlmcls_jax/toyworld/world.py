@@ -189,7 +189,7 @@ def build(root: str, seed: int, sizes: WorldSizes = WorldSizes()) -> dict:
     manifest = [{"image": save(s), "label": s.name, "split": split}
                 for split, per_class in (("probe_train", sizes.probe_train_per_class), ("test", sizes.test_per_class))
                 for s in _balanced(rng, per_class)]
-    # The knowledge questions come last, from their own generator, so the images above do not depend on them.
+    # The knowledge questions' images are rendered last; their options and the shuffle use their own generator.
     home = knowledge.homes(names, seed)
     qa_rng = np.random.default_rng([seed, 8])
     instructions += [knowledge.qa_record(f"qa{i}", save(s), s.name, home[s.name], qa_rng)
