@@ -40,7 +40,7 @@ def get_config(setting: str = "full") -> ml_collections.ConfigDict:
         mixture_epochs=0.5 if quick else 1.0))
     c.label_set_sizes = (2,) if quick else (5, 2)
     c.max_new_tokens = 6
-    c.qa_max_new_tokens = 24           # the knowledge questions' answers: recognition, fact, letter
+    c.qa_max_new_tokens = 24           # the knowledge answers: "The object is a ..., which lives in the ..."
     c.eval_batch_size = 32
     c.probe_epochs = 20 if quick else 100
     return c
