@@ -1,6 +1,7 @@
 """Fields shared by the training recipes (each recipe overrides what it reproduces)."""
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def train_config() -> ml_collections.ConfigDict:
@@ -9,8 +10,10 @@ def train_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.mesh_shape = (-1, 1, 1)                 # (data, fsdp, tensor); one -1 takes the remaining devices
     c.activation_sharding = False             # pin activations by the rules (see sharding.activation_sharding)
-    c.model = ml_collections.ConfigDict(dict(checkpoint="", revision=None, dtype="bfloat16", param_dtype="float32",
-                                                     remat=False))   # remat: recompute decoder blocks in backward
+    # revision: a hub branch, tag or commit to pin (WORKDIR/provenance.json records the commit it resolved to)
+    # remat: recompute decoder blocks in the backward pass
+    c.model = ml_collections.ConfigDict(dict(checkpoint="", revision=placeholder(str), dtype="bfloat16",
+                                             param_dtype="float32", remat=False))
     c.tokenizer = ""                          # default: the model checkpoint's tokenizer
     c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=256.0, dropout=0.05, targets=""))
     # Trainable groups: {preset or regex over parameter paths: learning rate}; presets are
@@ -32,7 +35,8 @@ def train_config() -> ml_collections.ConfigDict:
         mix_seed=1234,                # the mixture's shuffle seed (the study: random.seed(1234))
         image_root="",                # image paths in the records are relative to this folder
         template="llava_v1", max_length=2048, buckets=(768, 1024, 2048), batch_size=64, worker_count=0,
-        use_checkpoint_preprocessor=True))
+        use_checkpoint_preprocessor=True,
+        on_bad_image="error"))        # or "skip": leave out records whose image is unreadable, listed and counted
     c.optim = ml_collections.ConfigDict(dict(warmup_ratio=0.03, weight_decay=0.0, max_grad_norm=1.0,
                                              accumulate_steps=1))
     c.num_epochs = 1

@@ -16,6 +16,7 @@ configs/figure2.py (label-set size).
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 DATASETS = ("imagenet", "flowers", "cars", "caltech")
 
@@ -31,13 +32,17 @@ def get_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.max_examples = 0                     # > 0: evaluate only the first N (smoke tests)
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split VLM batches over all devices (batch_size
                                            # must divide over them); () = one device per process
-    c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label=""))  # label: table name
+    # label: the name in tables; revision: a hub branch, tag or commit to pin (results.json records the commit)
+    c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
+                                             revision=placeholder(str)))
     # templates: "study" (the study's one template "A photo of a {}"), "single" or "imagenet80" (CLIP's ensemble)
     c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="study",
-                                            label=""))
+                                            label="", revision=placeholder(str)))
+    # on_bad_image: "error" (stop at the first unreadable image, naming it) or "skip" (leave such images out,
+    # listed in WORKDIR/skipped_images.jsonl and counted in results.json; accuracies are over the rest)
     c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
                                             classes=f"data/{dataset}_classes.json", image_root=".",
-                                            split="test"))
+                                            split="test", on_bad_image="error"))
     # wording: a key of data.prompts.QUESTION_WORDINGS; choice_order: "shuffled" (per image, by seed) or
     # "dataset" (the class list's order: the study's label-order ablation)
     c.generation = ml_collections.ConfigDict(dict(max_new_tokens=64, batch_size=8, wording="default",

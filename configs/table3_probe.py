@@ -13,6 +13,7 @@ More features (other layers, the vision tower, the projector): e.g.
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from configs.table1 import DATASETS
 
@@ -27,7 +28,7 @@ def get_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.seed = 0
     c.max_examples = 0                       # > 0: the first N of each split (smoke tests)
     c.mesh_shape = ()                        # e.g. (-1, 1, 1): split extraction batches over this process's devices
-    c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf"))
+    c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", revision=placeholder(str)))
     c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
                                             classes=f"data/{dataset}_classes.json", image_root=".",
                                             train_split="train", test_split=TEST_SPLIT.get(dataset, "test")))

@@ -122,3 +122,22 @@ def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes_exactly(world, uninte
     trainer.run(config(world, checkpoint_every=100), str(tmp_path))
     resumed, full = losses(tmp_path), losses(uninterrupted)
     assert [resumed[s] for s in (4, 6, 8)] == [full[s] for s in (4, 6, 8)]
+
+
+def test_records_with_unreadable_images_are_skipped_counted_and_recorded(world, tmp_path):
+    """data.on_bad_image="skip": the record whose image is broken is left out, listed and counted in
+    WORKDIR/provenance.json beside what was loaded.  ("error", the default, raises naming the file when
+    the pipeline reaches it: `preprocess.load_image`, tested in test_preprocess.py.)"""
+    ckpt, manifest, images = world
+    broken = tmp_path / "images"
+    broken.mkdir()
+    for image in images.iterdir():
+        (broken / image.name).write_bytes(image.read_bytes())
+    (broken / "3.png").write_bytes(b"")
+    trainer.run(config((ckpt, manifest, broken), num_steps=1, checkpoint_every=0, export_hf=False, log_every=1,
+                       **{"data.on_bad_image": "skip"}), str(tmp_path / "skip"))
+    provenance = json.loads((tmp_path / "skip" / "provenance.json").read_text())
+    assert provenance == {"model": {"checkpoint": str(ckpt), "revision": None, "folder": str(ckpt), "commit": None},
+                          "records": 23, "skipped_images": 1}
+    skipped = json.loads((tmp_path / "skip" / "skipped_images.jsonl").read_text())
+    assert skipped["image"] == str(broken / "3.png") and "empty" in skipped["error"]

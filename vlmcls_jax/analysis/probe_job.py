@@ -27,7 +27,7 @@ def run(config, workdir: str) -> dict:
     if config.get("max_examples"):
         splits = {k: v[: config.max_examples] for k, v in splits.items()}
     mesh = eval_mesh(config.mesh_shape)
-    loaded_model = load_for_eval(config.model.checkpoint, mesh)
+    loaded_model = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"))
     model, tokenizer, preprocess = loaded_model.model, loaded_model.tokenizer, loaded_model.preprocess
     settings = FeatureSettings(features=tuple(config.features), wording=config.wording,
                                batch_size=config.batch_size, pad_to_square=config.pad_to_square)
@@ -45,11 +45,11 @@ def run(config, workdir: str) -> dict:
         out = train_probe(loaded["train"][2][feature], loaded["train"][1], loaded["test"][2][feature],
                           loaded["test"][1], len(classes.names), probe_settings)
         rows[feature] = {k: v for k, v in out.items() if k != "history"}
-        with open(os.path.join(workdir, f"probe_history_{feature.replace('/', '_').replace(':', '')}.json"),
-                  "w") as f:
-            json.dump(out["history"], f)
+        write_atomic(os.path.join(workdir, f"probe_history_{feature.replace('/', '_').replace(':', '')}.json"),
+                     json.dumps(out["history"]))
     results = {"dataset": data.name, "model": config.model.checkpoint,
-               "examples": {k: len(v) for k, v in splits.items()}, "rows": rows}
+               "examples": {k: len(v) for k, v in splits.items()}, "rows": rows,
+               "checkpoints": {"model": loaded_model.provenance}}
     if jax.process_index() == 0:
         write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
         lines = [f"| feature | {data.name}: test accuracy, epoch chosen on validation | best-on-test (study) |",

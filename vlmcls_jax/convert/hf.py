@@ -102,6 +102,16 @@ def resolve_checkpoint(path_or_hub_id: str, revision: str | None = None) -> str:
                              allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
 
 
+def checkpoint_provenance(path_or_hub_id: str, revision: str | None, folder: str) -> dict:
+    """What a run records about the weights it read: the id or path asked for, the revision asked for (None:
+    the default branch), the folder read and, for a hub download, the commit it resolved to (the hub cache
+    names each snapshot folder `.../snapshots/<commit>`), so a rerun can pin exactly the same files."""
+    folder = os.path.abspath(folder)
+    name, parent = os.path.basename(folder), os.path.basename(os.path.dirname(folder))
+    commit = name if parent == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", name) else None
+    return {"checkpoint": path_or_hub_id, "revision": revision, "folder": folder, "commit": commit}
+
+
 def safetensors_files(checkpoint_dir: str) -> list[str]:
     """The checkpoint's safetensors files (single file, or shards listed by the index)."""
     index = os.path.join(checkpoint_dir, "model.safetensors.index.json")

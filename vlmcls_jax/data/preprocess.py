@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -31,24 +31,44 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ImageLike = Image.Image | str | os.PathLike
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+# Images larger than this many pixels are refused before decoding (PIL's own limit only warns up to twice
+# this; a decompression bomb declares a huge size in a tiny file).  PIL's default, ~0.27 GB as RGB.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS,
+               exif_transpose: bool = False) -> Image.Image:
     """Reads an image file fully and returns it as RGB (see `to_rgb`).
 
-    EXIF orientation is not applied, as in LLaVA's `Image.open(path).convert("RGB")` (transformers'
-    `load_image` does apply it, then converts without white compositing).
-    Raises ValueError naming the file when it is missing, empty or not decodable.
+    EXIF orientation is not applied by default, as in LLaVA's `Image.open(path).convert("RGB")` (transformers'
+    `load_image` does apply it, then converts without white compositing); `exif_transpose=True` applies it.
+    Raises ValueError naming the file when it is missing, empty, not decodable, truncated, or larger than
+    `max_pixels` (checked from the header, before decoding).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"Image file not found: {path!r}")
     if os.path.getsize(path) == 0:
         raise ValueError(f"Image file is empty (0 bytes): {path!r}")
+    def undecodable(e: Exception) -> ValueError:
+        if isinstance(e, Image.DecompressionBombError):
+            return ValueError(f"Image file {path!r} is over PIL's decompression-bomb limit: {e}")
+        return ValueError(f"Cannot decode image file {path!r}: {type(e).__name__}: {e}")
+
     try:
-        with Image.open(path) as image:
-            image.load()  # Image.open is lazy: decoding errors only surface here.
-            return to_rgb(image)
+        image = Image.open(path)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"Cannot decode image file {path!r}: {type(e).__name__}: {e}") from e
+        raise undecodable(e) from e
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ValueError(f"Image file {path!r} is {width} x {height} = {width * height} pixels, over the "
+                             f"limit of {max_pixels} (a decompression bomb or a mislabelled scan)")
+        try:
+            image.load()  # Image.open is lazy: decoding errors only surface here.
+            return to_rgb(ImageOps.exif_transpose(image) if exif_transpose else image)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise undecodable(e) from e
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

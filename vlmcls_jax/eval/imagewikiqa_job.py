@@ -36,7 +36,7 @@ def run(config, workdir: str) -> dict:
     if config.get("max_examples"):
         questions = questions[: config.max_examples]
     mesh = eval_mesh(config.mesh_shape)
-    loaded = load_for_eval(config.model.checkpoint, mesh)
+    loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"))
     model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.preprocess
     g = config.generation
     settings = ImageWikiQASettings(chain_of_thought=g.chain_of_thought, max_new_tokens=g.max_new_tokens,
@@ -47,7 +47,8 @@ def run(config, workdir: str) -> dict:
         raise RuntimeError(f"{summary['missing']} questions missing from the outputs after all processes finished")
     label = config.model.get("label") or os.path.basename(os.path.normpath(config.model.checkpoint))
     results = {"dataset": "ImageWikiQA", "examples": summary["questions"], "load_report": report,
-               "rows": {"ImageWikiQA (chain of thought)": dict(summary, model=label)}}
+               "rows": {"ImageWikiQA (chain of thought)": dict(summary, model=label)},
+               "checkpoints": {"model": loaded.provenance}}
     gain = None
     if config.get("baseline"):
         base = load_run(config.baseline)["rows"]["ImageWikiQA (chain of thought)"]["accuracy"]

@@ -9,11 +9,13 @@ Experiments (config.experiments):
   scoring      VLM probabilistic inference, sum / avg / cfg     (Table 2 bottom)
 With config.label_set_sizes = (100, 20, 5, 2), clip, closed and scoring also run on candidate sets of each
 size (Figure 2 / Table 9), the same sets for every method.
-Per-example outputs go to WORKDIR/outputs/*.jsonl; rerunning the job resumes them.  Several processes
-split the VLM's examples (`eval.shards`; each process scores all of CLIP's); `config.mesh_shape` (e.g.
-(-1, 1, 1)) splits each batch over this process's own devices too.  Every row records its model's label
-(`config.model.label` / `config.clip.label`, by default the checkpoint's last path component), the table's
-first column; `python -m vlmcls_jax.eval.tables RUN ...` merges runs on several datasets into one table.
+Per-example outputs go to WORKDIR/outputs/*.jsonl; rerunning the job resumes them.  results.json records
+`examples` (the denominator of every row), `skipped_images` (with `config.data.on_bad_image="skip"`; listed
+in WORKDIR/skipped_images.jsonl) and `checkpoints` (what was loaded, with the hub commit it resolved to).
+Several processes split the VLM's examples (`eval.shards`; each process scores all of CLIP's);
+`config.mesh_shape` (e.g. (-1, 1, 1)) splits each batch over this process's own devices too.  Every row
+records its model's label (`config.model.label` / `config.clip.label`, by default the checkpoint's last path
+component), the table's first column; `python -m vlmcls_jax.eval.tables RUN ...` merges runs on several datasets into one table.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 
 import jax
 
+from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
@@ -46,6 +49,13 @@ def run(config, workdir: str) -> dict:
     examples = read_manifest(data.manifest, data.image_root, classes, split=data.split or None)
     if config.get("max_examples"):
         examples = examples[: config.max_examples]
+    # data.on_bad_image="skip": unreadable images are left out, listed and counted (denominators: the rest).
+    screened = screen_images(examples, lambda e: e.image, data.get("on_bad_image", "error"))
+    examples = screened.kept
+    if screened.skipped:
+        write_skipped(os.path.join(workdir, "skipped_images.jsonl"), screened)
+        print(f"skipping {len(screened.skipped)} unreadable images (listed in {workdir}/skipped_images.jsonl)")
+    checkpoints = {}
     names = list(classes.names)
     sizes = [None] + [int(k) for k in config.label_set_sizes]
     out = lambda name: os.path.join(workdir, "outputs", f"{name}.jsonl")
@@ -57,7 +67,8 @@ def run(config, workdir: str) -> dict:
         if config.clip.templates not in TEMPLATE_SETS:
             raise ValueError(f"config.clip.templates={config.clip.templates!r} is not one of {sorted(TEMPLATE_SETS)}")
         label = model_label(config.clip)
-        loaded = load_for_eval(config.clip.checkpoint, mesh)
+        loaded = load_for_eval(config.clip.checkpoint, mesh, config.clip.get("revision"))
+        checkpoints["clip"] = loaded.provenance
         clip, preprocess = loaded.model, loaded.preprocess
         classifier = text_classifier(clip, loaded.tokenizer, names, TEMPLATE_SETS[config.clip.templates],
                                      cache_dir=os.path.join(workdir, "cache"), model_id=loaded.source, mesh=mesh)
@@ -68,7 +79,8 @@ def run(config, workdir: str) -> dict:
 
     if {"open", "closed", "scoring"} & set(config.experiments):
         label = model_label(config.model)
-        loaded = load_for_eval(config.model.checkpoint, mesh)
+        loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"))
+        checkpoints["model"] = loaded.provenance
         model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.preprocess
         g = config.generation
         if g.choice_order not in ("shuffled", "dataset"):
@@ -105,7 +117,8 @@ def run(config, workdir: str) -> dict:
     incomplete = {row: m["missing"] for row, m in rows.items() if m.get("missing")}
     if incomplete:
         raise RuntimeError(f"examples missing from the outputs after all processes finished: {incomplete}")
-    results = {"dataset": data.name, "examples": len(examples), "rows": rows}
+    results = {"dataset": data.name, "examples": len(examples), "skipped_images": len(screened.skipped),
+               "rows": rows, "checkpoints": checkpoints}
     if jax.process_index() == 0:   # every process holds the same summary; one writes it
         write_results(results, workdir)
         label_set_size_curve({row: headline(m) for row, m in rows.items()},

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from vlmcls_jax import sharding as shd
 from vlmcls_jax.convert import load_hf
-from vlmcls_jax.convert.hf import resolve_checkpoint
+from vlmcls_jax.convert.hf import checkpoint_provenance, resolve_checkpoint
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 
 
@@ -34,13 +34,16 @@ class Loaded:
     tokenizer: Any
     preprocess: ClipPreprocessConfig
     source: str          # the local folder the checkpoint was read from
+    provenance: dict     # `checkpoint_provenance`: what was asked for and the hub commit it resolved to
 
 
-def load_for_eval(checkpoint: str, mesh=None) -> Loaded:
-    """A LLaVA or CLIP checkpoint with its tokenizer and preprocessing; replicated over `mesh` when given."""
-    source = resolve_checkpoint(checkpoint)
+def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None) -> Loaded:
+    """A LLaVA or CLIP checkpoint with its tokenizer and preprocessing; replicated over `mesh` when given.
+    revision: a hub branch, tag or commit to pin (None: the default branch); ignored for local folders."""
+    source = resolve_checkpoint(checkpoint, revision)
     model = load_hf(source)
     if mesh is not None:   # data parallel: the model replicated over the mesh's batch axes
         shd.shard_model(model, mesh)
     return Loaded(model, AutoTokenizer.from_pretrained(source),
-                  preprocess_for(source, model.config.vision_config.image_size), source)
+                  preprocess_for(source, model.config.vision_config.image_size), source,
+                  checkpoint_provenance(checkpoint, revision, source))

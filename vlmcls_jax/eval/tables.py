@@ -48,18 +48,20 @@ def load_run(path: str) -> dict:
     return results
 
 
-def merge(runs: Sequence[dict]) -> tuple[list[str], dict[tuple[str, str], dict[str, float]], dict[str, int]]:
+def merge(runs: Sequence[dict]) -> tuple[list[str], dict[tuple[str, str], dict[str, float]], dict[str, int | str]]:
     """-> (datasets in first-seen order, {(model, setting): {dataset: accuracy}}, {dataset: examples}).
 
     A (model, setting, dataset) cell given by two runs is an error (which run's number to show?)."""
     datasets: list[str] = []
     cells: dict[tuple[str, str], dict[str, float]] = {}
-    examples: dict[str, int] = {}
+    examples: dict[str, int | str] = {}
     for results in runs:
         dataset = results["dataset"]
         if dataset not in datasets:
             datasets.append(dataset)
         examples[dataset] = results["examples"]
+        if results.get("skipped_images"):   # unreadable images left out (data.on_bad_image="skip")
+            examples[dataset] = f"{results['examples']} ({results['skipped_images']} unreadable skipped)"
         for setting, metrics in results["rows"].items():
             key = (metrics.get("model", ""), setting)
             row = cells.setdefault(key, {})

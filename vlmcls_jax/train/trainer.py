@@ -20,11 +20,13 @@ from transformers import AutoTokenizer
 
 from vlmcls_jax import checkpoint, sharding as shd
 from vlmcls_jax.convert import hf_config
-from vlmcls_jax.convert.hf import load_weights, resolve_checkpoint, safetensors_files, save_hf
+from vlmcls_jax.convert.hf import checkpoint_provenance, load_weights, resolve_checkpoint, safetensors_files, save_hf
 from vlmcls_jax.data.finetune_data import (CAPTION_QUESTION, FINETUNE_QUESTION, caption_records,
                                           classification_records, concat_records, mix_records)
+from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.pipeline import EncodeRecord, make_train_iterator, read_records
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.eval.tables import write_atomic
 from vlmcls_jax.train.guard import GuardConfig
 from vlmcls_jax.train.lora import apply_lora
 from vlmcls_jax.train.objectives import make_objective
@@ -157,6 +159,18 @@ def _run(config, workdir, mesh, preemption: Preemption):
     counts = check_groups(trainable, groups)
 
     records = training_records(config)
+    # data.on_bad_image="skip": records whose image is unreadable are left out, listed and counted.
+    screened = screen_images(records, lambda r: os.path.join(config.data.image_root, r["image"]) if "image" in r
+                             else None, config.data.get("on_bad_image", "error"))
+    records = screened.kept
+    if jax.process_index() == 0:
+        if screened.skipped:
+            write_skipped(os.path.join(workdir, "skipped_images.jsonl"), screened)
+            print(f"skipping {len(screened.skipped)} records with unreadable images "
+                  f"(listed in {workdir}/skipped_images.jsonl)")
+        write_atomic(os.path.join(workdir, "provenance.json"), json.dumps(
+            {"model": checkpoint_provenance(config.model.checkpoint, config.model.get("revision"), source),
+             "records": len(records), "skipped_images": len(screened.skipped)}, indent=2))
     processes = jax.process_count()
     local_batch = config.data.batch_size // processes
     batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
