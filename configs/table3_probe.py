@@ -13,29 +13,9 @@ More features (other layers, the vision tower, the projector): e.g.
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
 
-from configs.table1 import DATASETS
-
-TEST_SPLIT = {"imagenet": "valid"}
+from vlmcls_jax import defaults
 
 
 def get_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset {dataset!r} is not one of {DATASETS}")
-    c = ml_collections.ConfigDict()
-    c.job = "probe"
-    c.seed = 0
-    c.max_examples = 0                       # > 0: the first N of each split (smoke tests)
-    c.mesh_shape = ()                        # e.g. (-1, 1, 1): split extraction batches over this process's devices
-    c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", revision=placeholder(str)))
-    c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
-                                            classes=f"data/{dataset}_classes.json", image_root=".",
-                                            train_split="train", test_split=TEST_SPLIT.get(dataset, "test")))
-    c.features = ("llm:-1/last", "llm:-1/mean")
-    c.wording = "default"
-    c.batch_size = 8
-    c.pad_to_square = False                  # the study extracted through llava-hf's processor
-    c.probe = ml_collections.ConfigDict(dict(epochs=100 if dataset == "imagenet" else 500, batch_size=512,
-                                             learning_rate=1e-3, val_fraction=0.1, shuffle=False))
-    return c
+    return defaults.probe_config(dataset)   # every field, with its meaning: vlmcls_jax/defaults.py

@@ -14,20 +14,9 @@ seeded random fallback.
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
+
+from vlmcls_jax import defaults
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.job = "imagewikiqa"
-    c.seed = 1234                          # the study's random.seed for the parser's fallback
-    c.max_examples = 0                     # > 0: the first N questions (smoke tests)
-    c.mesh_shape = ()                      # e.g. (-1, 1, 1): split batches over this process's devices
-    c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
-                                             revision=placeholder(str)))
-    c.data = ml_collections.ConfigDict(dict(questions="data/imagewikiqa.jsonl", image_root=".",
-                                            require_images=False))   # True: a missing image is an error
-    c.generation = ml_collections.ConfigDict(dict(chain_of_thought=True, max_new_tokens=1024, batch_size=8))
-    c.pad_to_square = False                # the study used llava-hf's processor (no padding)
-    c.baseline = ""                        # another run's workdir: report the gain over it
-    return c
+    return defaults.imagewikiqa_config()   # every field, with its meaning: vlmcls_jax/defaults.py

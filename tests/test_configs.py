@@ -48,3 +48,56 @@ def test_default_questions_are_the_data_modules():
     data = common.train_config().data
     assert data.question == FINETUNE_QUESTION == "What type of object is in the photo?"
     assert data.caption_question == CAPTION_QUESTION
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_fits_its_jobs_fields(path):
+    """Every recipe uses only its job's fields, with their types (the jobs check this before they start)."""
+    from vlmcls_jax.config_check import check_job_config
+    from vlmcls_jax.defaults import JOB_FIELDS
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", str(path), flag_values=fv, lock_config=True)
+    fv(["prog"])
+    if fv.config.job in JOB_FIELDS:
+        check_job_config(fv.config, fv.config.job)
+
+
+def test_misspelt_or_mistyped_fields_fail_before_anything_loads(tmp_path):
+    """A config built in Python (not through flags, which ml-collections checks itself): each problem is
+    named, and the job stops before it touches the (here nonexistent) checkpoint or devices."""
+    import ml_collections
+
+    from vlmcls_jax.defaults import train_config
+    from vlmcls_jax.eval import job as eval_job
+    from vlmcls_jax.train import trainer
+
+    c = train_config().to_dict()
+    c["model"]["checkpoint"] = str(tmp_path / "no_such_checkpoint")
+    c["data"]["batch_sise"] = 8
+    c["num_steps"], c["export_hf"], c["lora"], c["model"]["revision"] = 2.5, 1, "none", 3
+    c["learning_rates"] = {"^my/own/group$": 1e-4}          # free-form: group names are the user's
+    with pytest.raises(ValueError) as error:
+        trainer.run(ml_collections.ConfigDict(c), str(tmp_path / "run"))
+    assert str(error.value).splitlines()[1:] == [
+        "  config.data.batch_sise is not a field of this job (did you mean batch_size?)",
+        "  config.export_hf must be bool, got int 1",
+        "  config.lora must be a section of fields, got str 'none'",
+        "  config.model.revision must be str, got int 3",
+        "  config.num_steps must be int, got float 2.5"]
+    assert not (tmp_path / "run").exists()
+
+    from configs import table1
+    e = table1.get_config("flowers").to_dict()
+    e["generation"]["max_new_token"] = 5
+    with pytest.raises(ValueError, match=r"config.generation.max_new_token is not a field of this job \(did you "
+                                         r"mean max_new_tokens\?\)"):
+        eval_job.run(ml_collections.ConfigDict(e), str(tmp_path / "eval"))
+
+
+def test_an_impossible_mesh_fails_naming_it_before_loading(tmp_path):
+    from vlmcls_jax.defaults import train_config
+    from vlmcls_jax.train import trainer
+    c = train_config()
+    c.model.checkpoint, c.mesh_shape = str(tmp_path / "no_such_checkpoint"), (3, 1, 1)     # 8 test devices
+    with pytest.raises(ValueError, match=r"mesh_shape \(3, 1, 1\) does not divide the 8 devices"):
+        trainer.run(c, str(tmp_path / "run"))

@@ -227,6 +227,12 @@ def test_missing_unexpected_and_misshapen_keys_are_named(llava_src, tmp_path):
         {"vision_tower.vision_model.post_layernorm.bias": t["vision_tower.post_layernorm.bias"]}))
     with pytest.raises(ValueError, match="appears twice"):
         load_hf(twice)
+    # An integer tensor where a float parameter belongs is refused, not cast.
+    dtype = edit_checkpoint(src, tmp_path / "dtype", lambda t: t.update(
+        {"multi_modal_projector.linear_2.bias": t["multi_modal_projector.linear_2.bias"].astype(np.int32)}))
+    with pytest.raises(ValueError, match=r"multi_modal_projector.linear_2.bias has dtype int32, the model's "
+                                         r"multi_modal_projector/linear_2/bias is a floating-point parameter"):
+        load_hf(dtype)
 
 
 def test_non_parameter_buffers_are_ignored(llava_src, tmp_path):

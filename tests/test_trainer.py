@@ -141,3 +141,40 @@ def test_records_with_unreadable_images_are_skipped_counted_and_recorded(world, 
                           "records": 23, "skipped_images": 1}
     skipped = json.loads((tmp_path / "skip" / "skipped_images.jsonl").read_text())
     assert skipped["image"] == str(broken / "3.png") and "empty" in skipped["error"]
+
+
+def test_sigkill_mid_checkpoint_write_then_resume_on_the_same_trajectory(world, uninterrupted, tmp_path):
+    """SIGKILL (no handler, no cleanup, as when a machine dies) right after step 4's asynchronous checkpoint
+    write starts: its temporary folder is left behind and never taken as a checkpoint; the rerun resumes
+    from step 2, is killed again as step 6's write starts (orbax finishes step 4's first), and the third
+    run resumes from 4 or 6 and ends on the uninterrupted run's losses, bit for bit."""
+    import subprocess
+    import sys
+    ckpt, manifest, images = world
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(kill_at):
+        out = subprocess.run([sys.executable, os.path.join(repo, "tests", "kill_worker.py"), str(tmp_path), str(ckpt),
+                              str(manifest), str(images), kill_at], cwd=repo, capture_output=True, text=True,
+                             timeout=600, env=dict(os.environ, PYTHONPATH=repo))
+        assert out.returncode == (0 if kill_at == "never" else -signal.SIGKILL), out.stdout + out.stderr
+        return out.stdout
+
+    def complete_steps():
+        return sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+
+    def resumed_from(stdout):
+        return int(stdout.split("resumed from step ")[1].split()[0])
+
+    run("save:4")
+    assert 2 in complete_steps() and max(complete_steps()) <= 4
+    half_written = 4 not in complete_steps()      # the usual case: the write was still in flight
+    assert half_written == (tmp_path / "checkpoints" / "4.orbax-checkpoint-tmp").exists()
+    second = run("save:6")
+    assert resumed_from(second) == (2 if half_written else 4)
+    assert 4 in complete_steps()
+    third = run("never")
+    assert resumed_from(third) in (4, 6) and "finished" in third
+    assert complete_steps()[-3:] == [4, 6, 8] and not list((tmp_path / "checkpoints").glob("*tmp*"))
+    resumed, full = losses(tmp_path), losses(uninterrupted)
+    assert [resumed[s] for s in (2, 4, 6, 8)] == [full[s] for s in (2, 4, 6, 8)]

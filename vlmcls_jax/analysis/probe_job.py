@@ -14,12 +14,14 @@ import jax
 
 from vlmcls_jax.analysis.features import FeatureSettings, extract_features, load_features
 from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
+from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
 from vlmcls_jax.eval.tables import write_atomic
 
 
 def run(config, workdir: str) -> dict:
+    check_job_config(config, "probe")
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
     splits = {name: read_manifest(data.manifest, data.image_root, classes, split=split)

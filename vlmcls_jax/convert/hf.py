@@ -164,6 +164,9 @@ def load_weights(cfg, files: list[str], *, shardings: Callable[[tuple], jax.shar
         if array.shape != var.shape:
             raise ValueError(f"{os.path.basename(file)}: {key} has shape {array.shape} (after layout change), "
                              f"the model's {'/'.join(map(str, path))} expects {var.shape}")
+        if not jnp.issubdtype(array.dtype, jnp.floating):   # float32 <-> bfloat16 is a cast; int -> float is not
+            raise ValueError(f"{os.path.basename(file)}: {key} has dtype {array.dtype}, the model's "
+                             f"{'/'.join(map(str, path))} is a floating-point parameter ({jnp.dtype(var.dtype).name})")
         if name in loaded:
             raise ValueError(f"{os.path.basename(file)}: {key} appears twice (as {name})")
         value = jnp.asarray(array, dtype=var.dtype) if shardings is None else \

@@ -26,6 +26,7 @@ import re
 
 import jax
 
+from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
@@ -40,6 +41,7 @@ EXPERIMENTS = ("clip", "open", "closed", "scoring")
 
 
 def run(config, workdir: str) -> dict:
+    check_job_config(config, "eval")
     unknown = sorted(set(config.experiments) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"config.experiments: unknown {unknown}; known: {list(EXPERIMENTS)}")

@@ -25,7 +25,7 @@ import time
 
 from flax import nnx
 
-from configs import common
+from vlmcls_jax import defaults
 from vlmcls_jax.analysis import probe_job
 from vlmcls_jax.convert import load_hf, save_hf
 from vlmcls_jax.data.prompts import CHAIN_OF_THOUGHT, QUESTION_WORDINGS, SCORING_PREFIX
@@ -73,7 +73,7 @@ def _train(config, workdir: str, name: str, checkpoint: str, train_json: str, ro
            epochs: float, mix_with: str = "") -> str:
     """One training stage through the trainer job; returns its exported HF checkpoint."""
     s = config.stages
-    c = common.train_config()
+    c = defaults.train_config()
     c.seed = config.seed
     c.model.checkpoint, c.model.dtype = checkpoint, "float32"
     c.learning_rates = lrs
@@ -91,8 +91,7 @@ def _train(config, workdir: str, name: str, checkpoint: str, train_json: str, ro
 
 
 def _eval(config, workdir: str, name: str, vlm: str, clip: str | None, paths: dict, experiments) -> dict:
-    from configs import table1
-    c = table1.get_config("flowers")
+    c = defaults.eval_config("flowers")
     c.seed = config.seed
     c.experiments = tuple(experiments)
     c.model.checkpoint, c.model.label = vlm, name
@@ -108,8 +107,7 @@ def _eval(config, workdir: str, name: str, vlm: str, clip: str | None, paths: di
 
 
 def _probe(config, workdir: str, vlm: str, paths: dict) -> dict:
-    from configs import table3_probe
-    c = table3_probe.get_config("flowers")
+    c = defaults.probe_config("flowers")
     c.seed = config.seed
     c.model.checkpoint = vlm
     c.data.name, c.data.manifest, c.data.classes = "toy world", paths["manifest"], paths["classes"]
@@ -123,8 +121,7 @@ def _probe(config, workdir: str, vlm: str, paths: dict) -> dict:
 
 def _wikiqa(config, workdir: str, name: str, vlm: str, paths: dict, baseline: str = "") -> dict:
     """The ImageWikiQA analogue (knowledge.py) through the `imagewikiqa` job, as the study's protocol."""
-    from configs import table5_imagewikiqa
-    c = table5_imagewikiqa.get_config()
+    c = defaults.imagewikiqa_config()
     c.model.checkpoint, c.model.label, c.baseline = vlm, name, baseline
     c.data.questions, c.data.image_root, c.data.require_images = paths["wikiqa"], paths["root"], True
     c.generation.max_new_tokens, c.generation.batch_size = config.qa_max_new_tokens, config.eval_batch_size

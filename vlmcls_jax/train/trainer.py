@@ -19,6 +19,7 @@ from flax import nnx
 from transformers import AutoTokenizer
 
 from vlmcls_jax import checkpoint, sharding as shd
+from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.convert import hf_config
 from vlmcls_jax.convert.hf import checkpoint_provenance, load_weights, resolve_checkpoint, safetensors_files, save_hf
 from vlmcls_jax.data.finetune_data import (CAPTION_QUESTION, FINETUNE_QUESTION, caption_records,
@@ -136,6 +137,7 @@ def _stop_if_not_training(metrics: dict, step: int, limit: int, workdir: str) ->
 
 def run(config, workdir: str) -> dict:
     """Trains as `config` says; returns the last logged metrics."""
+    check_job_config(config, "train")
     os.makedirs(workdir, exist_ok=True)
     mesh = shd.make_mesh(tuple(config.mesh_shape))
     preemption = Preemption()

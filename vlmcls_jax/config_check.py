@@ -1,0 +1,80 @@
+"""A job's config checked against the job's fields (`vlmcls_jax.defaults`) before anything is loaded or
+compiled: a misspelt field (which nothing would read, so its value would be silently ignored) or a value
+of the wrong type is an error naming the field.
+
+    check_job_config(config, "train")     # = check_config(config, defaults.train_config(), free_form=...)
+
+Rules, field by field: every field of `config` must exist in `reference` (else: the field's dotted name
+and the closest known names); a section (ConfigDict) must stay a section; a number where the reference has
+a float may be an int (not a bool); a tuple may be given as a list; a `placeholder(type)` field (default
+None) takes that type; a plain None default takes anything; None is accepted everywhere (e.g. "no limit").  `free_form` sections (dotted names)
+are the user's to fill (learning-rate groups, objective parameters) and are not looked into.
+ml-collections already refuses unknown or mistyped *command-line* overrides of a locked config; this
+covers configs built in Python (recipes, notebooks, tests) too.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Sequence
+
+import ml_collections
+from ml_collections.config_dict import FieldReference
+
+from vlmcls_jax.defaults import JOB_FIELDS
+
+Section = ml_collections.ConfigDict | ml_collections.FrozenConfigDict
+
+
+def _declared_type(section: Section, key: str) -> type | None:
+    """The type a reference field accepts: a placeholder's declared type, else its value's (None: any)."""
+    field = section._fields[key]   # noqa: SLF001  (ConfigDict exposes no public way to read a placeholder's type)
+    if isinstance(field, FieldReference):
+        return field.get_type()
+    return None if field is None else type(field)
+
+
+def _type_ok(value, expected: type | None) -> bool:
+    if expected is None or value is None:     # a plain None default takes anything; any field may be None
+        return True
+    if expected is bool or isinstance(value, bool):
+        return isinstance(value, bool) and expected is bool
+    if expected is float:
+        return isinstance(value, (int, float))
+    if expected in (tuple, list):
+        return isinstance(value, (tuple, list))
+    return isinstance(value, expected)
+
+
+def _problems(config: Section, reference: Section, where: str, free_form: set[str]) -> list[str]:
+    out = []
+    for key in config.keys():
+        name = f"{where}.{key}"
+        if key not in reference:
+            near = difflib.get_close_matches(key, list(reference.keys()), n=3)
+            out.append(f"{name} is not a field of this job" + (f" (did you mean {', '.join(near)}?)" if near
+                                                               else f"; known: {sorted(reference.keys())}"))
+            continue
+        value, expected = config[key], _declared_type(reference, key)
+        if isinstance(reference[key], Section):
+            if not isinstance(value, Section):
+                out.append(f"{name} must be a section of fields, got {type(value).__name__} {value!r}")
+            elif name.split(".", 1)[1] not in free_form:
+                out += _problems(value, reference[key], name, free_form)
+        elif not _type_ok(value, expected):
+            out.append(f"{name} must be {expected.__name__}, got {type(value).__name__} {value!r}")
+    return out
+
+
+def check_config(config: Section, reference: Section, *, free_form: Sequence[str] = (), job: str = "") -> None:
+    """Raises ValueError listing every field of `config` that `reference` lacks or types differently."""
+    problems = _problems(config, reference, "config", set(free_form))
+    if problems:
+        raise ValueError(f"config does not fit the {job or config.get('job', '?')} job's fields "
+                         "(vlmcls_jax/defaults.py):\n  " + "\n  ".join(problems))
+
+
+def check_job_config(config: Section, job: str) -> None:
+    """`check_config` against `job`'s fields and free-form sections (`defaults.JOB_FIELDS`)."""
+    fields, free_form = JOB_FIELDS[job]
+    check_config(config, fields(), free_form=free_form, job=job)
