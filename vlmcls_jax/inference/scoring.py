@@ -3,9 +3,9 @@
 The prompt (image + question + e.g. "ASSISTANT: The photo features a") is prefilled once; every candidate
 is then scored as a continuation of that cached prefix, a chunk of candidates at a time.  The prefix is
 never recomputed and its cache never copied per candidate: the candidates' queries attend to the shared
-cache and to their own keys in one softmax (`layers.attention_with_prefix`).  Candidates are right-padded
-to one length; padding comes after the real tokens, so under the causal mask it never changes a real
-token's score.
+cache and to their own keys in one softmax (`layers.attention_with_prefix`).  Candidates are sorted by
+length and right-padded per chunk; padding comes after the real tokens, so under the causal mask it never
+changes a real token's score.  Only tokens that predict another are fed (see `score_candidates`).
 
     score(c) = sum_j log p(c_j | prefix, c_<j)
 """
@@ -33,19 +33,22 @@ def _prefill(graphdef, state, input_ids, attention_mask, pixel_values, *, num_sl
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
-def _score_chunk(graphdef, state, cache, first_logp, cand_ids, cand_mask):
-    """cand_ids, cand_mask: int[C, L] (right-padded).  Returns per-token log-probs float32[B, C, L]
-    (0 at padding)."""
+def _score_chunk(graphdef, state, cache, fed, targets, mask):
+    """Candidates continuing the cached prompts.  fed, targets, mask: int[C, W] right-padded: column j feeds
+    a candidate's token j and scores its token j + 1 (`targets`), for j up to its length - 2 (`mask`).
+    Returns float32[B, C, W]: log p(target) at real columns, 0 at padding."""
     model = nnx.merge(graphdef, state)
-    B, C = first_logp.shape[0], cand_ids.shape[0]
-    ids = jnp.tile(cand_ids, (B, 1))                                                      # [B*C, L]
-    mask = jnp.tile(cand_mask, (B, 1))
-    out = model.decode(ids, attention_mask=mask, prefix=cache)
-    logp = jax.nn.log_softmax(model.logits(out.hidden[:, :-1]), axis=-1)               # predicts tokens 1..L-1
-    later = jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]                 # [B*C, L-1]
-    first = jnp.take_along_axis(first_logp, cand_ids[None, :, 0].repeat(B, 0), axis=-1)   # [B, C]
-    later = (later * mask[:, 1:]).reshape(B, C, -1)
-    return jnp.concatenate([first[..., None], later], axis=-1)
+    B, (C, W) = cache.valid.shape[0], fed.shape
+    out = model.decode(jnp.tile(fed, (B, 1)), attention_mask=jnp.tile(mask, (B, 1)), prefix=cache)
+    logp = jax.nn.log_softmax(model.logits(out.hidden), axis=-1)                          # [B*C, W, V]
+    picked = jnp.take_along_axis(logp, jnp.tile(targets, (B, 1))[..., None], axis=-1)[..., 0]
+    return (picked * jnp.tile(mask, (B, 1))).reshape(B, C, W)
+
+
+def _bucket(n: int) -> int:
+    """Token counts are padded up to a power of two, so a class list compiles a few chunk shapes, not one
+    per length."""
+    return 1 << (n - 1).bit_length()
 
 
 def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: list[list[int]],
@@ -57,30 +60,38 @@ def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: l
     Returns (sum of log-probs float32[B, C], token counts int[C]); divide for a length-normalised score.
     With token_logprobs=True also the per-token log-probs float32[B, C, L] (0 past each candidate's end).
     mesh: split the prompts (images) over the mesh's batch axes (place the model on the mesh first).
+
+    Work done: the prompt once; then each candidate's tokens *but its last* (the last token's probability
+    comes from the token before it; a one-token candidate needs no decoding at all).  Candidates are sorted
+    by length and scored `chunk_size` at a time, each chunk padded only to its own longest candidate
+    (rounded up to a power of two), so ImageNet's 1000 names (mean 3.3 tokens, max 12) cost about their
+    real token count rather than 1000 x 12.
     """
     if not candidates or any(len(c) == 0 for c in candidates):
         raise ValueError("candidates: every candidate needs at least one token")
-    L = max(len(c) for c in candidates)
-    C = len(candidates)
-    ids = np.zeros((C, L), np.int32)
-    mask = np.zeros((C, L), np.int32)
-    for i, c in enumerate(candidates):
-        ids[i, : len(c)], mask[i, : len(c)] = c, 1
+    lengths = np.array([len(c) for c in candidates])
+    C, L = len(candidates), int(lengths.max())
     graphdef, state = nnx.split(model)
     prompt_ids, prompt_mask, pixels = put_batch(
         (np.asarray(input_ids, np.int32), np.asarray(attention_mask, np.int32),
          None if pixel_values is None else np.asarray(pixel_values)), mesh)
     cache, first_logp = _prefill(graphdef, state, prompt_ids, prompt_mask, pixels,
                                  num_slots=int(np.shape(input_ids)[1]))
-    scores = []
-    for start in range(0, C, chunk_size):
-        chunk_ids, chunk_mask = ids[start:start + chunk_size], mask[start:start + chunk_size]
-        if len(chunk_ids) < chunk_size and C > chunk_size:   # keep one compiled shape: pad the last chunk
-            pad = chunk_size - len(chunk_ids)
-            chunk_ids = np.concatenate([chunk_ids, np.repeat(chunk_ids[:1], pad, 0)])
-            chunk_mask = np.concatenate([chunk_mask, np.repeat(chunk_mask[:1], pad, 0)])
-        chunk_scores = _score_chunk(graphdef, state, cache, first_logp, chunk_ids, chunk_mask)
-        scores.append(np.asarray(chunk_scores)[:, : min(chunk_size, C - start)])
-    per_token = np.concatenate(scores, axis=1)
+    first = np.asarray(first_logp)                                                        # [B, V]
+    per_token = np.zeros((first.shape[0], C, L), np.float32)
+    per_token[:, :, 0] = first[:, [c[0] for c in candidates]]
+    order = np.argsort(lengths, kind="stable")
+    order = order[lengths[order] > 1]                       # one-token candidates are done
+    for start in range(0, len(order), chunk_size):
+        chosen = order[start:start + chunk_size]
+        width = _bucket(int(lengths[chosen].max()) - 1)     # tokens fed: all but the last
+        rows = chunk_size if len(order) > chunk_size else len(chosen)   # one compiled shape per width
+        fed, targets, mask = (np.zeros((rows, width), np.int32) for _ in range(3))
+        for row, i in enumerate(chosen):
+            n = lengths[i]
+            fed[row, : n - 1], targets[row, : n - 1], mask[row, : n - 1] = candidates[i][:-1], candidates[i][1:], 1
+        later = np.asarray(_score_chunk(graphdef, state, cache, fed, targets, mask))
+        for row, i in enumerate(chosen):
+            per_token[:, i, 1: lengths[i]] = later[:, row, : lengths[i] - 1]
     sums = per_token.sum(-1)
-    return (sums, mask.sum(1), per_token) if token_logprobs else (sums, mask.sum(1))
+    return (sums, lengths, per_token) if token_logprobs else (sums, lengths)
