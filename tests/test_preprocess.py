@@ -161,8 +161,8 @@ def test_config_from_hf_dicts_and_folders(tmp_path):
     (tmp_path / "b" / "processor_config.json").write_text(json.dumps({"image_processor": CLIP_336}))
     assert ClipPreprocessConfig.from_pretrained_dir(tmp_path / "b") == cfg_336
 
-    with pytest.raises(ValueError, match="shortest-edge"):
-        ClipPreprocessConfig.from_hf_dict({"size": {"height": 224, "width": 224}})
+    with pytest.raises(ValueError, match="shortest-edge or"):
+        ClipPreprocessConfig.from_hf_dict({"size": {"longest_edge": 224}})
     with pytest.raises(FileNotFoundError, match="preprocessor_config.json"):
         ClipPreprocessConfig.from_pretrained_dir(tmp_path / "missing")
     (tmp_path / "c").mkdir()
@@ -188,3 +188,19 @@ def test_load_image_errors_name_the_file(tmp_path):
     for path in [tmp_path / "missing.png", empty, garbage, truncated]:
         with pytest.raises(ValueError, match=re.escape(str(path))):
             load_image(path)
+
+
+@pytest.mark.parametrize("size", [(24, 24), (30, 18)])
+def test_exact_size_resize_matches_blip_processor(size):
+    """BLIP-2 / InstructBLIP checkpoints ship a `BlipImageProcessor`: resize to exactly (height, width), no
+    crop.  Its preprocessor_config.json reads into `resize_to` and the output is bit-identical."""
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+    hf = BlipImageProcessorPil(size={"height": size[0], "width": size[1]})
+    cfg = ClipPreprocessConfig.from_hf_dict(hf.to_dict())
+    assert cfg.resize_to == size and not cfg.do_center_crop
+    for shape in [(50, 40), (13, 61)]:
+        image = _random_image("RGB", *shape)
+        ours = clip_preprocess(image, cfg)
+        theirs = np.asarray(hf(image, return_tensors="np").pixel_values[0]).transpose(1, 2, 0)
+        assert ours.shape == (*size, 3)
+        np.testing.assert_array_equal(ours, theirs)

@@ -114,6 +114,8 @@ class ClipPreprocessConfig:
     """
 
     size: int = 224  # shortest edge after resizing
+    # (height, width): resize to exactly this instead (BLIP-2 / InstructBLIP's `BlipImageProcessor`, no crop)
+    resize_to: tuple[int, int] | None = None
     crop_size: tuple[int, int] = (224, 224)  # (height, width)
     image_mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
     image_std: tuple[float, float, float] = OPENAI_CLIP_STD
@@ -136,11 +138,18 @@ class ClipPreprocessConfig:
         kwargs = {}
         if "size" in d:
             size = d["size"]
-            if isinstance(size, Mapping):
-                if set(size) != {"shortest_edge"}:
-                    raise ValueError(f"Only shortest-edge resizing is supported, got size={size!r}")
-                size = size["shortest_edge"]
-            kwargs["size"] = int(size)
+            if isinstance(size, Mapping) and set(size) == {"height", "width"}:
+                kwargs["resize_to"] = (int(size["height"]), int(size["width"]))
+                kwargs["size"] = min(kwargs["resize_to"])
+                kwargs["crop_size"] = kwargs["resize_to"]          # what comes out (no crop by default)
+                kwargs["do_center_crop"] = False
+            else:
+                if isinstance(size, Mapping):
+                    if set(size) != {"shortest_edge"}:
+                        raise ValueError(f"Only shortest-edge or (height, width) resizing is supported, got "
+                                         f"size={size!r}")
+                    size = size["shortest_edge"]
+                kwargs["size"] = int(size)
         if "crop_size" in d:
             crop = d["crop_size"]
             if isinstance(crop, Mapping):
@@ -211,7 +220,7 @@ def clip_preprocess(image: Image.Image, cfg: ClipPreprocessConfig = ClipPreproce
     """One PIL image (any mode, any size) -> float32[crop_h, crop_w, 3] (channels last)."""
     image = to_rgb(image)
     if cfg.do_resize:
-        new_h, new_w = resize_shape(image.height, image.width, cfg.size)
+        new_h, new_w = cfg.resize_to or resize_shape(image.height, image.width, cfg.size)
         image = image.resize((new_w, new_h), resample=cfg.resample)
     x = np.asarray(image)  # uint8[h, w, 3]
     if cfg.do_center_crop:
