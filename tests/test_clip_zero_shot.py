@@ -11,7 +11,7 @@ from vlmcls_jax import demo, sharding
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.eval.clip_templates import IMAGENET_80, SINGLE
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
-from vlmcls_jax.eval.vlm_generation import _pixels
+from vlmcls_jax.data.preprocess import preprocess_batch
 from vlmcls_jax.models import CLIPModel, CLIPVisionConfig
 from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig
 
@@ -65,7 +65,7 @@ def test_accuracy_label_sets_and_repeated_names(setup):
     clip, tok, names, examples = setup
     classifier = text_classifier(clip, tok, names, SINGLE)
     out = evaluate_clip(clip, classifier, examples, names, preprocess=PRE, batch_size=4)
-    px = np.stack([_pixels(e.image, PRE, False) for e in examples])
+    px = preprocess_batch([e.image for e in examples], PRE, pad_to_square=False)
     img = np.asarray(clip.get_image_features(px))
     pred = (img / np.linalg.norm(img, axis=-1, keepdims=True) @ classifier.T).argmax(1)
     assert out["top1"] == pytest.approx(np.mean(pred == [e.label for e in examples]))

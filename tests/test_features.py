@@ -10,7 +10,7 @@ import pytest
 from vlmcls_jax.analysis.features import FeatureSettings, extract_features, load_features
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompts import OPEN_QUESTION, llava_prompt, tokenize_prompts
-from vlmcls_jax.eval.vlm_generation import _pixels
+from vlmcls_jax.data.preprocess import preprocess_batch
 
 import train_fixtures
 
@@ -27,7 +27,7 @@ def world(tmp_path_factory):
 def direct(model, tokenizer, example):
     """The features of one example, from one unpadded forward pass."""
     ids = tokenize_prompts(tokenizer, [llava_prompt(OPEN_QUESTION)], model.config.num_image_tokens)["input_ids"]
-    px = _pixels(example.image, PRE, False)[None]
+    px = preprocess_batch([example.image], PRE, pad_to_square=False)
     hs = model.decode(jnp.asarray(ids), pixel_values=jnp.asarray(px), output_hidden_states=True).hidden_states
     n = model.config.vision_config.num_hidden_layers
     layer = model.config.feature_layers[0] % (n + 1)

@@ -11,12 +11,19 @@ from flax import nnx
 import tiny_models
 from vlmcls_jax.convert import abstract_model, config_from_hf, config_to_hf
 from vlmcls_jax.convert.hf import _to_torch, canonical_key, hf_key
-from vlmcls_jax.models import CLIPConfig, LlavaConfig
+from vlmcls_jax.models import CLIPConfig, LlavaConfig, LlavaNextConfig
 from vlmcls_jax.models.presets import PRESETS, preset, with_dtype
 
 # Published sizes of the hub checkpoints.
 EXPECTED = {"llava-hf/llava-1.5-7b-hf": 7_063_427_072, "llava-hf/llava-1.5-13b-hf": 13_351_494_656,
-            "openai/clip-vit-large-patch14-336": 427_944_193}
+            "openai/clip-vit-large-patch14-336": 427_944_193,
+            # LLaVA-NeXT: + image_newline [4096]; Mistral-7B's GQA (8 kv heads) and 14336-wide MLP.
+            "llava-hf/llava-v1.6-mistral-7b-hf": 7_566_747_648, "llava-hf/llava-v1.6-vicuna-7b-hf": 7_063_431_168}
+# BLIP-2 / InstructBLIP: EVA ViT-g 985,952,256 + Q-Former (BLIP-2 105,137,664; InstructBLIP 185,660,160 with its
+# word/position embeddings and text feed-forward) + 32 x 768 query tokens + language_projection + the decoder
+# (OPT-2.7B with 50304 vocabulary rows, tied: 2,651,678,720; Vicuna-7B / 13B with 32002 rows, untied).
+EXPECTED.update({"Salesforce/blip2-opt-2.7b": 3_744_761_856, "Salesforce/instructblip-vicuna-7b": 7_913_218_816,
+                 "Salesforce/instructblip-vicuna-13b": 14_191_459_072})
 
 
 def test_every_preset_has_an_expected_count():
@@ -29,7 +36,9 @@ def test_parameter_count_equals_transformers(name):
     leaves = nnx.to_flat_state(nnx.state(abstract_model(cfg), nnx.Param))
     ours = sum(int(np.prod(v.shape)) for _, v in leaves)
     hf_cfg = config_to_hf(cfg)
-    cls = {LlavaConfig: transformers.LlavaForConditionalGeneration, CLIPConfig: transformers.CLIPModel}[type(cfg)]
+    cls = {LlavaConfig: transformers.LlavaForConditionalGeneration, CLIPConfig: transformers.CLIPModel,
+           LlavaNextConfig: transformers.LlavaNextForConditionalGeneration}.get(type(cfg))
+    cls = cls or getattr(transformers, hf_cfg.architectures[0])      # BLIP-2 / InstructBLIP: one config type
     with torch.device("meta"):
         model = cls(hf_cfg)
     assert ours == sum(p.numel() for p in model.parameters()) == EXPECTED[name]
@@ -48,7 +57,7 @@ def test_config_round_trip(name):
     hf = config_to_hf(cfg)
     again = type(hf).from_dict(hf.to_dict())
     assert config_from_hf(again) == cfg
-    if isinstance(cfg, LlavaConfig):
+    if type(cfg) is LlavaConfig:
         assert cfg.num_image_tokens == hf.image_seq_length == 576                    # (336 / 14)^2 patches
 
 

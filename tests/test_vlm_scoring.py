@@ -9,7 +9,7 @@ import pytest
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompts import tokenize_prompts
-from vlmcls_jax.eval.vlm_generation import _pixels
+from vlmcls_jax.data.preprocess import preprocess_batch
 from vlmcls_jax.eval.vlm_scoring import ScoringSettings, class_name_tokens, evaluate_scoring, summarize
 
 import train_fixtures
@@ -30,7 +30,7 @@ def test_scores_equal_naive_full_forwards(setup, tmp_path):
     prompt = "USER: <image>\nWhat type of object is in this photo?\nASSISTANT: The photo features a"
     cands = class_name_tokens(tok, prompt, names)
     for e, r in zip(examples, records):
-        px = _pixels(e.image, PRE, True)[None]
+        px = preprocess_batch([e.image], PRE, pad_to_square=True)
         for c, (name, cand) in enumerate(zip(names, cands)):
             batch = tokenize_prompts(tok, [f"{prompt} {name}"], model.config.num_image_tokens)
             logits, _ = model(jnp.asarray(batch["input_ids"]), pixel_values=jnp.asarray(px))

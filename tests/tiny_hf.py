@@ -25,6 +25,24 @@ def llava(folder, *, vision=None, text=None, **changes):
     return model
 
 
+# LLaVA-NeXT: 28 px tiles of 4 x 4 patches (patch 7), grid resolutions the default ones scaled from 336 to 28.
+NEXT_VISION = dict(VISION, patch_size=7)
+NEXT_PINPOINTS = [[28, 56], [56, 28], [56, 56], [84, 28], [28, 84]]
+
+
+def llava_next(folder, *, vision=None, text=None, mistral=False, **changes):
+    """A tiny LlavaNextForConditionalGeneration; text tower Llama, or Mistral (no sliding window) if `mistral`."""
+    torch.manual_seed(0)
+    text_cfg = transformers.MistralConfig(**{**TEXT, "sliding_window": None, **(text or {})}) if mistral \
+        else llama_config(**(text or {}))
+    cfg = transformers.LlavaNextConfig(vision_config=transformers.CLIPVisionConfig(**{**NEXT_VISION, **(vision or {})}),
+                                       text_config=text_cfg, image_token_index=99,
+                                       image_grid_pinpoints=NEXT_PINPOINTS, **changes)
+    model = transformers.LlavaNextForConditionalGeneration(cfg).eval()
+    model.save_pretrained(folder)
+    return model
+
+
 def llama(folder, **changes):
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(llama_config(**changes)).eval()
@@ -38,6 +56,43 @@ def clip(folder, *, text=None, vision=None):
                        max_position_embeddings=16, eos_token_id=2, bos_token_id=1, pad_token_id=0), **(text or {})}
     cfg = transformers.CLIPConfig(text_config=text_cfg, vision_config={**VISION, **(vision or {})}, projection_dim=16)
     model = transformers.CLIPModel(cfg).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+# initializer_range: transformers' BLIP-2 vision default (1e-10) would make every vision weight ~0.
+BLIP2_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=28,
+                    patch_size=14, initializer_range=0.02)
+QFORMER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, vocab_size=50,
+               max_position_embeddings=16, cross_attention_frequency=2)          # cross-attention in layers 0 and 2
+OPT = dict(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=100,
+           max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+def opt_config(**changes):
+    return transformers.OPTConfig(**{**OPT, **changes})
+
+
+def opt(folder, **changes):
+    torch.manual_seed(0)
+    model = transformers.OPTForCausalLM(opt_config(**changes)).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def blip2(folder, *, instruct=False, text="opt", vision=None, qformer=None, text_changes=None, **changes):
+    """A tiny `Blip2ForConditionalGeneration` (instruct=False) or `InstructBlipForConditionalGeneration`, with an
+    OPT (text="opt") or Llama (text="llama") decoder; 3 query tokens, image_token_index 99.  query_tokens are
+    zeros at init in transformers; they are randomised here so that the queries differ."""
+    torch.manual_seed(0)
+    text_cfg = opt_config(**(text_changes or {})) if text == "opt" else llama_config(**(text_changes or {}))
+    cls, model_cls = (transformers.InstructBlipConfig, transformers.InstructBlipForConditionalGeneration) if instruct \
+        else (transformers.Blip2Config, transformers.Blip2ForConditionalGeneration)
+    cfg = cls(vision_config={**BLIP2_VISION, **(vision or {})}, qformer_config={**QFORMER, **(qformer or {})},
+              text_config=text_cfg, num_query_tokens=3, image_token_index=99, **changes)
+    model = model_cls(cfg).eval()
+    with torch.no_grad():
+        model.query_tokens.normal_()
     model.save_pretrained(folder)
     return model
 

@@ -97,3 +97,56 @@ def tiny_eval_config(llava, clip, manifest, classes, image_root):
     c.scoring.batch_size = 8
     c.mesh_shape = (-1, 1, 1)
     return c
+
+
+def tiny_family_checkpoint(folder: pathlib.Path, family: str, image_size: int = 28) -> pathlib.Path:
+    """A random tiny checkpoint of another VLM family in HF format (weights through `save_hf`, the demo
+    tokenizer, the family's image processor): "llava_next" (AnyRes pinpoints 28x56, 56x28, 56x56), "blip2"
+    (OPT decoder) or "instructblip" (Llama decoder; the demo tokenizer doubles as its Q-Former tokenizer)."""
+    import dataclasses
+
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    from vlmcls_jax.models.blip2 import Blip2Config, Blip2ForConditionalGeneration
+    from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
+    from vlmcls_jax.models.llava_next import LlavaNextConfig, LlavaNextForConditionalGeneration
+    from vlmcls_jax.models.opt import OPTConfig
+    from vlmcls_jax.models.qformer import QFormerConfig
+
+    config = config_dict.ConfigDict(dict(seed=0, image_size=image_size, model=dict(
+        vocab_size=160, patch_size=14, vision_width=32, vision_layers=2, text_width=32, text_layers=2, heads=4,
+        kv_heads=2)))
+    names = demo.class_names()
+    corpus = [llava_prompt(demo.closed_question(names), f"The photo features a {n}.") for n in names] * 4
+    tokenizer = demo.build_tokenizer(corpus, 160)
+    base = demo.tiny_llava_config(config, tokenizer)
+    s, t = image_size, base.text_config
+    if family == "llava_next":
+        pinpoints = ((s, 2 * s), (2 * s, s), (2 * s, 2 * s))
+        cfg = LlavaNextConfig(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)},
+                              image_grid_pinpoints=pinpoints)
+        save_hf(LlavaNextForConditionalGeneration(cfg, rngs=nnx.Rngs(0)), str(folder))
+        LlavaNextImageProcessorPil(size={"shortest_edge": s}, crop_size={"height": s, "width": s},
+                                   image_grid_pinpoints=[list(p) for p in pinpoints]).save_pretrained(folder)
+    elif family in ("blip2", "instructblip"):
+        instruct = family == "instructblip"
+        text = t if instruct else OPTConfig(vocab_size=t.vocab_size, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                            num_attention_heads=4, max_position_embeddings=512,
+                                            bos_token_id=t.bos_token_id, eos_token_id=t.eos_token_id,
+                                            pad_token_id=t.pad_token_id)
+        cfg = Blip2Config(
+            vision_config=Blip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4, image_size=s, patch_size=14),
+            qformer_config=QFormerConfig(vocab_size=t.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                         encoder_hidden_size=32, instruction_input=instruct),
+            text_config=text, num_query_tokens=8, image_token_index=base.image_token_index)
+        save_hf(Blip2ForConditionalGeneration(cfg, rngs=nnx.Rngs(0)), str(folder))
+        BlipImageProcessorPil(size={"height": s, "width": s}).save_pretrained(folder)
+        if instruct:
+            tokenizer.save_pretrained(folder / "qformer_tokenizer")
+    else:
+        raise ValueError(f"unknown family {family!r}")
+    tokenizer.save_pretrained(folder)
+    return folder

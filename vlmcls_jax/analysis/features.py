@@ -1,11 +1,13 @@
-"""Hidden-state features of a LLaVA model for probing (the study's Table 3 left / Table 10), written to disk.
+"""Hidden-state features of a VLM for probing (the study's Table 3 left / Table 10), written to disk.
 
 A feature is named `SOURCE/POOLING`:
 
   SOURCE   llm:L       the decoder's hidden state L (0 = embeddings, 1..n = after each layer, -1 = the final
                        normed state, as transformers' `hidden_states[-1]`; negative counts from the end)
            vision      the vision tower at LLaVA's feature layer (before the projector), image tokens only
-           projector   the projector's output (the image tokens as the LLM receives them)
+                       (LLaVA-1.5 only)
+           projector   the projector's output (the image tokens as the LLM receives them; BLIP-2 /
+                       InstructBLIP: the language-projected Q-Former outputs; not LLaVA-NeXT)
   POOLING  last        the prompt's last token (llm only)
            mean        the mean over the prompt's real tokens (llm: image tokens included, as the study's
                        `hidden_states[-1].mean(1)`; vision/projector: over the image tokens)
@@ -13,7 +15,8 @@ A feature is named `SOURCE/POOLING`:
            cls         the vision tower's CLS token (vision only)
 
 The study probes `llm:-1/last` and `llm:-1/mean` after the prompt `USER: <image>\\n{question}\\nASSISTANT:`
-(VLMClassifier `feature_analysis/extract_feature.py`).
+(VLMClassifier `feature_analysis/extract_feature.py`); other families use their own prompt format
+(`eval.vlm_inputs`).
 
 Features go to OUT_DIR/part{i}-of-{n}/chunk{k}.npz (ids, labels and one float32[N, D] array per feature),
 each chunk written atomically once `chunk_size` examples are done; a rerun skips examples already in a
@@ -36,9 +39,9 @@ from flax import nnx
 from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
-from vlmcls_jax.data.prompts import QUESTION_WORDINGS, llava_prompt, tokenize_prompts
+from vlmcls_jax.data.prompts import QUESTION_WORDINGS
 from vlmcls_jax.eval import shards
-from vlmcls_jax.eval.vlm_generation import _pad_left, _pixels
+from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
 from vlmcls_jax.sharding import put_batch
 
 STUDY_FEATURES = ("llm:-1/last", "llm:-1/mean")
@@ -85,17 +88,17 @@ def _pool_text(h, mask, pooling: str):
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "features"))
-def _features(graphdef, state, input_ids, attention_mask, pixel_values, *, features: tuple[str, ...]):
+def _features(graphdef, state, input_ids, attention_mask, images: dict, *, features: tuple[str, ...]):
     model = nnx.merge(graphdef, state)
     cfg = model.config
     out = {}
     if any(f.startswith("llm") for f in features):
-        hidden = model.decode(input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
-                              output_hidden_states=True).hidden_states
+        hidden = model.decode(input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                              **images).hidden_states
     if any(f.startswith("vision") for f in features):
         n = cfg.vision_config.num_hidden_layers
         layer = cfg.feature_layers[0] % (n + 1)
-        vision = model.vision_tower.hidden_states(pixel_values, num_layers=layer)[layer]   # [B, 1 + P, Dv]
+        vision = model.vision_tower.hidden_states(images["pixel_values"], num_layers=layer)[layer]  # [B, 1+P, Dv]
     for name in features:
         source, pooling = name.split("/")
         if source.startswith("llm"):
@@ -103,7 +106,7 @@ def _features(graphdef, state, input_ids, attention_mask, pixel_values, *, featu
         elif source == "vision":
             out[name] = (vision[:, 0] if pooling == "cls" else vision[:, 1:].mean(1)).astype(jnp.float32)
         else:
-            out[name] = model.get_image_features(pixel_values).mean(1).astype(jnp.float32)
+            out[name] = model.get_image_features(**images).mean(1).astype(jnp.float32)
     return out
 
 
@@ -122,30 +125,33 @@ def _write_chunk(folder: str, number: int, ids, labels, feats: dict[str, list]) 
 
 def extract_features(model, tokenizer, examples: Sequence, out_dir: str,
                      settings: FeatureSettings = FeatureSettings(),
-                     preprocess: ClipPreprocessConfig = ClipPreprocessConfig(),
+                     preprocess: ClipPreprocessConfig | VLMInputs = ClipPreprocessConfig(),
                      shard: tuple[int, int] | None = None, mesh=None) -> int:
     """Writes this process's share of `examples` (.id, .image, .label) to OUT_DIR; returns how many it
     computed now (examples already on disk are skipped).  mesh: split each batch over its batch axes."""
-    s = settings
+    s, inputs = settings, as_inputs(model, preprocess).with_length_multiple(settings.length_multiple)
+    unsupported = {"llava": (), "llava_next": ("vision", "projector"), "blip2": ("vision",)}[inputs.family]
+    refused = [f for f in s.features if f.split("/")[0] in unsupported]
+    if refused:
+        raise ValueError(f"features {refused} are not defined for a {type(model.config).__name__} model")
     index, count = shards.resolve(shard)
     mine = list(examples[index::count])
     folder = os.path.join(out_dir, f"part{index}-of-{count}")
     existing = _chunk_files(out_dir, index, count)
     done = {str(i) for f in existing for i in np.load(f)["ids"]}
     todo = [e for e in mine if str(e.id) not in done]
-    prompt = llava_prompt(QUESTION_WORDINGS[s.wording])
+    prompt = inputs.prompt(QUESTION_WORDINGS[s.wording])
     graphdef, state = nnx.split(model)
     number = len(existing)
     ids, labels, feats = [], [], {k: [] for k in s.features}
     for chunk, real in tqdm(shards.padded_batches(todo, s.batch_size), desc="features", unit="batch",
                             total=-(-len(todo) // s.batch_size)):
-        batch = tokenize_prompts(tokenizer, [prompt] * len(chunk), model.config.num_image_tokens)
-        length = -(-batch["input_ids"].shape[1] // s.length_multiple) * s.length_multiple
-        batch = _pad_left(batch, length, tokenizer.pad_token_id)
-        pixels = np.stack([_pixels(e.image, preprocess, s.pad_to_square) for e in chunk])
-        arrays = put_batch((batch["input_ids"].astype(np.int32), batch["attention_mask"].astype(np.int32),
-                            pixels), mesh)
-        out = jax.device_get(_features(graphdef, state, *arrays, features=s.features))
+        batch = inputs.encode(tokenizer, [prompt] * len(chunk), [e.image for e in chunk],
+                              pad_to_square=s.pad_to_square)
+        ids_, mask_, *values = put_batch((batch["input_ids"].astype(np.int32),
+                                          batch["attention_mask"].astype(np.int32), *batch["images"].values()), mesh)
+        out = jax.device_get(_features(graphdef, state, ids_, mask_, dict(zip(batch["images"], values)),
+                                       features=s.features))
         for i, e in enumerate(chunk[:real]):
             ids.append(str(e.id))
             labels.append(int(e.label))

@@ -13,12 +13,17 @@ from typing import Any
 import jax.numpy as jnp
 import transformers
 
+from vlmcls_jax.models.blip2 import Blip2Config
+from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
 from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from vlmcls_jax.models.llama import LlamaConfig
 from vlmcls_jax.models.llava import LlavaConfig
+from vlmcls_jax.models.llava_next import LlavaNextConfig
+from vlmcls_jax.models.opt import OPTConfig
+from vlmcls_jax.models.qformer import QFormerConfig
 
-ModelConfig = LlavaConfig | CLIPConfig | LlamaConfig
-SUPPORTED_MODEL_TYPES = ("llava", "clip", "llama", "mistral")
+ModelConfig = LlavaConfig | CLIPConfig | LlamaConfig | Blip2Config | OPTConfig
+SUPPORTED_MODEL_TYPES = ("llava", "clip", "llama", "mistral", "opt", "blip-2", "instructblip", "llava_next")
 
 
 def _dtypes(dtype, param_dtype) -> dict[str, Any]:
@@ -64,7 +69,7 @@ def llama_from_hf(c, dtype=jnp.float32, param_dtype=None) -> LlamaConfig:
 def from_hf(hf_config, dtype=jnp.float32, param_dtype=None) -> ModelConfig:
     """A transformers config object -> our config, chosen by `model_type`."""
     kind = hf_config.model_type
-    if kind == "llava":
+    if kind in ("llava", "llava_next"):
         if hf_config.vision_config.model_type != "clip_vision_model":
             raise ValueError(f"llava vision_config.model_type {hf_config.vision_config.model_type!r}: only "
                              "clip_vision_model is supported")
@@ -72,13 +77,16 @@ def from_hf(hf_config, dtype=jnp.float32, param_dtype=None) -> ModelConfig:
             raise ValueError(f"llava text_config.model_type {hf_config.text_config.model_type!r}: only "
                              "llama and mistral are supported")
         layer = hf_config.vision_feature_layer
-        return LlavaConfig(vision_config=clip_vision_from_hf(hf_config.vision_config, dtype, param_dtype),
-                           text_config=llama_from_hf(hf_config.text_config, dtype, param_dtype),
-                           image_token_index=hf_config.image_token_index,
-                           vision_feature_layer=layer if isinstance(layer, int) else tuple(layer),
-                           vision_feature_select_strategy=hf_config.vision_feature_select_strategy,
-                           projector_hidden_act=hf_config.projector_hidden_act,
-                           multimodal_projector_bias=bool(hf_config.multimodal_projector_bias))
+        # LLaVA-NeXT = LLaVA + AnyRes grid resolutions ([[h, w], ...] in config.json).
+        cls, extra = (LlavaConfig, {}) if kind == "llava" else \
+            (LlavaNextConfig, dict(image_grid_pinpoints=tuple(map(tuple, hf_config.image_grid_pinpoints))))
+        return cls(vision_config=clip_vision_from_hf(hf_config.vision_config, dtype, param_dtype),
+                   text_config=llama_from_hf(hf_config.text_config, dtype, param_dtype),
+                   image_token_index=hf_config.image_token_index,
+                   vision_feature_layer=layer if isinstance(layer, int) else tuple(layer),
+                   vision_feature_select_strategy=hf_config.vision_feature_select_strategy,
+                   projector_hidden_act=hf_config.projector_hidden_act,
+                   multimodal_projector_bias=bool(hf_config.multimodal_projector_bias), **extra)
     if kind == "clip":
         return CLIPConfig(text_config=clip_text_from_hf(hf_config.text_config, dtype, param_dtype),
                           vision_config=clip_vision_from_hf(hf_config.vision_config, dtype, param_dtype),
@@ -86,6 +94,10 @@ def from_hf(hf_config, dtype=jnp.float32, param_dtype=None) -> ModelConfig:
                           logit_scale_init_value=hf_config.logit_scale_init_value)
     if kind in ("llama", "mistral"):
         return llama_from_hf(hf_config, dtype, param_dtype)
+    if kind == "opt":
+        return opt_from_hf(hf_config, dtype, param_dtype)
+    if kind in ("blip-2", "instructblip"):
+        return blip2_from_hf(hf_config, dtype, param_dtype)
     raise ValueError(f"config.json model_type {kind!r} is not supported; supported: {SUPPORTED_MODEL_TYPES}")
 
 
@@ -132,13 +144,119 @@ def to_hf(cfg: ModelConfig) -> transformers.PretrainedConfig:
             raise ValueError(f"projector_type {cfg.projector_type!r} has no transformers equivalent; only "
                              "mlp2x_gelu can be saved in the Hugging Face LLaVA format")
         layer = cfg.vision_feature_layer
-        return transformers.LlavaConfig(
+        if isinstance(cfg, LlavaNextConfig):   # image_seq_length: tokens per tile (HF's default, 576 at 336 px)
+            cls, extra = transformers.LlavaNextConfig, dict(
+                image_grid_pinpoints=[list(p) for p in cfg.image_grid_pinpoints],
+                image_seq_length=cfg.vision_config.num_patches)
+        else:
+            cls, extra = transformers.LlavaConfig, dict(image_seq_length=cfg.num_image_tokens)
+        return cls(
             vision_config=to_hf(cfg.vision_config), text_config=to_hf(cfg.text_config),
-            image_token_index=cfg.image_token_index, image_seq_length=cfg.num_image_tokens,
+            image_token_index=cfg.image_token_index, **extra,
             projector_hidden_act=cfg.projector_hidden_act,
             vision_feature_select_strategy=cfg.vision_feature_select_strategy,
             vision_feature_layer=layer if isinstance(layer, int) else list(layer),
             multimodal_projector_bias=cfg.multimodal_projector_bias,
             tie_word_embeddings=cfg.text_config.tie_word_embeddings, dtype=_dtype_name(cfg.text_config),
-            architectures=["LlavaForConditionalGeneration"])
+            architectures=[cls.__name__.replace("Config", "ForConditionalGeneration")])
+    if isinstance(cfg, OPTConfig):
+        return opt_to_hf(cfg)
+    if isinstance(cfg, Blip2Config):
+        return blip2_to_hf(cfg)
     raise TypeError(f"no Hugging Face config for {type(cfg).__name__}")
+
+
+# ---------------------------------------------------------------------------------------- OPT, BLIP-2, InstructBLIP
+
+
+def opt_from_hf(c, dtype=jnp.float32, param_dtype=None) -> OPTConfig:
+    if c.word_embed_proj_dim not in (None, c.hidden_size):
+        raise ValueError(f"OPT word_embed_proj_dim={c.word_embed_proj_dim} != hidden_size={c.hidden_size} "
+                         "(project_in/project_out, as in opt-350m) is not supported")
+    if getattr(c, "_remove_final_layer_norm", False) and c.do_layer_norm_before:
+        raise ValueError("OPT _remove_final_layer_norm=True (checkpoints fine-tuned before transformers 4.20.1) "
+                         "is not supported")
+    if not getattr(c, "layer_norm_elementwise_affine", True):
+        raise ValueError("OPT layer_norm_elementwise_affine=False (LayerNorms without weights) is not supported")
+    return OPTConfig(vocab_size=c.vocab_size, hidden_size=c.hidden_size, ffn_dim=c.ffn_dim,
+                     num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+                     max_position_embeddings=c.max_position_embeddings,
+                     do_layer_norm_before=bool(c.do_layer_norm_before), activation_function=c.activation_function,
+                     enable_bias=bool(c.enable_bias), tie_word_embeddings=bool(c.tie_word_embeddings),
+                     bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id,
+                     **_dtypes(dtype, param_dtype))
+
+
+def _square(size, what: str) -> int:
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise ValueError(f"{what}={list(size)}: only square sizes are supported")
+        size = size[0]
+    return int(size)
+
+
+def blip2_from_hf(hf_config, dtype=jnp.float32, param_dtype=None) -> Blip2Config:
+    """transformers' `Blip2Config` ("blip-2") or `InstructBlipConfig` ("instructblip") -> `Blip2Config`."""
+    kind, v, q, t = hf_config.model_type, hf_config.vision_config, hf_config.qformer_config, hf_config.text_config
+    if t.model_type == "opt":
+        text = opt_from_hf(t, dtype, param_dtype)
+    elif t.model_type in ("llama", "mistral"):
+        text = llama_from_hf(t, dtype, param_dtype)
+    else:
+        raise ValueError(f"{kind} text_config.model_type {t.model_type!r}: only opt and llama are supported "
+                         "(encoder-decoder language models such as flan-t5 are not)")
+    if hf_config.image_token_index is None:
+        raise ValueError(f"{kind} config has no image_token_index (a config.json from before transformers' processors "
+                         "expanded image tokens); set image_token_index to the tokenizer's image token id")
+    vision = Blip2VisionConfig(hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
+                               num_hidden_layers=v.num_hidden_layers, num_attention_heads=v.num_attention_heads,
+                               image_size=_square(v.image_size, "image_size"),
+                               patch_size=_square(v.patch_size, "patch_size"), hidden_act=v.hidden_act,
+                               layer_norm_eps=v.layer_norm_eps, qkv_bias=bool(v.qkv_bias),
+                               **_dtypes(dtype, param_dtype))
+    qformer = QFormerConfig(vocab_size=q.vocab_size, hidden_size=q.hidden_size, num_hidden_layers=q.num_hidden_layers,
+                            num_attention_heads=q.num_attention_heads, intermediate_size=q.intermediate_size,
+                            hidden_act=q.hidden_act, max_position_embeddings=q.max_position_embeddings,
+                            layer_norm_eps=q.layer_norm_eps, pad_token_id=q.pad_token_id,
+                            cross_attention_frequency=q.cross_attention_frequency,
+                            encoder_hidden_size=v.hidden_size,
+                            use_qformer_text_input=bool(getattr(q, "use_qformer_text_input", False)),
+                            instruction_input=kind == "instructblip", **_dtypes(dtype, param_dtype))
+    return Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
+                       num_query_tokens=hf_config.num_query_tokens, image_token_index=hf_config.image_token_index)
+
+
+def opt_to_hf(cfg: OPTConfig) -> transformers.OPTConfig:
+    return transformers.OPTConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, ffn_dim=cfg.ffn_dim,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        max_position_embeddings=cfg.max_position_embeddings, do_layer_norm_before=cfg.do_layer_norm_before,
+        word_embed_proj_dim=cfg.hidden_size, activation_function=cfg.activation_function,
+        enable_bias=cfg.enable_bias, tie_word_embeddings=cfg.tie_word_embeddings, bos_token_id=cfg.bos_token_id,
+        eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, dtype=_dtype_name(cfg),
+        architectures=["OPTForCausalLM"])
+
+
+def blip2_to_hf(cfg: Blip2Config) -> transformers.PretrainedConfig:
+    """-> transformers' `Blip2Config`, or `InstructBlipConfig` when the Q-Former reads the instruction."""
+    v, q = cfg.vision_config, cfg.qformer_config
+    if v.num_channels != 3:
+        raise ValueError(f"num_channels={v.num_channels}: transformers' BLIP-2 vision tower takes 3 channels")
+    vision = dict(hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
+                  num_hidden_layers=v.num_hidden_layers, num_attention_heads=v.num_attention_heads,
+                  image_size=v.image_size, patch_size=v.patch_size, hidden_act=v.hidden_act,
+                  layer_norm_eps=v.layer_norm_eps, qkv_bias=v.qkv_bias)
+    qformer = dict(vocab_size=q.vocab_size, hidden_size=q.hidden_size, num_hidden_layers=q.num_hidden_layers,
+                   num_attention_heads=q.num_attention_heads, intermediate_size=q.intermediate_size,
+                   hidden_act=q.hidden_act, max_position_embeddings=q.max_position_embeddings,
+                   layer_norm_eps=q.layer_norm_eps, pad_token_id=q.pad_token_id,
+                   cross_attention_frequency=q.cross_attention_frequency, encoder_hidden_size=q.encoder_hidden_size)
+    if q.instruction_input:
+        cls = transformers.InstructBlipConfig
+    else:
+        cls = transformers.Blip2Config
+        qformer["use_qformer_text_input"] = q.use_qformer_text_input
+    return cls(vision_config=vision, qformer_config=qformer, text_config=to_hf(cfg.text_config),
+               num_query_tokens=cfg.num_query_tokens, image_token_index=cfg.image_token_index,
+               dtype=_dtype_name(cfg.text_config),
+               architectures=[cls.__name__.replace("Config", "ForConditionalGeneration")])

@@ -27,17 +27,22 @@ def llava_prompt(question: str, assistant_prefix: str = "") -> str:
     return f"{prompt} {assistant_prefix}" if assistant_prefix else prompt
 
 
-def tokenize_prompts(tokenizer, prompts: Sequence[str], num_image_tokens: int, image_token: str = IMAGE_TOKEN,
-                     padding_side: str = "left", max_length: int | None = None) -> dict[str, np.ndarray]:
+def tokenize_prompts(tokenizer, prompts: Sequence[str], num_image_tokens: int | Sequence[int],
+                     image_token: str = IMAGE_TOKEN, padding_side: str = "left", max_length: int | None = None,
+                     images_first: bool = False) -> dict[str, np.ndarray]:
     """Tokenizes prompts with image placeholders expanded; pads to the longest prompt.
 
     Args:
       tokenizer: any transformers tokenizer that knows `image_token` as one token and has a pad token.
-      prompts: B strings, each with at least one `image_token` when `num_image_tokens > 0`.
+      prompts: B strings, each with at least one `image_token` when `num_image_tokens > 0` (none with
+        `images_first`).
       num_image_tokens: image features per image (`(size // patch) ** 2` for LLaVA-1.5's "default"
-        feature selection, which drops CLS). With 0, placeholders are removed from the text.
+        feature selection, which drops CLS), or one count per prompt (LLaVA-NeXT, whose count depends on
+        the image's size). With 0, placeholders are removed from the text.
       padding_side: "left" (for batched decoding) or "right".
       max_length: if set, a prompt longer than this (after expansion, with BOS) is an error.
+      images_first: put the image tokens before everything, BOS included (BLIP-2 / InstructBLIP's
+        processors: "BLIP expects image tokens to be at the beginning even before BOS token").
 
     Returns:
       input_ids: int32[B, T], pad id where attention_mask is 0.
@@ -49,17 +54,27 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str], num_image_tokens: int, i
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer.pad_token is not set (pad_token_id is None); llava-hf tokenizers use '<pad>'")
-    if num_image_tokens > 0 and len(tokenizer.encode(image_token, add_special_tokens=False)) != 1:
+    counts = [num_image_tokens] * len(prompts) if isinstance(num_image_tokens, int) else list(num_image_tokens)
+    if len(counts) != len(prompts):
+        raise ValueError(f"{len(counts)} image-token counts for {len(prompts)} prompts")
+    if any(counts) and len(tokenizer.encode(image_token, add_special_tokens=False)) != 1:
         raise ValueError(f"image_token {image_token!r} is not a single token for this tokenizer; add it as a "
                          "special token first")
 
     rows = []
-    for i, prompt in enumerate(prompts):
-        if num_image_tokens > 0 and image_token not in prompt:
-            raise ValueError(f"prompt {i} has no {image_token!r} placeholder: {prompt!r}")
-        ids = tokenizer(prompt.replace(image_token, image_token * num_image_tokens))["input_ids"]
+    for i, (prompt, n) in enumerate(zip(prompts, counts)):
+        if images_first:
+            if image_token in prompt:
+                raise ValueError(f"prompt {i} has an {image_token!r} placeholder, but images go first here: "
+                                 f"{prompt!r}")
+            image_ids = tokenizer.encode(image_token * n, add_special_tokens=False) if n else []
+            ids = image_ids + tokenizer(prompt)["input_ids"]
+        else:
+            if n > 0 and image_token not in prompt:
+                raise ValueError(f"prompt {i} has no {image_token!r} placeholder: {prompt!r}")
+            ids = tokenizer(prompt.replace(image_token, image_token * n))["input_ids"]
         if max_length is not None and len(ids) > max_length:
-            raise ValueError(f"prompt {i} is {len(ids)} tokens (with {num_image_tokens} image tokens per image), "
+            raise ValueError(f"prompt {i} is {len(ids)} tokens (with {n} image tokens per image), "
                              f"more than max_length={max_length}: {prompt!r}")
         rows.append(ids)
 

@@ -19,11 +19,10 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig, clip_preprocess, load_image
 from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set
 from vlmcls_jax.eval.metrics import mean_per_class_recall
-from vlmcls_jax.eval.vlm_generation import _pixels
 from vlmcls_jax.sharding import put_batch
 
 
@@ -76,7 +75,7 @@ def evaluate_clip(clip, classifier: np.ndarray, examples: Sequence, class_names:
     sims = []
     for chunk, real in tqdm(shards.padded_batches(examples, batch_size), desc="clip eval", unit="batch",
                             total=-(-len(examples) // batch_size)):
-        px = np.stack([_pixels(e.image, preprocess, pad_to_square=False) for e in chunk])
+        px = np.stack([clip_preprocess(load_image(e.image), preprocess) for e in chunk])
         (px,) = put_batch((px,), mesh)
         feats = _unit(np.asarray(_image_features(graphdef, state, px)))
         sims.append((feats @ classifier.T)[:real])

@@ -26,9 +26,10 @@ from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.eval import shards
-from vlmcls_jax.eval.answer_parser import (HOWS, MAX_NEW_TOKENS, STUDY_SEED, imagewikiqa_prompt, parse_choice,
+from vlmcls_jax.eval.answer_parser import (ASSISTANT_PREFIX, HOWS, MAX_NEW_TOKENS, STUDY_SEED, parse_choice,
                                            study_response)
 from vlmcls_jax.eval.vlm_generation import answer_batch, read_done
+from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _missing_record(question) -> dict:
 
 def evaluate_imagewikiqa(model, tokenizer, questions: Sequence, out_path: str,
                          settings: ImageWikiQASettings = ImageWikiQASettings(),
-                         preprocess: ClipPreprocessConfig = ClipPreprocessConfig(),
+                         preprocess: ClipPreprocessConfig | VLMInputs = ClipPreprocessConfig(),
                          shard: tuple[int, int] | None = None, mesh=None) -> dict:
     """Answers `questions` (`data.imagewikiqa.ImageWikiQAQuestion`s) by generation and scores them.
 
@@ -70,7 +71,7 @@ def evaluate_imagewikiqa(model, tokenizer, questions: Sequence, out_path: str,
     {"questions" (with records), "missing" (questions no part has yet), "missing_images" (recorded as wrong),
      "accuracy", "parsed_by": {how: count}, "per_class": {classname: [correct, total]}}.
     mesh: split each batch over the mesh's batch axes (the model placed on it, `sharding.shard_model`)."""
-    s = settings
+    s, inputs = settings, as_inputs(model, preprocess)
     count, path, mine = shards.my_share(list(questions), out_path, shard)
     done = read_done(path)
     todo = [q for q in mine if q.id not in done]
@@ -84,8 +85,8 @@ def evaluate_imagewikiqa(model, tokenizer, questions: Sequence, out_path: str,
         bar.update(len(absent))
         present = [q for q in todo if on_disk[q.id]]
         for chunk, real in shards.padded_batches(present, s.batch_size):
-            prompts = [imagewikiqa_prompt(q.text, s.chain_of_thought) for q in chunk]
-            outputs = answer_batch(model, tokenizer, prompts, [q.image for q in chunk], preprocess, s, mesh)
+            prompts = [inputs.prompt(q.text, ASSISTANT_PREFIX if s.chain_of_thought else "") for q in chunk]
+            outputs = answer_batch(model, tokenizer, prompts, [q.image for q in chunk], inputs, s, mesh)
             for q, output in list(zip(chunk, outputs))[:real]:
                 out.write(json.dumps(score_output(q, output, s)) + "\n")
             out.flush()

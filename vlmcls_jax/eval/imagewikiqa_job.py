@@ -38,8 +38,9 @@ def run(config, workdir: str) -> dict:
     if config.get("max_examples"):
         questions = questions[: config.max_examples]
     mesh = eval_mesh(config.mesh_shape)
-    loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"))
-    model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.preprocess
+    loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
+                           config.model.get("prompt_format", "auto"))
+    model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.inputs
     g = config.generation
     settings = ImageWikiQASettings(chain_of_thought=g.chain_of_thought, max_new_tokens=g.max_new_tokens,
                                    seed=config.seed, batch_size=g.batch_size, pad_to_square=config.pad_to_square)

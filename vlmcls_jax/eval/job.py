@@ -81,9 +81,10 @@ def run(config, workdir: str) -> dict:
 
     if {"open", "closed", "scoring"} & set(config.experiments):
         label = model_label(config.model)
-        loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"))
-        checkpoints["model"] = loaded.provenance
-        model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.preprocess
+        loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
+                               config.model.get("prompt_format", "auto"))
+        checkpoints["model"] = dict(loaded.provenance, prompt_format=loaded.inputs.prompt_format)
+        model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.inputs
         g = config.generation
         if g.choice_order not in ("shuffled", "dataset"):
             raise ValueError(f"config.generation.choice_order={g.choice_order!r} is not 'shuffled' or 'dataset'")

@@ -1,9 +1,11 @@
 """Loading a checkpoint for an evaluation job: the model (on this process's devices when a mesh is asked
-for), its tokenizer and its image preprocessing, from a hub id or a local folder."""
+for), its tokenizer, its image preprocessing and, for a VLM, how its family takes prompts and images
+(`vlm_inputs.VLMInputs`), from a hub id or a local folder."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Sequence
 
@@ -14,6 +16,7 @@ from vlmcls_jax import sharding as shd
 from vlmcls_jax.convert import load_hf
 from vlmcls_jax.convert.hf import checkpoint_provenance, resolve_checkpoint
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.eval.vlm_inputs import VLMInputs, auto_prompt_format
 
 
 def eval_mesh(mesh_shape: Sequence[int]):
@@ -35,15 +38,27 @@ class Loaded:
     preprocess: ClipPreprocessConfig
     source: str          # the local folder the checkpoint was read from
     provenance: dict     # `checkpoint_provenance`: what was asked for and the hub commit it resolved to
+    inputs: VLMInputs | None = None   # a VLM's prompt format and input encoding (None for CLIP)
 
 
-def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None) -> Loaded:
-    """A LLaVA or CLIP checkpoint with its tokenizer and preprocessing; replicated over `mesh` when given.
-    revision: a hub branch, tag or commit to pin (None: the default branch); ignored for local folders."""
+def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, prompt_format: str = "auto") -> Loaded:
+    """A VLM (LLaVA-1.5, LLaVA-NeXT, BLIP-2, InstructBLIP) or CLIP checkpoint with its tokenizer and
+    preprocessing; replicated over `mesh` when given.
+    revision: a hub branch, tag or commit to pin (None: the default branch); ignored for local folders.
+    prompt_format: a key of `data.prompt_formats.PROMPT_FORMATS`, or "auto": the one the checkpoint's family
+    documents (`vlm_inputs.auto_prompt_format`)."""
     source = resolve_checkpoint(checkpoint, revision)
     model = load_hf(source)
     if mesh is not None:   # data parallel: the model replicated over the mesh's batch axes
         shd.shard_model(model, mesh)
-    return Loaded(model, AutoTokenizer.from_pretrained(source),
-                  preprocess_for(source, model.config.vision_config.image_size), source,
-                  checkpoint_provenance(checkpoint, revision, source))
+    preprocess = preprocess_for(source, model.config.vision_config.image_size)
+    inputs = None
+    if type(model.config).__name__ != "CLIPConfig":
+        if prompt_format == "auto":
+            with open(os.path.join(source, "config.json")) as f:
+                prompt_format = auto_prompt_format(json.load(f))
+        qformer = os.path.join(source, "qformer_tokenizer")
+        inputs = VLMInputs(model, preprocess, prompt_format,
+                           AutoTokenizer.from_pretrained(qformer) if os.path.isdir(qformer) else None)
+    return Loaded(model, AutoTokenizer.from_pretrained(source), preprocess, source,
+                  checkpoint_provenance(checkpoint, revision, source), inputs)

@@ -13,15 +13,14 @@ import json
 import os
 from typing import Sequence
 
-import numpy as np
 from tqdm import tqdm
 
-from vlmcls_jax.data.preprocess import ClipPreprocessConfig, clip_preprocess, expand_to_square, load_image
-from vlmcls_jax.data.prompts import (CHAIN_OF_THOUGHT, QUESTION_WORDINGS, closed_world_question, llava_prompt,
-                                     tokenize_prompts)
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.data.prompts import CHAIN_OF_THOUGHT, QUESTION_WORDINGS, closed_world_question
 from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set, choice_order
 from vlmcls_jax.eval.metrics import exact_match, substring_match
+from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
 from vlmcls_jax.inference import generate
 
 
@@ -78,23 +77,19 @@ def read_done(path: str) -> dict[str, dict]:
     return done
 
 
-def _pad_left(batch: dict, length: int, pad_id: int) -> dict:
-    extra = length - batch["input_ids"].shape[1]
-    return {"input_ids": np.pad(batch["input_ids"], ((0, 0), (extra, 0)), constant_values=pad_id),
-            "attention_mask": np.pad(batch["attention_mask"], ((0, 0), (extra, 0)))}
-
-
 def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Sequence[str], out_path: str,
                         settings: GenerationSettings = GenerationSettings(),
-                        preprocess: ClipPreprocessConfig = ClipPreprocessConfig(),
+                        preprocess: ClipPreprocessConfig | VLMInputs = ClipPreprocessConfig(),
                         shard: tuple[int, int] | None = None, mesh=None) -> dict:
     """Classifies `examples` (objects with .id, .image (path), .label (index), .label_name) by generation.
+    preprocess: the model family's prompt format and input encoding (`VLMInputs`), or a LLaVA-1.5 model's
+    image preprocessing.
 
     This process takes its share of the examples (`shards`; default: by JAX process), appends one record
     per example to its part of `out_path`, and returns the summary over every part:
     {"examples", "missing" (examples no part has yet), "substring_accuracy", "exact_accuracy"}.
     mesh: split each batch over the mesh's batch axes (the model placed on it, `sharding.shard_model`)."""
-    s = settings
+    s, inputs = settings, as_inputs(model, preprocess)
     count, path, mine = shards.my_share(examples, out_path, shard)
     done = read_done(path)
     todo = [e for e in mine if e.id not in done]
@@ -103,8 +98,8 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
     with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
                                       desc="generation eval", unit="img") as bar:
         for chunk, real in shards.padded_batches(todo, s.batch_size):
-            prompts = [llava_prompt(question_for(e, class_names, s), assistant) for e in chunk]
-            outputs = answer_batch(model, tokenizer, prompts, [e.image for e in chunk], preprocess, s, mesh)
+            prompts = [inputs.prompt(question_for(e, class_names, s), assistant) for e in chunk]
+            outputs = answer_batch(model, tokenizer, prompts, [e.image for e in chunk], inputs, s, mesh)
             for e, prompt, output in list(zip(chunk, prompts, outputs))[:real]:
                 record = {"id": e.id, "label": int(e.label), "label_name": e.label_name, "prompt": prompt,
                           "output": output, "substring_match": substring_match(output, e.label_name),
@@ -121,22 +116,13 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
             "exact_accuracy": sum(r["exact_match"] for r in wanted) / max(n, 1)}
 
 
-def answer_batch(model, tokenizer, prompts: Sequence[str], images: Sequence[str], preprocess: ClipPreprocessConfig,
-                 settings, mesh=None) -> list[str]:
-    """Greedy answers (decoded text) to LLaVA prompts with one image each.  Prompts are left-padded to a
-    multiple of `settings.length_multiple` so few shapes compile; `settings` also gives max_new_tokens and
-    pad_to_square."""
-    batch = tokenize_prompts(tokenizer, list(prompts), model.config.num_image_tokens)
-    length = -(-batch["input_ids"].shape[1] // settings.length_multiple) * settings.length_multiple
-    batch = _pad_left(batch, length, tokenizer.pad_token_id)
-    pixels = np.stack([_pixels(path, preprocess, settings.pad_to_square) for path in images])
-    tokens = generate(model, batch["input_ids"], batch["attention_mask"], pixels,
+def answer_batch(model, tokenizer, prompts: Sequence[str], images: Sequence[str],
+                 preprocess: ClipPreprocessConfig | VLMInputs, settings, mesh=None) -> list[str]:
+    """Greedy answers (decoded text) to prompts (`VLMInputs.prompt`) with one image each.  Prompts are
+    left-padded to a multiple of `settings.length_multiple` so few shapes compile; `settings` also gives
+    max_new_tokens and pad_to_square."""
+    inputs = as_inputs(model, preprocess).with_length_multiple(settings.length_multiple)
+    batch = inputs.encode(tokenizer, list(prompts), list(images), pad_to_square=settings.pad_to_square)
+    tokens = generate(model, batch["input_ids"], batch["attention_mask"], batch["images"],
                       max_new_tokens=settings.max_new_tokens, mesh=mesh)
     return tokenizer.batch_decode(tokens, skip_special_tokens=True)
-
-
-def _pixels(path: str, preprocess: ClipPreprocessConfig, pad_to_square: bool) -> np.ndarray:
-    image = load_image(path)
-    if pad_to_square:
-        image = expand_to_square(image, preprocess.pad_color)
-    return clip_preprocess(image, preprocess)

@@ -1,6 +1,6 @@
 """VLM classification by probabilistic inference (the study's Table 2 bottom): the log-likelihood of every
-class name after `USER: <image>\\n{question}\\nASSISTANT: The photo features a`, the prompt prefilled once
-per image and all names scored against its cache (`inference.score_candidates`).
+class name after `USER: <image>\\n{question}\\nASSISTANT: The photo features a` (LLaVA-1.5; other families:
+their own format, `eval.vlm_inputs`), the prompt prefilled once per image and all names scored against its cache (`inference.score_candidates`).
 
 Three decision rules, as in the study:
   sum   sum of the name's token log-probs
@@ -26,11 +26,12 @@ import numpy as np
 from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
-from vlmcls_jax.data.prompts import QUESTION_WORDINGS, SCORING_PREFIX, llava_prompt, tokenize_prompts
+from vlmcls_jax.data.prompts import QUESTION_WORDINGS, SCORING_PREFIX
 from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set
 from vlmcls_jax.eval.metrics import mean_per_class_recall
-from vlmcls_jax.eval.vlm_generation import _pixels, read_done
+from vlmcls_jax.eval.vlm_generation import read_done
+from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
 from vlmcls_jax.inference import score_candidates
 
 
@@ -65,13 +66,13 @@ def class_name_tokens(tokenizer, prompt: str, names: Sequence[str]) -> list[list
 
 def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence[str], out_path: str,
                      settings: ScoringSettings = ScoringSettings(),
-                     preprocess: ClipPreprocessConfig = ClipPreprocessConfig(),
+                     preprocess: ClipPreprocessConfig | VLMInputs = ClipPreprocessConfig(),
                      shard: tuple[int, int] | None = None, mesh=None) -> dict:
     """Scores every class name for every example (.id, .image, .label, .label_name) of this process's share
     (see `shards`); appends per-image sums to its part of `out_path`; returns top-1 accuracy and mean
     per-class recall for each rule over all parts, and "missing" (examples no part has yet)."""
-    s = settings
-    prompt = llava_prompt(QUESTION_WORDINGS[s.wording], s.prefix)
+    s, inputs = settings, as_inputs(model, preprocess)
+    prompt = inputs.prompt(QUESTION_WORDINGS[s.wording], s.prefix)
     candidates = class_name_tokens(tokenizer, prompt, class_names)
     lengths = np.array([len(c) for c in candidates])
     count, path, mine = shards.my_share(examples, out_path, shard)
@@ -80,10 +81,10 @@ def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence
     with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
                                       desc="scoring eval", unit="img") as bar:
         for chunk, real in shards.padded_batches(todo, s.batch_size):
-            batch = tokenize_prompts(tokenizer, [prompt] * len(chunk), model.config.num_image_tokens)
-            pixels = np.stack([_pixels(e.image, preprocess, s.pad_to_square) for e in chunk])
+            batch = inputs.encode(tokenizer, [prompt] * len(chunk), [e.image for e in chunk],
+                                  pad_to_square=s.pad_to_square)
             sums, _, per_token = score_candidates(model, batch["input_ids"], batch["attention_mask"], candidates,
-                                                  pixels, chunk_size=s.chunk_size, token_logprobs=True,
+                                                  batch["images"], chunk_size=s.chunk_size, token_logprobs=True,
                                                   mesh=mesh)
             for i, e in enumerate(chunk[:real]):
                 record = {"id": e.id, "label": int(e.label), "label_name": e.label_name,

@@ -21,13 +21,12 @@ from vlmcls_jax.sharding import put_batch
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "eos_ids", "pad_id"))
-def _generate(graphdef, state, input_ids, attention_mask, pixel_values, *, max_new_tokens: int,
+def _generate(graphdef, state, input_ids, attention_mask, images: dict, *, max_new_tokens: int,
               eos_ids: tuple[int, ...], pad_id: int):
     model = nnx.merge(graphdef, state)
     B, T = input_ids.shape
-    kwargs = {} if pixel_values is None else {"pixel_values": pixel_values}
     cache = model.init_cache(B, T + max_new_tokens)
-    out = model.decode(input_ids, attention_mask=attention_mask, cache=cache, **kwargs)
+    out = model.decode(input_ids, attention_mask=attention_mask, cache=cache, **images)
     first = jnp.argmax(model.logits(out.hidden[:, -1]), axis=-1).astype(jnp.int32)
     is_eos = lambda tok: jnp.isin(tok, jnp.asarray(eos_ids, jnp.int32))
     tokens = jnp.full((B, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
@@ -54,7 +53,8 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, pixel_values=Non
     """Greedy decoding.
 
     input_ids: int[B, T] left-padded prompts (image tokens already expanded for LLaVA);
-    attention_mask: int[B, T] (1 = real token); pixel_values: float[B_img, H, W, 3] or None.
+    attention_mask: int[B, T] (1 = real token); pixel_values: float[B_img, H, W, 3], or a dict of the model's
+    image inputs (`image_inputs`: e.g. LLaVA-NeXT's pixel_values + image_index), or None.
     eos/pad ids default to the model's text config.  Returns int32[B, max_new_tokens]: the new tokens,
     EOS included, then `pad_token_id` after it, as a host (numpy) array ready for `tokenizer.batch_decode`.
     mesh: split the batch over the mesh's batch axes (data parallel; place the model on the same mesh first,
@@ -71,7 +71,18 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, pixel_values=Non
     if not bool(jnp.all(jnp.asarray(attention_mask)[:, -1])):
         raise ValueError("attention_mask: prompts must be left-padded (every row's last position a real token)")
     graphdef, state = nnx.split(model)
-    ids, mask, pixels = put_batch((np.asarray(input_ids, np.int32), np.asarray(attention_mask, np.int32),
-                                   None if pixel_values is None else np.asarray(pixel_values)), mesh)
-    return np.asarray(_generate(graphdef, state, ids, mask, pixels, max_new_tokens=max_new_tokens,
-                                eos_ids=eos_ids, pad_id=int(pad)))
+    images = image_inputs(pixel_values)
+    ids, mask, *values = put_batch((np.asarray(input_ids, np.int32), np.asarray(attention_mask, np.int32),
+                                    *images.values()), mesh)
+    return np.asarray(_generate(graphdef, state, ids, mask, dict(zip(images, values)),
+                                max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=int(pad)))
+
+
+def image_inputs(pixel_values) -> dict[str, np.ndarray]:
+    """The keyword arguments a model's `decode` takes for its images: {} for None, {"pixel_values": x} for an
+    array, a dict as it is (each entry split over the batch like the prompts)."""
+    if pixel_values is None:
+        return {}
+    if isinstance(pixel_values, dict):
+        return {k: np.asarray(v) for k, v in pixel_values.items()}
+    return {"pixel_values": np.asarray(pixel_values)}

@@ -19,16 +19,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vlmcls_jax.inference.generate import image_inputs
 from vlmcls_jax.sharding import put_batch
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_slots"))
-def _prefill(graphdef, state, input_ids, attention_mask, pixel_values, *, num_slots: int):
+def _prefill(graphdef, state, input_ids, attention_mask, images: dict, *, num_slots: int):
     """Returns (cache, log-probs of the token after the prefix float32[B, V])."""
     model = nnx.merge(graphdef, state)
-    kwargs = {} if pixel_values is None else {"pixel_values": pixel_values}
     cache = model.init_cache(input_ids.shape[0], num_slots)
-    out = model.decode(input_ids, attention_mask=attention_mask, cache=cache, **kwargs)
+    out = model.decode(input_ids, attention_mask=attention_mask, cache=cache, **images)
     return out.cache, jax.nn.log_softmax(model.logits(out.hidden[:, -1]), axis=-1)
 
 
@@ -56,7 +56,8 @@ def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: l
     """Scores every candidate token sequence as a continuation of each prompt.
 
     input_ids, attention_mask: int[B, T] left-padded prompts; candidates: C lists of token ids (each
-    non-empty, tokenised as they appear after the prompt); pixel_values: [B_img, H, W, 3] or None.
+    non-empty, tokenised as they appear after the prompt); pixel_values: [B_img, H, W, 3], a dict of the
+    model's image inputs (`generate.image_inputs`), or None.
     Returns (sum of log-probs float32[B, C], token counts int[C]); divide for a length-normalised score.
     With token_logprobs=True also the per-token log-probs float32[B, C, L] (0 past each candidate's end).
     mesh: split the prompts (images) over the mesh's batch axes (place the model on the mesh first).
@@ -72,10 +73,10 @@ def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: l
     lengths = np.array([len(c) for c in candidates])
     C, L = len(candidates), int(lengths.max())
     graphdef, state = nnx.split(model)
-    prompt_ids, prompt_mask, pixels = put_batch(
-        (np.asarray(input_ids, np.int32), np.asarray(attention_mask, np.int32),
-         None if pixel_values is None else np.asarray(pixel_values)), mesh)
-    cache, first_logp = _prefill(graphdef, state, prompt_ids, prompt_mask, pixels,
+    images = image_inputs(pixel_values)
+    prompt_ids, prompt_mask, *values = put_batch(
+        (np.asarray(input_ids, np.int32), np.asarray(attention_mask, np.int32), *images.values()), mesh)
+    cache, first_logp = _prefill(graphdef, state, prompt_ids, prompt_mask, dict(zip(images, values)),
                                  num_slots=int(np.shape(input_ids)[1]))
     first = np.asarray(first_logp)                                                        # [B, V]
     per_token = np.zeros((first.shape[0], C, L), np.float32)

@@ -1,7 +1,12 @@
-"""Flax NNX models: CLIP (vision + text towers), the LLaVA projector, the Llama decoder and LLaVA."""
+"""Flax NNX models: CLIP (vision + text towers), the LLaVA projector, the Llama decoder, LLaVA and LLaVA-NeXT."""
 
+from vlmcls_jax.models.blip2 import Blip2Config, Blip2ForConditionalGeneration, InstructBlipForConditionalGeneration
+from vlmcls_jax.models.blip2_vision import Blip2VisionConfig, Blip2VisionModel
 from vlmcls_jax.models.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextTransformer, CLIPVisionConfig, CLIPVisionTransformer
 from vlmcls_jax.models.kv_cache import KVCache
 from vlmcls_jax.models.llama import LlamaConfig, LlamaForCausalLM
 from vlmcls_jax.models.llava import LlavaConfig, LlavaForConditionalGeneration
+from vlmcls_jax.models.llava_next import LlavaNextConfig, LlavaNextForConditionalGeneration
+from vlmcls_jax.models.opt import OPTConfig, OPTForCausalLM
 from vlmcls_jax.models.projector import MultiModalProjector
+from vlmcls_jax.models.qformer import QFormerConfig, QFormerModel

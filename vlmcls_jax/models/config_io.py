@@ -10,11 +10,20 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from vlmcls_jax.models.blip2 import Blip2Config
+from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
 from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from vlmcls_jax.models.llama import LlamaConfig
 from vlmcls_jax.models.llava import LlavaConfig
+from vlmcls_jax.models.llava_next import LlavaNextConfig
+from vlmcls_jax.models.opt import OPTConfig
+from vlmcls_jax.models.qformer import QFormerConfig
 
-CONFIG_TYPES = {c.__name__: c for c in (LlavaConfig, CLIPConfig, CLIPVisionConfig, CLIPTextConfig, LlamaConfig)}
+# LlavaNextConfig's image_grid_pinpoints (pairs) come back from JSON as lists of lists; its __post_init__ makes
+# them tuples again.
+CONFIG_TYPES = {c.__name__: c for c in (LlavaConfig, CLIPConfig, CLIPVisionConfig, CLIPTextConfig, LlamaConfig,
+                                        LlavaNextConfig)}
+CONFIG_TYPES.update({c.__name__: c for c in (Blip2Config, Blip2VisionConfig, QFormerConfig, OPTConfig)})
 
 
 def config_to_dict(cfg) -> dict:

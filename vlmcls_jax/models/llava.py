@@ -11,10 +11,10 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from vlmcls_jax.models.clip import CLIPVisionConfig, CLIPVisionTransformer
+from vlmcls_jax.models.image_tokens import place_image_features
 from vlmcls_jax.models.kv_cache import KVCache
 from vlmcls_jax.models.llama import DecoderOutput, LlamaConfig, LlamaForCausalLM
 from vlmcls_jax.models.projector import MultiModalProjector
@@ -89,26 +89,7 @@ class LlavaForConditionalGeneration(nnx.Module):
             return self.language_model.embed(input_ids)
         image_mask = input_ids == self.config.image_token_index
         embeds = self.language_model.embed(jnp.where(image_mask, 0, input_ids))
-        features = self.get_image_features(pixel_values).astype(embeds.dtype)   # [B_img, N, D]
-        B, N = input_ids.shape[0], features.shape[1]
-        per_row = features.shape[0] == B
-        if not isinstance(image_mask, jax.core.Tracer):
-            counts = np.asarray(image_mask.sum(1))
-            if per_row and not np.all((counts == 0) | (counts == N)):
-                raise ValueError(f"Image features and image tokens do not match: rows have {counts.tolist()} "
-                                 f"image tokens; each must have 0 or {N}")
-            if not per_row and counts.sum() != features.shape[0] * N:
-                raise ValueError(f"Image features and image tokens do not match: {counts.sum()} image tokens "
-                                 f"in input_ids, {features.shape[0] * N} features ({features.shape[0]} images "
-                                 f"x {N})")
-        if per_row:
-            index = jnp.clip(jnp.cumsum(image_mask, axis=1) - 1, 0, N - 1)             # [B, T]
-            gathered = jnp.take_along_axis(features, index[..., None], axis=1)
-        else:
-            flat = features.reshape(-1, features.shape[-1])
-            index = jnp.clip(jnp.cumsum(image_mask.reshape(-1)) - 1, 0, flat.shape[0] - 1)
-            gathered = flat[index].reshape(embeds.shape)
-        return jnp.where(image_mask[..., None], gathered, embeds)
+        return place_image_features(embeds, image_mask, self.get_image_features(pixel_values))
 
     def decode(self, input_ids: jax.Array, *, pixel_values=None, attention_mask=None, positions=None,
                cache: KVCache | None = None, prefix: KVCache | None = None,

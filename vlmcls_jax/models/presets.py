@@ -10,9 +10,14 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from vlmcls_jax.models.blip2 import Blip2Config
+from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
 from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from vlmcls_jax.models.llama import LlamaConfig
 from vlmcls_jax.models.llava import LlavaConfig
+from vlmcls_jax.models.llava_next import DEFAULT_PINPOINTS, LlavaNextConfig
+from vlmcls_jax.models.opt import OPTConfig
+from vlmcls_jax.models.qformer import QFormerConfig
 
 CLIP_L14_336_VISION = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                                        num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
@@ -25,12 +30,51 @@ VICUNA_7B = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11
                         rms_norm_eps=1e-5, pad_token_id=32001)
 VICUNA_13B = dataclasses.replace(VICUNA_7B, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
                                  num_attention_heads=40, num_key_value_heads=40)
+# Mistral-7B-Instruct-v0.2 as llava-v1.6-mistral-7b-hf's config.json gives it (model_type "mistral", no sliding
+# window, no pad token id; vocab 32064: the 32000 pieces, llava-hf's added `<image>` = 32000, and spare rows).
+MISTRAL_7B = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
+                         rms_norm_eps=1e-5, rope_theta=1e6, pad_token_id=None)
+
+# BLIP-2 / InstructBLIP (Salesforce's hub configs; fields they leave out take transformers' defaults): EVA ViT-g
+# (1408 wide, 39 layers, 224 px, patch 14), a 12-layer 768-wide Q-Former cross-attending every 2nd layer, 32 queries.
+EVA_VIT_G = Blip2VisionConfig()
+BLIP2_QFORMER = QFormerConfig()
+# InstructBLIP's Q-Former reads the instruction: BERT's vocabulary + "[DEC]" (30523 ids).
+INSTRUCTBLIP_QFORMER = QFormerConfig(vocab_size=30523, instruction_input=True)
+# blip2-opt-2.7b's text_config: OPT-2.7B with the vocabulary padded to 50304 rows, eos_token_id 50118 ("\n").
+OPT_2_7B = OPTConfig(vocab_size=50304, hidden_size=2560, ffn_dim=10240, num_hidden_layers=32, num_attention_heads=32,
+                     max_position_embeddings=2048, bos_token_id=2, eos_token_id=50118, pad_token_id=1)
+# InstructBLIP's Vicuna v1.1 (LLaMA-1 shapes: 2048 positions, rms eps 1e-6, untied head).  Vocabulary: the 32000
+# pieces, LAVIS' "[PAD]" = 32000 and the processor's image token 32001.  (Written from the hub config as remembered,
+# not read offline: the token ids and vocabulary size are the uncertain part; every shape but the vocabulary is
+# LLaMA's.)
+INSTRUCTBLIP_VICUNA_7B = LlamaConfig(vocab_size=32002, hidden_size=4096, intermediate_size=11008,
+                                     num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                                     max_position_embeddings=2048, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2,
+                                     pad_token_id=0)
+INSTRUCTBLIP_VICUNA_13B = dataclasses.replace(INSTRUCTBLIP_VICUNA_7B, hidden_size=5120, intermediate_size=13824,
+                                              num_hidden_layers=40, num_attention_heads=40, num_key_value_heads=40)
 
 PRESETS = {
     "llava-hf/llava-1.5-7b-hf": LlavaConfig(vision_config=CLIP_L14_336_VISION, text_config=VICUNA_7B,
                                             image_token_index=32000),
     "llava-hf/llava-1.5-13b-hf": LlavaConfig(vision_config=CLIP_L14_336_VISION, text_config=VICUNA_13B,
                                              image_token_index=32000),
+    "llava-hf/llava-v1.6-mistral-7b-hf": LlavaNextConfig(vision_config=CLIP_L14_336_VISION, text_config=MISTRAL_7B,
+                                                         image_token_index=32000,
+                                                         image_grid_pinpoints=DEFAULT_PINPOINTS),
+    "llava-hf/llava-v1.6-vicuna-7b-hf": LlavaNextConfig(vision_config=CLIP_L14_336_VISION, text_config=VICUNA_7B,
+                                                        image_token_index=32000,
+                                                        image_grid_pinpoints=DEFAULT_PINPOINTS),
+    "Salesforce/blip2-opt-2.7b": Blip2Config(vision_config=EVA_VIT_G, qformer_config=BLIP2_QFORMER,
+                                             text_config=OPT_2_7B, num_query_tokens=32, image_token_index=50265),
+    "Salesforce/instructblip-vicuna-7b": Blip2Config(vision_config=EVA_VIT_G, qformer_config=INSTRUCTBLIP_QFORMER,
+                                                     text_config=INSTRUCTBLIP_VICUNA_7B, num_query_tokens=32,
+                                                     image_token_index=32001),
+    "Salesforce/instructblip-vicuna-13b": Blip2Config(vision_config=EVA_VIT_G, qformer_config=INSTRUCTBLIP_QFORMER,
+                                                      text_config=INSTRUCTBLIP_VICUNA_13B, num_query_tokens=32,
+                                                      image_token_index=32001),
     "openai/clip-vit-large-patch14-336": CLIPConfig(text_config=CLIP_L14_TEXT, vision_config=CLIP_L14_336_VISION,
                                                     projection_dim=768),
 }

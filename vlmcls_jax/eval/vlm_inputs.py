@@ -1,0 +1,129 @@
+"""The one place evaluations differ by VLM family: how a question becomes a prompt, and how prompts and image
+files become the model's inputs.  Everything else (generation, class scoring, features, ImageWikiQA) is
+family-blind.
+
+    inputs = VLMInputs.for_model(model, preprocess, prompt_format="llava_hf")
+    prompt = inputs.prompt(question, assistant_prefix)
+    batch = inputs.encode(tokenizer, prompts, image_paths)
+    # {"input_ids", "attention_mask": int32[B, T] (left-padded), "images": the model's image keyword arguments}
+
+Families (chosen by the model's config type):
+  LLaVA-1.5    `<image>` in the prompt expands to `config.num_image_tokens` ids; images: pixel_values
+               float32[B, S, S, 3] (CLIP preprocessing, optionally padded to a square first).
+  LLaVA-NeXT   each image's own token count (`config.num_image_tokens_for(h, w)`); images: pixel_values
+               float32[B, 1 + T, S, S, 3] (AnyRes tiles) and image_index int32[B, N] (`models/llava_next.py`).
+  BLIP-2,      `config.num_query_tokens` image ids *before* BOS, no placeholder in the prompt; images:
+  InstructBLIP pixel_values float32[B, S, S, 3] (`BlipImageProcessor`: exact resize); InstructBLIP also feeds
+               the question to its Q-Former (qformer_input_ids / qformer_attention_mask, tokenized by the
+               checkpoint's `qformer_tokenizer`).
+Prompt formats: `data.prompt_formats.PROMPT_FORMATS` (each checkpoint's documented one by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from vlmcls_jax.data import anyres
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig, clip_preprocess, expand_to_square, load_image
+from vlmcls_jax.data.prompt_formats import PROMPT_FORMATS
+from vlmcls_jax.data.prompts import tokenize_prompts
+
+
+def _family(model) -> str:
+    """"llava", "llava_next" or "blip2" (InstructBLIP included) from the model's config type."""
+    name = type(model.config).__name__
+    table = {"LlavaConfig": "llava", "LlavaNextConfig": "llava_next", "Blip2Config": "blip2"}
+    if name not in table:
+        raise TypeError(f"{name}: not a VLM config this evaluation knows ({sorted(table)})")
+    return table[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class VLMInputs:
+    model: Any
+    preprocess: ClipPreprocessConfig
+    prompt_format: str = "llava_hf"
+    qformer_tokenizer: Any = None          # InstructBLIP's Q-Former (BERT) tokenizer
+    length_multiple: int = 1               # prompts are left-padded to a multiple of this (fewer compilations)
+
+    def __post_init__(self):
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format {self.prompt_format!r} is not one of {sorted(PROMPT_FORMATS)}")
+        if self.model is None:   # a finished evaluation resumes without a model: nothing left to encode
+            return
+        if _family(self.model) == "blip2" and self.model.config.instruction_input and self.qformer_tokenizer is None:
+            raise ValueError("InstructBLIP needs its Q-Former tokenizer (the checkpoint's qformer_tokenizer/ folder)")
+
+    @property
+    def family(self) -> str:
+        return _family(self.model)
+
+    def prompt(self, question: str, assistant_prefix: str = "") -> str:
+        return PROMPT_FORMATS[self.prompt_format](question, assistant_prefix)
+
+    def encode(self, tokenizer, prompts: Sequence[str], images: Sequence[str], *, pad_to_square: bool = False
+               ) -> dict:
+        """B prompts (from `prompt`) and their B image files -> model inputs (see the module docstring).
+        InstructBLIP's Q-Former reads the prompt text too, as `InstructBlipProcessor` gives it."""
+        if len(prompts) != len(images):
+            raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
+        cfg, family = self.model.config, self.family
+        if family == "llava_next":
+            if pad_to_square:
+                raise ValueError("pad_to_square is LLaVA-1.5's; LLaVA-NeXT tiles the image at its own aspect ratio")
+            pixels, sizes = anyres.anyres_batch(list(images), self.preprocess, cfg.image_grid_pinpoints)
+            counts = [cfg.num_image_tokens_for(int(h), int(w)) for h, w in sizes]
+            batch = tokenize_prompts(tokenizer, list(prompts), counts)
+            images_in = {"pixel_values": pixels, "image_index": cfg.image_index(sizes, max(counts))}
+        else:
+            pixels = np.stack([self._pixels(path, pad_to_square) for path in images])
+            batch = tokenize_prompts(tokenizer, list(prompts), cfg.num_image_tokens, images_first=family == "blip2")
+            images_in = {"pixel_values": pixels}
+            if family == "blip2" and cfg.instruction_input:
+                q = self.qformer_tokenizer(list(prompts), padding="longest", return_tensors="np")
+                images_in.update(qformer_input_ids=q["input_ids"].astype(np.int32),
+                                 qformer_attention_mask=q["attention_mask"].astype(np.int32))
+        length = -(-batch["input_ids"].shape[1] // self.length_multiple) * self.length_multiple
+        extra = length - batch["input_ids"].shape[1]
+        return {"input_ids": np.pad(batch["input_ids"], ((0, 0), (extra, 0)), constant_values=tokenizer.pad_token_id),
+                "attention_mask": np.pad(batch["attention_mask"], ((0, 0), (extra, 0))), "images": images_in}
+
+    def _pixels(self, path: str, pad_to_square: bool) -> np.ndarray:
+        image = load_image(path)
+        if pad_to_square:
+            image = expand_to_square(image, self.preprocess.pad_color)
+        return clip_preprocess(image, self.preprocess)
+
+    def with_length_multiple(self, n: int) -> VLMInputs:
+        return dataclasses.replace(self, length_multiple=n)
+
+
+# The prompt format each family's checkpoints document, for `prompt_format="auto"`: by config.json's
+# (model_type, text_config.model_type).
+AUTO_FORMATS: dict[tuple[str, str | None], str] = {
+    ("llava", None): "llava_hf",
+    ("llava_next", "mistral"): "llava_next_mistral",
+    ("llava_next", "llama"): "llava_next_vicuna",
+    ("blip-2", None): "blip2",
+    ("instructblip", None): "instructblip",
+}
+
+
+def auto_prompt_format(hf_config: dict) -> str:
+    """The documented prompt format for a checkpoint's config.json (as a dict)."""
+    kind, text = hf_config.get("model_type"), (hf_config.get("text_config") or {}).get("model_type")
+    for key in ((kind, text), (kind, None)):
+        if key in AUTO_FORMATS:
+            return AUTO_FORMATS[key]
+    raise ValueError(f"no default prompt format for model_type {kind!r} (text {text!r}); set "
+                     f"config.model.prompt_format to one of {sorted(PROMPT_FORMATS)}")
+
+
+
+def as_inputs(model, preprocess: ClipPreprocessConfig | VLMInputs) -> VLMInputs:
+    """What the evaluations accept as `preprocess`: a `VLMInputs` (any family; `eval.loading` builds it), or a
+    bare `ClipPreprocessConfig` for a LLaVA-1.5 model in llava-hf's format."""
+    return preprocess if isinstance(preprocess, VLMInputs) else VLMInputs(model, preprocess)

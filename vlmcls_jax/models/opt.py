@@ -1,0 +1,243 @@
+"""OPT decoder (`OPTForCausalLM`, the language model of BLIP-2 OPT) with transformers' semantics.
+
+Learned absolute positions with fairseq's offset of 2 (the table has max_position_embeddings + 2 rows), biased
+q/k/v/out projections, LayerNorm before (`do_layer_norm_before`, every released size but 350m) or after each
+sub-block, a ReLU MLP `fc1` -> `fc2`, `final_layer_norm` (pre-LN models only) and an output head tied to the
+token embeddings by default.  Only `word_embed_proj_dim == hidden_size` is supported (no project_in/out; the
+config refuses others).
+
+Positions follow transformers: a token's position is the number of real tokens before it (cumsum of the
+attention mask - 1, over the cache too), so a left-padded row gets the same positions as the unpadded one;
+padding slots get position -1 (embedding row 1), as in transformers.
+
+Same interface as `LlamaForCausalLM` (`embed`, `decode(... cache=, prefix=) -> DecoderOutput`, `logits`,
+`init_cache`), so generation and class scoring run unchanged.  Names mirror transformers
+(`model.decoder.layers[i].self_attn.q_proj`, `model.decoder.embed_positions`, `lm_head`).
+Axis letters: see `layers.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vlmcls_jax.models.kv_cache import KVCache
+from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, attention, attention_with_prefix,
+                                      constrain, matmul)
+from vlmcls_jax.models.llama import ACTIVATION_AXES, DecoderOutput
+
+POSITION_OFFSET = 2   # fairseq's padding_idx + 1: position p reads row p + 2 of `embed_positions`
+LAYER_NORM_EPS = 1e-5  # OPT's LayerNorms use torch's default eps (not configurable in transformers)
+
+
+@dataclasses.dataclass(frozen=True)
+class OPTConfig:
+    """transformers' `OPTConfig` (defaults: OPT-2.7B as used by BLIP-2, whose vocabulary is padded to 50304)."""
+    vocab_size: int = 50304
+    hidden_size: int = 2560
+    ffn_dim: int = 10240
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    max_position_embeddings: int = 2048
+    do_layer_norm_before: bool = True
+    activation_function: str = "relu"
+    enable_bias: bool = True
+    tie_word_embeddings: bool = True
+    bos_token_id: int | None = 2
+    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = 1
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    remat: bool = False   # recompute each decoder block in the backward pass
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"OPT hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                             f"{self.num_attention_heads}")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+class OPTAttention(nnx.Module):
+    def __init__(self, cfg: OPTConfig, *, rngs):
+        D = cfg.hidden_size
+        kw = dict(use_bias=cfg.enable_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+        self.k_proj = Linear(D, D, axes=("embed", "kv_heads"), **kw)
+        self.v_proj = Linear(D, D, axes=("embed", "kv_heads"), **kw)
+        self.q_proj = Linear(D, D, axes=("embed", "heads"), **kw)
+        self.out_proj = Linear(D, D, axes=("heads", "embed"), **kw)
+        self.shape = (cfg.num_attention_heads, cfg.head_size)
+
+    def __call__(self, x, mask, kv: tuple[jax.Array, jax.Array] | None, start, prefix=None):
+        """x: [B, T, D]; mask: bool[B, 1, T, S]; kv: cached ([B, S, N, H] x 2) or None (then S = T); start: slot
+        where the new keys are written.  prefix: (keys [P, S, N, H], values, valid bool[P, S]) of P prompts that
+        the B = P * C rows continue; then mask is bool[B, T, T].  Returns ([B, T, D], new kv or None)."""
+        B, T, _ = x.shape
+        N, H = self.shape
+        q = self.q_proj(x).reshape(B, T, N, H)
+        k = self.k_proj(x).reshape(B, T, N, H)
+        v = self.v_proj(x).reshape(B, T, N, H)
+        if kv is not None:
+            k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, start, 0, 0))
+            v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, start, 0, 0))
+        if prefix is not None:
+            pk, pv, pvalid = prefix
+            P = pk.shape[0]
+            rows = lambda t: t.reshape((P, B // P) + t.shape[1:])
+            out = attention_with_prefix(rows(q), rows(k), rows(v), rows(mask), pk, pv, pvalid).reshape(B, T, N, H)
+        else:
+            out = attention(q, k, v, mask)
+        return self.out_proj(out.reshape(B, T, N * H)), ((k, v) if kv is not None else None)
+
+
+class OPTDecoderLayer(nnx.Module):
+    def __init__(self, cfg: OPTConfig, *, rngs):
+        kw = dict(eps=LAYER_NORM_EPS, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+        lin = dict(use_bias=cfg.enable_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+        self.self_attn = OPTAttention(cfg, rngs=rngs)
+        self.self_attn_layer_norm = LayerNorm(cfg.hidden_size, **kw)
+        self.fc1 = Linear(cfg.hidden_size, cfg.ffn_dim, axes=("embed", "mlp"), **lin)
+        self.fc2 = Linear(cfg.ffn_dim, cfg.hidden_size, axes=("mlp", "embed"), **lin)
+        self.final_layer_norm = LayerNorm(cfg.hidden_size, **kw)
+        self.act = activation(cfg.activation_function)
+        self.pre_norm = cfg.do_layer_norm_before
+
+    def __call__(self, x, mask, kv, start, prefix=None):
+        pre = self.pre_norm
+        h, kv = self.self_attn(self.self_attn_layer_norm(x) if pre else x, mask, kv, start, prefix)
+        x = x + h
+        if not pre:
+            x = self.self_attn_layer_norm(x)
+        h = self.fc2(self.act(self.fc1(self.final_layer_norm(x) if pre else x)))
+        x = x + h
+        return (x if pre else self.final_layer_norm(x)), kv
+
+
+class OPTDecoder(nnx.Module):
+    """Token + learned position embeddings, decoder layers, `final_layer_norm` (transformers' `OPTDecoder`)."""
+
+    def __init__(self, cfg: OPTConfig, *, rngs):
+        kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+        self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, **kw)
+        self.embed_positions = Embed(cfg.max_position_embeddings + POSITION_OFFSET, cfg.hidden_size,
+                                     axes=(None, "embed"), **kw)
+        self.final_layer_norm = LayerNorm(cfg.hidden_size, eps=LAYER_NORM_EPS, dtype=cfg.dtype,
+                                          param_dtype=cfg.param_dtype) if cfg.do_layer_norm_before else None
+        self.layers = nnx.List([OPTDecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
+        self.config = cfg
+
+    def __call__(self, inputs_embeds: jax.Array, *, attention_mask: jax.Array | None = None,
+                 positions: jax.Array | None = None, cache: KVCache | None = None, prefix: KVCache | None = None,
+                 output_hidden_states: bool = False) -> DecoderOutput:
+        """inputs_embeds: [B, T, D]; attention_mask: int/bool[B, T] (1 = real token); positions: int[B, T]
+        (0-based; the offset of 2 is added here) or None for transformers' rule (real tokens counted, over the
+        cache too; padding -1); cache: KVCache with room for T more tokens, or None; prefix: a filled
+        KVCache of P prompts that these B = P * C rows continue (read only; exclusive with `cache`).
+        Returns DecoderOutput (hidden_states: embeddings + positions, layers 1..L-1, final normed)."""
+        B, T, _ = inputs_embeds.shape
+        new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
+        if prefix is not None:
+            if cache is not None:
+                raise ValueError("pass either cache= (to extend it) or prefix= (to read it), not both")
+            P = prefix.valid.shape[0]
+            if B % P:
+                raise ValueError(f"{B} rows do not split evenly over the prefix's {P} prompts")
+            mask = jnp.tril(jnp.ones((T, T), bool))[None] & new_valid[:, None, :]                   # [B, T, T]
+            if positions is None:
+                before = jnp.repeat(prefix.valid.sum(1, dtype=jnp.int32), B // P)[:, None]
+                positions = jnp.where(new_valid, before + jnp.cumsum(new_valid, axis=1, dtype=jnp.int32) - 1, -1)
+            layer_args = lambda i: (None, 0, (prefix.keys[i], prefix.values[i], prefix.valid))
+            valid = None
+        else:
+            if cache is None:
+                start, valid = 0, new_valid
+            else:
+                cache.check_room(T)
+                start = cache.end
+                valid = jax.lax.dynamic_update_slice(cache.valid, new_valid, (0, start))
+            S = valid.shape[1]
+            slots = start + jnp.arange(T)
+            mask = (jnp.arange(S)[None, :] <= slots[:, None])[None, None] & valid[:, None, None, :]   # [B, 1, T, S]
+            if positions is None:
+                counts = jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1
+                positions = jnp.where(new_valid, jax.lax.dynamic_slice_in_dim(counts, start, T, axis=1), -1)
+            layer_args = lambda i: ((cache.keys[i], cache.values[i]) if cache is not None else None, start, None)
+
+        x = inputs_embeds.astype(jnp.float32) + self.embed_positions(positions + POSITION_OFFSET).astype(jnp.float32)
+        x = x.astype(self.config.dtype)
+        hidden_states = [x] if output_hidden_states else None
+        new_k, new_v = [], []
+        call = nnx.remat(lambda layer, *args: layer(*args)) if self.config.remat else (lambda layer, *a: layer(*a))
+        for i, layer in enumerate(self.layers):
+            x, kv = call(layer, x, mask, *layer_args(i))
+            x = constrain(x, ACTIVATION_AXES)
+            if kv is not None:
+                new_k.append(kv[0])
+                new_v.append(kv[1])
+            if output_hidden_states and i < len(self.layers) - 1:
+                hidden_states.append(x)
+        if self.final_layer_norm is not None:
+            x = self.final_layer_norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        if cache is not None:
+            cache = KVCache(keys=tuple(new_k), values=tuple(new_v), valid=valid, end=cache.end + T)
+        return DecoderOutput(x, cache, tuple(hidden_states) if output_hidden_states else ())
+
+
+class OPTModel(nnx.Module):
+    """transformers' `OPTModel`: a holder for `decoder`, kept for the names (`model.decoder.*`)."""
+
+    def __init__(self, cfg: OPTConfig, *, rngs):
+        self.decoder = OPTDecoder(cfg, rngs=rngs)
+
+    def __call__(self, inputs_embeds: jax.Array, **kwargs) -> DecoderOutput:
+        return self.decoder(inputs_embeds, **kwargs)
+
+
+class OPTForCausalLM(nnx.Module):
+    """`OPTModel` + output head (`lm_head`, or the token embedding table when tied, the OPT default)."""
+
+    def __init__(self, cfg: OPTConfig, *, rngs: nnx.Rngs):
+        self.model = OPTModel(cfg, rngs=rngs)
+        self.lm_head = None if cfg.tie_word_embeddings else Linear(
+            cfg.hidden_size, cfg.vocab_size, axes=("embed", "vocab"), use_bias=False, dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype, rngs=rngs)
+        self.config = cfg
+
+    def embed(self, input_ids: jax.Array) -> jax.Array:
+        """int[B, T] -> [B, T, D] (token embeddings only; positions are added in the decoder)."""
+        return self.model.decoder.embed_tokens(input_ids)
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """[..., D] -> float32[..., V]."""
+        if self.lm_head is None:
+            return self.model.decoder.embed_tokens.attend(hidden)
+        return matmul(hidden, self.lm_head.kernel[...], "...d,dv->...v", self.config.dtype)
+
+    def decode(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
+               attention_mask=None, positions=None, cache: KVCache | None = None, prefix: KVCache | None = None,
+               output_hidden_states: bool = False) -> DecoderOutput:
+        """Final hidden states (and optionally every layer's); see `OPTDecoder.__call__`."""
+        if inputs_embeds is None:
+            inputs_embeds = self.embed(input_ids)
+        return self.model(inputs_embeds, attention_mask=attention_mask, positions=positions, cache=cache,
+                          prefix=prefix, output_hidden_states=output_hidden_states)
+
+    def __call__(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
+                 attention_mask=None, positions=None, cache: KVCache | None = None):
+        """Returns (logits float32[B, T, V], extended cache or None)."""
+        out = self.decode(input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                          positions=positions, cache=cache)
+        return self.logits(out.hidden), out.cache
+
+    def init_cache(self, batch: int, max_length: int) -> KVCache:
+        cfg = self.config
+        return KVCache.init(num_layers=cfg.num_hidden_layers, batch=batch, max_length=max_length,
+                            num_kv_heads=cfg.num_attention_heads, head_dim=cfg.head_size, dtype=cfg.dtype)
