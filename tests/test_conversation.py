@@ -28,9 +28,14 @@ def test_mask_covers_exactly_the_answers_and_eos(llava_tokenizer, template):
     assert (ids == 32000).sum() == 5                                   # <image> expanded
     pieces = llava_tokenizer.convert_ids_to_tokens(ids[mask == 1].tolist())
     assert pieces == ["▁golden", "▁retr", "ie", "ver", "</s>", "▁Yes", ",", "▁it", "▁is", ".", "</s>"]
-    # The whole text is tokenised at once: the ids equal tokenising the rendered conversation directly.
+    # The whole text is tokenised at once: the ids equal tokenising the rendered conversation directly
+    # (BLIP-2's template: the image's ids before BOS, the placeholder gone from the text, as Blip2Processor).
     text, _ = render(RECORD["conversations"], TEMPLATES[template])
-    direct = llava_tokenizer(text.replace("<image>", "<image>" * 5))["input_ids"]
+    if TEMPLATES[template].images_first:
+        direct = [32000] * 5 + llava_tokenizer(text.replace("<image>\n", ""))["input_ids"]
+        assert text.startswith("Question: <image>\nWhat type of object is in this photo? Answer: golden")
+    else:
+        direct = llava_tokenizer(text.replace("<image>", "<image>" * 5))["input_ids"]
     assert ids.tolist() == direct
 
 

@@ -31,6 +31,8 @@ class Template:
     assistant: str = "ASSISTANT"
     sep: str = " "
     sep2: str = "</s>"
+    # BLIP-2 / InstructBLIP: the image's tokens go before everything (BOS included), not at `<image>`
+    images_first: bool = False
 
 
 TEMPLATES = {
@@ -39,6 +41,8 @@ TEMPLATES = {
                                 "The assistant gives helpful, detailed, and polite answers to the human's questions."),
     # llava-hf's inference format (`USER: <image>\nq\nASSISTANT:`), for models trained or evaluated that way.
     "llava_hf": Template(system="", sep="\n"),
+    # BLIP-2's VQA format (`Question: q Answer: a`, data.prompt_formats.blip2_prompt), image tokens first.
+    "blip2": Template(system="", user="Question", assistant="Answer", images_first=True),
 }
 
 
@@ -73,29 +77,42 @@ def tokenize_conversation(tokenizer, record: Mapping, num_image_tokens: int, tem
                           max_length: int | None = None) -> dict[str, np.ndarray]:
     """One LLaVA-format record -> {"input_ids": int32[T], "loss_mask": int32[T]}.
 
-    `<image>` in the text is expanded to `num_image_tokens` ids (as `LlavaProcessor` does).  Raises
+    `<image>` in the text is expanded to `num_image_tokens` ids (as `LlavaProcessor` does); with a template
+    whose `images_first` is set (BLIP-2) the placeholder is dropped from the text and the image's ids go before
+    everything, BOS included (as `Blip2Processor` does).  Raises
     ValueError naming the record's id when the answers get no supervised token, or when the text exceeds
     `max_length` (a truncated answer would silently train on half a label)."""
     template = TEMPLATES[template] if isinstance(template, str) else template
     name = record.get("id", "<no id>")
+    turns = record.get("conversations")
+    has_placeholder = isinstance(turns, list) and any(
+        isinstance(t, Mapping) and IMAGE_TOKEN in str(t.get("value", "")) for t in turns)
+    if template.images_first and isinstance(turns, list):   # the placeholder only marks the image
+        turns = [dict(t, value=t["value"].replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, ""))
+                 if isinstance(t, Mapping) and isinstance(t.get("value"), str) else t for t in turns]
     try:
-        text, spans = render(record["conversations"], template)
+        text, spans = render(record["conversations"] if turns is None else turns, template)
     except (KeyError, ValueError) as e:
         raise ValueError(f"record {name}: {e}") from e
-    if num_image_tokens and IMAGE_TOKEN not in text and "image" in record:
+    if num_image_tokens and not has_placeholder and "image" in record:
         raise ValueError(f"record {name} has an image but no {IMAGE_TOKEN} placeholder in its turns")
-    expanded, spans = _expand_images(text, spans, num_image_tokens)
+    expanded = text
+    if not template.images_first:
+        expanded, spans = _expand_images(text, spans, num_image_tokens)
     encoding = tokenizer(expanded, return_offsets_mapping=True)
     ids = np.asarray(encoding["input_ids"], np.int32)
     offsets = np.asarray(encoding["offset_mapping"], np.int64).reshape(-1, 2)
-    if max_length is not None and len(ids) > max_length:
-        raise ValueError(f"record {name} is {len(ids)} tokens, more than max_length={max_length}")
     mask = np.zeros(len(ids), np.int32)
     for start, end in spans:
         mask |= (offsets[:, 0] >= start) & (offsets[:, 1] <= end) & (offsets[:, 1] > offsets[:, 0])
     if not mask.any():
         raise ValueError(f"record {name}: no token falls inside an answer, so its loss mask is empty "
                          "(empty answer, or a tokenizer without character offsets)")
+    if template.images_first and num_image_tokens and has_placeholder:
+        image_ids = np.asarray(tokenizer.encode(IMAGE_TOKEN * num_image_tokens, add_special_tokens=False), np.int32)
+        ids, mask = np.concatenate([image_ids, ids]), np.concatenate([np.zeros(len(image_ids), mask.dtype), mask])
+    if max_length is not None and len(ids) > max_length:
+        raise ValueError(f"record {name} is {len(ids)} tokens, more than max_length={max_length}")
     return {"input_ids": ids, "loss_mask": mask.astype(np.int32)}
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from vlmcls_jax.data.prompts import IMAGE_TOKEN, llava_prompt
+from vlmcls_jax.data.prompts import IMAGE_TOKEN, SCORING_PREFIX, llava_prompt
 
 VICUNA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the human's questions.")
@@ -55,6 +55,16 @@ PROMPT_FORMATS: dict[str, Callable[[str, str], str]] = {
     "blip2": blip2_prompt,
     "instructblip": instructblip_prompt,
 }
+
+# Probabilistic inference scores class names after the prompt and this start of the answer: the study's
+# "The photo features a" for the LLaVA formats; for BLIP-2, `Question: q Answer: A` followed by the name.
+SCORING_PREFIXES = {"blip2": "A"}
+
+
+def scoring_prefix(name: str) -> str:
+    """The answer start class names are scored after, for prompt format `name`."""
+    return SCORING_PREFIXES.get(name, SCORING_PREFIX)
+
 
 # The format each checkpoint (by hub id, as in `models.presets.PRESETS`) was trained / documented with.
 CHECKPOINT_FORMATS = {

@@ -15,7 +15,8 @@ in WORKDIR/skipped_images.jsonl) and `checkpoints` (what was loaded, with the hu
 Several processes split the VLM's examples (`eval.shards`; each process scores all of CLIP's);
 `config.mesh_shape` (e.g. (-1, 1, 1)) splits each batch over this process's own devices too.  Every row
 records its model's label (`config.model.label` / `config.clip.label`, by default the checkpoint's last path
-component), the table's first column; `python -m vlmcls_jax.eval.tables RUN ...` merges runs on several datasets into one table.
+component), the table's first column; `python -m vlmcls_jax.eval.tables RUN ...` merges runs on several
+datasets into one table.  Any VLM family runs by changing only `config.model` (`eval.vlm_inputs`).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def run(config, workdir: str) -> dict:
         loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
                                config.model.get("prompt_format", "auto"))
         checkpoints["model"] = dict(loaded.provenance, prompt_format=loaded.inputs.prompt_format)
-        model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.inputs
+        model, tokenizer, inputs = loaded.model, loaded.tokenizer, loaded.inputs  # inputs: the family's encoding
         g = config.generation
         if g.choice_order not in ("shuffled", "dataset"):
             raise ValueError(f"config.generation.choice_order={g.choice_order!r} is not 'shuffled' or 'dataset'")
@@ -95,7 +96,7 @@ def run(config, workdir: str) -> dict:
                   (", chain of thought" if g.chain_of_thought else "")
         if "open" in config.experiments:
             rows["VLM open world" + variant] = dict(evaluate_generation(
-                model, tokenizer, examples, names, out(slug("open" + variant)), GenerationSettings(**gen), preprocess,
+                model, tokenizer, examples, names, out(slug("open" + variant)), GenerationSettings(**gen), inputs,
                 mesh=mesh), model=label)
         for k in sizes if "closed" in config.experiments else ():
             order = g.choice_order == "dataset"
@@ -103,11 +104,12 @@ def run(config, workdir: str) -> dict:
                                           label_set_size=k, label_set_seed=config.seed, **gen)
             closed = variant + (", dataset order" if order else "")
             rows["VLM closed world" + closed + (f", {k} labels" if k else "")] = dict(evaluate_generation(
-                model, tokenizer, examples, names, out(slug(f"closed_{k or 'all'}" + closed)), settings, preprocess,
+                model, tokenizer, examples, names, out(slug(f"closed_{k or 'all'}" + closed)), settings, inputs,
                 mesh=mesh),
                 model=label)
         for k in sizes if "scoring" in config.experiments else ():
-            settings = ScoringSettings(batch_size=config.scoring.batch_size, chunk_size=config.scoring.chunk_size,
+            settings = ScoringSettings(prefix=inputs.scoring_prefix,
+                                       batch_size=config.scoring.batch_size, chunk_size=config.scoring.chunk_size,
                                        cfg_alpha=config.scoring.cfg_alpha, wording=config.generation.wording,
                                        label_set_size=k, label_set_seed=config.seed,
                                        pad_to_square=config.pad_to_square)
@@ -115,7 +117,7 @@ def run(config, workdir: str) -> dict:
             wording = f", wording {g.wording}" if g.wording != "default" else ""
             rows["VLM probabilistic" + wording + (f", {k} labels" if k else "")] = dict(evaluate_scoring(
                 model, tokenizer, examples, names, out(slug("scoring" + wording)),
-                settings, preprocess, mesh=mesh), model=label)
+                settings, inputs, mesh=mesh), model=label)
 
     incomplete = {row: m["missing"] for row, m in rows.items() if m.get("missing")}
     if incomplete:

@@ -28,7 +28,7 @@ import numpy as np
 
 from vlmcls_jax.data import anyres
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig, clip_preprocess, expand_to_square, load_image
-from vlmcls_jax.data.prompt_formats import PROMPT_FORMATS
+from vlmcls_jax.data.prompt_formats import PROMPT_FORMATS, scoring_prefix
 from vlmcls_jax.data.prompts import tokenize_prompts
 
 
@@ -60,6 +60,11 @@ class VLMInputs:
     @property
     def family(self) -> str:
         return _family(self.model)
+
+    @property
+    def scoring_prefix(self) -> str:
+        """The start of the answer that probabilistic inference scores class names after."""
+        return scoring_prefix(self.prompt_format)
 
     def prompt(self, question: str, assistant_prefix: str = "") -> str:
         return PROMPT_FORMATS[self.prompt_format](question, assistant_prefix)

@@ -1,6 +1,7 @@
 """VLM classification by probabilistic inference (the study's Table 2 bottom): the log-likelihood of every
 class name after `USER: <image>\\n{question}\\nASSISTANT: The photo features a` (LLaVA-1.5; other families:
-their own format, `eval.vlm_inputs`), the prompt prefilled once per image and all names scored against its cache (`inference.score_candidates`).
+their own format and answer start, `eval.vlm_inputs`), the prompt prefilled once per image and all names
+scored against its cache (`inference.score_candidates`).
 
 Three decision rules, as in the study:
   sum   sum of the name's token log-probs

@@ -21,6 +21,9 @@ from flax import nnx
 # Named selections used by configs; each is a list of regexes over parameter paths.
 TRAINABLE_PRESETS: dict[str, tuple[str, ...]] = {
     "projector": (r"(^|/)multi_modal_projector/",),
+    # BLIP-2 / InstructBLIP: the Q-Former with its query tokens and the projection into the LLM (the study's
+    # BLIP-2 fine-tuning: vision encoder and OPT frozen)
+    "qformer": (r"^qformer/", r"^query_tokens$", r"^language_projection/"),
     "lora": (r"/lora_[ab]$",),
     "llm": (r"(^|/)language_model/",),
     "vision": (r"(^|/)vision_tower/", r"(^|/)vision_model/"),

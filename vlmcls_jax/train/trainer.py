@@ -42,6 +42,11 @@ def load_model(config, mesh):
     """The model named by `config.model.checkpoint` (HF folder or hub id), loaded into its shardings."""
     source = resolve_checkpoint(config.model.checkpoint, config.model.get("revision"))
     cfg = hf_config.load_config(source, jnp.dtype(config.model.dtype), jnp.dtype(config.model.param_dtype))
+    if getattr(getattr(cfg, "qformer_config", None), "instruction_input", False):
+        raise ValueError(f"{config.model.checkpoint}: InstructBLIP training is not supported yet (its Q-Former "
+                         "reads the instruction, which the training batches do not carry); BLIP-2 is")
+    if type(cfg).__name__ == "LlavaNextConfig":
+        raise ValueError(f"{config.model.checkpoint}: LLaVA-NeXT training is not supported yet (AnyRes batches)")
     if config.model.get("remat"):
         cfg = dataclasses.replace(cfg, text_config=dataclasses.replace(cfg.text_config, remat=True))
     model = load_weights(cfg, safetensors_files(source), shardings=shd.path_shardings(cfg, mesh))
