@@ -24,3 +24,14 @@ def test_generation_benchmark_runs_both_sides(capsys):
     r = results["float32"]
     assert r["ours"] > 0 and r["transformers"] > 0 and r["weight_read"] > 0 and r["bandwidth"] > 0
     assert "new tokens/s" in capsys.readouterr().out
+
+
+def test_class_scoring_benchmark_runs_all_four_and_agrees():
+    """ImageNet's first 20 names with the real Llama-2 tokenizer; the script itself checks that the three
+    PyTorch scorers give our scores (float32)."""
+    from conftest import shared_tokenizer_file
+    shared_tokenizer_file("llama2.model")            # skips, saying why, without ../shared
+    import class_scoring
+    r = class_scoring.run(dtypes=("float32",), repeats=1, tiny=True, subset=3)["float32"]
+    assert set(r["per_image"]) == {"ours", "packed", "full forward", "token loop"}
+    assert r["classes"] == 20 and r["flops"] > 0 and r["peak"] > 0

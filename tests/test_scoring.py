@@ -27,9 +27,9 @@ T = max(map(len, ROWS))
 IDS = np.array([[PAD] * (T - len(r)) + r for r in ROWS], np.int64)
 MASK = np.array([[0] * (T - len(r)) + [1] * len(r) for r in ROWS], np.int64)
 PIXELS = np.random.RandomState(0).randn(2, 28, 28, 3).astype(np.float32)
-# 7 candidates of 1..4 tokens (shared first tokens included): with chunk_size 3 the last chunk holds one
-# real candidate and two padding ones.
-CANDIDATES = [[5], [6, 7], [8, 9, 10], [11, 12, 13, 14], [5, 20], [30], [40, 41, 42, 43]]
+# 9 candidates of 1..4 tokens; [6, 7], [6, 7, 8] and [6, 9] share fed prefixes (the token tree computes
+# node 6 and node 6-7 once for them).  chunk_size 3 and 2 give one packed row per call, 128 one call.
+CANDIDATES = [[5], [6, 7], [8, 9, 10], [11, 12, 13, 14], [5, 20], [30], [40, 41, 42, 43], [6, 7, 8], [6, 9]]
 TOL = 1e-4
 
 
@@ -88,7 +88,7 @@ def test_scores_equal_transformers_full_forward(scores_by_chunk, reference, chun
 
 def test_results_independent_of_chunk_size(llava, scores_by_chunk):
     _, ours = llava
-    s2, n2 = score_candidates(ours, IDS, MASK, CANDIDATES, PIXELS, chunk_size=2)        # 2+2+2+1: padded
+    s2, n2 = score_candidates(ours, IDS, MASK, CANDIDATES, PIXELS, chunk_size=2)
     for k, (s, n) in scores_by_chunk.items():
         np.testing.assert_array_equal(n, n2)
         diff = float(np.abs(s - s2).max())
@@ -122,3 +122,22 @@ def test_empty_candidates_raise(llava, candidates):
     _, ours = llava
     with pytest.raises(ValueError, match="at least one token"):
         score_candidates(ours, IDS, MASK, candidates, PIXELS)
+
+
+def test_token_tree_shares_prefixes_and_splits_rows():
+    """Each distinct fed prefix is one node; a path that does not fit the row starts a new one, repeating
+    its ancestors; every scored token is predicted at the slot of the prefix before it."""
+    from vlmcls_jax.inference.token_tree import pack
+    cands = [[1, 2, 3], [1, 2, 4], [1, 5], [7], [8, 9, 10, 11]]
+    tree = pack(cands, width=3)
+    # row 0: 1, 1-2 (paths of [1, 2, *] and [1, 5]); row 1: 8, 8-9, 8-9-10 (one-token [7] needs no node)
+    assert tree.tokens.tolist() == [[1, 2, 0], [8, 9, 10]] and tree.depth.tolist() == [[0, 1, 0], [0, 1, 2]]
+    assert tree.mask[0].tolist() == [[True, False, False], [True, True, False], [False, False, False]]
+    got = sorted(zip(tree.target_candidate.tolist(), tree.target_index.tolist(), tree.target_row.tolist(),
+                     tree.target_slot.tolist(), tree.target_token.tolist()))
+    assert got == [(0, 1, 0, 0, 2), (0, 2, 0, 1, 3), (1, 1, 0, 0, 2), (1, 2, 0, 1, 4), (2, 1, 0, 0, 5),
+                   (4, 1, 1, 0, 9), (4, 2, 1, 1, 10), (4, 3, 1, 2, 11)]
+    split = pack([[1, 2, 3], [4, 5, 6], [1, 2, 7]], width=2)       # sorted: [1,2,*] share a row, [4,5,6] next
+    assert split.tokens.tolist() == [[1, 2], [4, 5]]
+    with pytest.raises(ValueError, match="more than width=2"):
+        pack([[1, 2, 3, 4]], width=2)

@@ -14,15 +14,20 @@ from vlmcls_jax.convert import save_hf
 from vlmcls_jax.data.prompts import llava_prompt
 
 
-def tiny_checkpoint(folder: pathlib.Path, image_size: int = 28) -> pathlib.Path:
+def _tiny_llava(image_size: int):
+    """(the demo tokenizer, a tiny LLaVA config over it): the parts every tiny checkpoint here starts from."""
     config = config_dict.ConfigDict(dict(seed=0, image_size=image_size, model=dict(
         vocab_size=160, patch_size=14, vision_width=32, vision_layers=2, text_width=32, text_layers=2, heads=4,
         kv_heads=2)))
     names = demo.class_names()
     corpus = [llava_prompt(demo.closed_question(names), f"The photo features a {n}.") for n in names] * 4
     tokenizer = demo.build_tokenizer(corpus, 160)
-    save_hf(demo.LlavaForConditionalGeneration(demo.tiny_llava_config(config, tokenizer), rngs=nnx.Rngs(0)),
-            str(folder))
+    return tokenizer, demo.tiny_llava_config(config, tokenizer)
+
+
+def tiny_checkpoint(folder: pathlib.Path, image_size: int = 28) -> pathlib.Path:
+    tokenizer, cfg = _tiny_llava(image_size)
+    save_hf(demo.LlavaForConditionalGeneration(cfg, rngs=nnx.Rngs(0)), str(folder))
     tokenizer.save_pretrained(folder)
     CLIPImageProcessorPil(size={"shortest_edge": image_size},
                           crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
@@ -114,13 +119,7 @@ def tiny_family_checkpoint(folder: pathlib.Path, family: str, image_size: int = 
     from vlmcls_jax.models.opt import OPTConfig
     from vlmcls_jax.models.qformer import QFormerConfig
 
-    config = config_dict.ConfigDict(dict(seed=0, image_size=image_size, model=dict(
-        vocab_size=160, patch_size=14, vision_width=32, vision_layers=2, text_width=32, text_layers=2, heads=4,
-        kv_heads=2)))
-    names = demo.class_names()
-    corpus = [llava_prompt(demo.closed_question(names), f"The photo features a {n}.") for n in names] * 4
-    tokenizer = demo.build_tokenizer(corpus, 160)
-    base = demo.tiny_llava_config(config, tokenizer)
+    tokenizer, base = _tiny_llava(image_size)
     s, t = image_size, base.text_config
     if family == "llava_next":
         pinpoints = ((s, 2 * s), (2 * s, s), (2 * s, 2 * s))

@@ -98,8 +98,9 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     # The study fed images through llava-hf's processor (resize + centre crop, no padding); True pads to a
     # square first as LLaVA-1.5's training code does.
     c.pad_to_square = False
-    # batch_size: images per prefill; cfg_alpha: the study's calibration alpha (eval.vlm_scoring; 1 = sum)
-    c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=256, cfg_alpha=2.0))
+    # batch_size: images per prefill; chunk_size: class-name token positions per compiled call; cfg_alpha: the
+    # study's calibration alpha (eval.vlm_scoring; 1 = sum)
+    c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=1024, cfg_alpha=2.0))
     return c
 
 

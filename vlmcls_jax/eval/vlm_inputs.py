@@ -82,7 +82,9 @@ class VLMInputs:
             pixels, sizes = anyres.anyres_batch(list(images), self.preprocess, cfg.image_grid_pinpoints)
             counts = [cfg.num_image_tokens_for(int(h), int(w)) for h, w in sizes]
             batch = tokenize_prompts(tokenizer, list(prompts), counts)
-            images_in = {"pixel_values": pixels, "image_index": cfg.image_index(sizes, max(counts))}
+            # The index's length is rounded up like the prompts' (a few compiled shapes, not one per image size).
+            n = min(-(-max(counts) // self.length_multiple) * self.length_multiple, cfg.max_num_image_tokens)
+            images_in = {"pixel_values": pixels, "image_index": cfg.image_index(sizes, n)}
         else:
             pixels = np.stack([self._pixels(path, pad_to_square) for path in images])
             batch = tokenize_prompts(tokenizer, list(prompts), cfg.num_image_tokens, images_first=family == "blip2")

@@ -41,12 +41,13 @@ class ScoringSettings:
     wording: str = "default"
     prefix: str = SCORING_PREFIX
     batch_size: int = 1            # images per prefill
-    chunk_size: int = 256          # class names scored per compiled call
+    chunk_size: int = 1024         # candidate token positions per compiled call (`score_candidates`)
     cfg_alpha: float = 2.0
     cfg_sweep_alphas: tuple[float, ...] = tuple(range(9))
     label_set_size: int | None = None   # decide among the true class + k - 1 random others (Figure 2)
     label_set_seed: int = 0
     store_token_logprobs: bool = False
+    length_multiple: int = 64      # prompts are left-padded to a multiple of this (LLaVA-NeXT: few compilations)
     # The study ran llava-hf's processor (main_results/main.py), which resizes and crops without padding;
     # True pads to a square first, as LLaVA-1.5's own code does (image_aspect_ratio="pad").
     pad_to_square: bool = False
@@ -72,7 +73,7 @@ def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence
     """Scores every class name for every example (.id, .image, .label, .label_name) of this process's share
     (see `shards`); appends per-image sums to its part of `out_path`; returns top-1 accuracy and mean
     per-class recall for each rule over all parts, and "missing" (examples no part has yet)."""
-    s, inputs = settings, as_inputs(model, preprocess)
+    s, inputs = settings, as_inputs(model, preprocess).with_length_multiple(settings.length_multiple)
     prompt = inputs.prompt(QUESTION_WORDINGS[s.wording], s.prefix)
     candidates = class_name_tokens(tokenizer, prompt, class_names)
     lengths = np.array([len(c) for c in candidates])

@@ -164,3 +164,18 @@ def attention_with_prefix(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     out = dot("pckgts,pskh->pctkgh", pp, prefix_v) + dot("pckgts,pcskh->pctkgh", pc, v)
     out = out / jnp.moveaxis(denom, -1, 2)[..., None]
     return out.reshape(P, C, T, N, H).astype(dtype)
+
+
+def continuation_mask(attention_mask: jax.Array | None, B: int, T: int) -> tuple[jax.Array, jax.Array]:
+    """Own-token attention of B rows that continue a shared prompt cache (the `prefix=` path of the decoders).
+
+    attention_mask: None (all real), int/bool[B, T] (1 = real token: causal attention among real tokens), or
+    bool[B, T, T] used as given (a packed token tree: each token sees itself and its ancestors).
+    Returns (mask bool[B, T, T], valid bool[B, T])."""
+    if attention_mask is None:
+        attention_mask = jnp.ones((B, T), bool)
+    if attention_mask.ndim == 3:
+        mask = attention_mask.astype(bool)
+        return mask, jnp.diagonal(mask, axis1=1, axis2=2)
+    valid = attention_mask.astype(bool)
+    return jnp.tril(jnp.ones((T, T), bool))[None] & valid[:, None, :], valid

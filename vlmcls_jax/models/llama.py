@@ -19,8 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vlmcls_jax.models.causal_lm import CausalLM
 from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.layers import Embed, Linear, RMSNorm, attention, attention_with_prefix, constrain, matmul
+from vlmcls_jax.models.layers import (Embed, Linear, RMSNorm, attention, attention_with_prefix, constrain,
+                                      continuation_mask)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,9 +183,9 @@ class LlamaModel(nnx.Module):
         explicitly for anything else.
         """
         B, T, _ = inputs_embeds.shape
-        new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
         if prefix is not None:
-            return self._continue_prefix(inputs_embeds, new_valid, positions, prefix, cache, output_hidden_states)
+            return self._continue_prefix(inputs_embeds, attention_mask, positions, prefix, cache, output_hidden_states)
+        new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
         if cache is None:
             start, valid = 0, new_valid
         else:
@@ -219,15 +221,17 @@ class LlamaModel(nnx.Module):
         return DecoderOutput(x, cache, tuple(hidden_states) if output_hidden_states else ())
 
 
-    def _continue_prefix(self, x, valid, positions, prefix: KVCache, cache, output_hidden_states) -> DecoderOutput:
-        """The `prefix=` branch of `__call__`: rows attend to their prompt's cache and to themselves."""
+    def _continue_prefix(self, x, attention_mask, positions, prefix: KVCache, cache, output_hidden_states
+                         ) -> DecoderOutput:
+        """The `prefix=` branch of `__call__`: rows attend to their prompt's cache and to their own tokens
+        (`layers.continuation_mask`: causally, or as a bool[B, T, T] token-tree mask says)."""
         if cache is not None:
             raise ValueError("pass either cache= (to extend it) or prefix= (to read it), not both")
         B, T, _ = x.shape
         P = prefix.valid.shape[0]
         if B % P:
             raise ValueError(f"{B} rows do not split evenly over the prefix's {P} prompts")
-        mask = jnp.tril(jnp.ones((T, T), bool))[None] & valid[:, None, :]                        # [B, T, T]
+        mask, valid = continuation_mask(attention_mask, B, T)                                     # [B, T, T]
         if positions is None:
             before = jnp.repeat(prefix.valid.sum(1, dtype=jnp.int32), B // P)[:, None]           # [B, 1]
             positions = before + jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, 0)
@@ -244,7 +248,7 @@ class LlamaModel(nnx.Module):
         return DecoderOutput(x, None, tuple(hidden_states) if output_hidden_states else ())
 
 
-class LlamaForCausalLM(nnx.Module):
+class LlamaForCausalLM(CausalLM):
     """`LlamaModel` + output head (`lm_head`, or the embedding table when tied)."""
 
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
@@ -254,33 +258,6 @@ class LlamaForCausalLM(nnx.Module):
             param_dtype=cfg.param_dtype, rngs=rngs)
         self.config = cfg
 
-    def embed(self, input_ids: jax.Array) -> jax.Array:
-        """int[B, T] -> [B, T, D]."""
-        return self.model.embed_tokens(input_ids)
-
-    def logits(self, hidden: jax.Array) -> jax.Array:
-        """[..., D] -> float32[..., V]."""
-        if self.lm_head is None:
-            return self.model.embed_tokens.attend(hidden)
-        return matmul(hidden, self.lm_head.kernel[...], "...d,dv->...v", self.config.dtype)
-
-    def decode(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
-               attention_mask=None, positions=None, cache: KVCache | None = None, prefix: KVCache | None = None,
-               output_hidden_states: bool = False) -> DecoderOutput:
-        """Final hidden states (and optionally every layer's); see `LlamaModel.__call__`."""
-        if inputs_embeds is None:
-            inputs_embeds = self.embed(input_ids)
-        return self.model(inputs_embeds, attention_mask=attention_mask, positions=positions, cache=cache,
-                          prefix=prefix, output_hidden_states=output_hidden_states)
-
-    def __call__(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
-                 attention_mask=None, positions=None, cache: KVCache | None = None):
-        """Returns (logits float32[B, T, V], extended cache or None)."""
-        out = self.decode(input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                          positions=positions, cache=cache)
-        return self.logits(out.hidden), out.cache
-
-    def init_cache(self, batch: int, max_length: int) -> KVCache:
-        cfg = self.config
-        return KVCache.init(num_layers=cfg.num_hidden_layers, batch=batch, max_length=max_length,
-                            num_kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_size, dtype=cfg.dtype)
+    @property
+    def embed_tokens(self) -> Embed:
+        return self.model.embed_tokens

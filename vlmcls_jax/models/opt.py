@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vlmcls_jax.models.causal_lm import CausalLM
 from vlmcls_jax.models.kv_cache import KVCache
 from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, attention, attention_with_prefix,
-                                      constrain, matmul)
+                                      constrain, continuation_mask)
 from vlmcls_jax.models.llama import ACTIVATION_AXES, DecoderOutput
 
 POSITION_OFFSET = 2   # fairseq's padding_idx + 1: position p reads row p + 2 of `embed_positions`
@@ -141,20 +142,20 @@ class OPTDecoder(nnx.Module):
         KVCache of P prompts that these B = P * C rows continue (read only; exclusive with `cache`).
         Returns DecoderOutput (hidden_states: embeddings + positions, layers 1..L-1, final normed)."""
         B, T, _ = inputs_embeds.shape
-        new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
         if prefix is not None:
             if cache is not None:
                 raise ValueError("pass either cache= (to extend it) or prefix= (to read it), not both")
             P = prefix.valid.shape[0]
             if B % P:
                 raise ValueError(f"{B} rows do not split evenly over the prefix's {P} prompts")
-            mask = jnp.tril(jnp.ones((T, T), bool))[None] & new_valid[:, None, :]                   # [B, T, T]
+            mask, new_valid = continuation_mask(attention_mask, B, T)                               # [B, T, T]
             if positions is None:
                 before = jnp.repeat(prefix.valid.sum(1, dtype=jnp.int32), B // P)[:, None]
                 positions = jnp.where(new_valid, before + jnp.cumsum(new_valid, axis=1, dtype=jnp.int32) - 1, -1)
             layer_args = lambda i: (None, 0, (prefix.keys[i], prefix.values[i], prefix.valid))
             valid = None
         else:
+            new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
             if cache is None:
                 start, valid = 0, new_valid
             else:
@@ -201,7 +202,7 @@ class OPTModel(nnx.Module):
         return self.decoder(inputs_embeds, **kwargs)
 
 
-class OPTForCausalLM(nnx.Module):
+class OPTForCausalLM(CausalLM):
     """`OPTModel` + output head (`lm_head`, or the token embedding table when tied, the OPT default)."""
 
     def __init__(self, cfg: OPTConfig, *, rngs: nnx.Rngs):
@@ -211,33 +212,6 @@ class OPTForCausalLM(nnx.Module):
             param_dtype=cfg.param_dtype, rngs=rngs)
         self.config = cfg
 
-    def embed(self, input_ids: jax.Array) -> jax.Array:
-        """int[B, T] -> [B, T, D] (token embeddings only; positions are added in the decoder)."""
-        return self.model.decoder.embed_tokens(input_ids)
-
-    def logits(self, hidden: jax.Array) -> jax.Array:
-        """[..., D] -> float32[..., V]."""
-        if self.lm_head is None:
-            return self.model.decoder.embed_tokens.attend(hidden)
-        return matmul(hidden, self.lm_head.kernel[...], "...d,dv->...v", self.config.dtype)
-
-    def decode(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
-               attention_mask=None, positions=None, cache: KVCache | None = None, prefix: KVCache | None = None,
-               output_hidden_states: bool = False) -> DecoderOutput:
-        """Final hidden states (and optionally every layer's); see `OPTDecoder.__call__`."""
-        if inputs_embeds is None:
-            inputs_embeds = self.embed(input_ids)
-        return self.model(inputs_embeds, attention_mask=attention_mask, positions=positions, cache=cache,
-                          prefix=prefix, output_hidden_states=output_hidden_states)
-
-    def __call__(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
-                 attention_mask=None, positions=None, cache: KVCache | None = None):
-        """Returns (logits float32[B, T, V], extended cache or None)."""
-        out = self.decode(input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                          positions=positions, cache=cache)
-        return self.logits(out.hidden), out.cache
-
-    def init_cache(self, batch: int, max_length: int) -> KVCache:
-        cfg = self.config
-        return KVCache.init(num_layers=cfg.num_hidden_layers, batch=batch, max_length=max_length,
-                            num_kv_heads=cfg.num_attention_heads, head_dim=cfg.head_size, dtype=cfg.dtype)
+    @property
+    def embed_tokens(self) -> Embed:
+        return self.model.decoder.embed_tokens
