@@ -69,7 +69,8 @@ def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: l
     Work done: the prompt once; then each distinct prefix of the candidates' tokens *but their last*, once
     (`token_tree`: candidates that start alike share their first tokens; a one-token candidate needs no
     decoding at all), packed into rows of W slots (W = 16, or the longest candidate rounded up to a power of
-    two), chunk_size // W rows per call; the output head runs only where a token is scored.  ImageNet's 1000
+    two), about chunk_size // W rows per call (balanced over the calls); the output head runs only where a
+    token is scored.  ImageNet's 1000
     names (3250 tokens) cost 1866 fed tokens instead of the 12000 of 1000 rows padded to the longest.
     """
     if not candidates or any(len(c) == 0 for c in candidates):
@@ -88,12 +89,13 @@ def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: l
     if L > 1:
         tree = token_tree.pack(candidates, width=max(16, _bucket(L - 1)))
         W = tree.tokens.shape[1]
-        per_call = max(1, chunk_size // W)                        # rows per call: about chunk_size tokens
         R = len(tree.tokens)
-        rows = per_call if R > per_call else R                    # one compiled row count
+        calls = -(-R // max(1, chunk_size // W))                  # about chunk_size tokens per call
+        per_call = -(-R // calls)                                 # rows per call, balanced: little padding
+        rows = per_call                                           # one compiled row count
         for start in range(0, R, per_call):
             sel = (tree.target_row >= start) & (tree.target_row < start + per_call)
-            K = _bucket(int(sel.sum()))                           # targets padded to a power of two
+            K = -(-int(sel.sum()) // 128) * 128                   # targets padded to a multiple of 128
             pad = lambda a, fill=0: np.concatenate([a, np.full(K - len(a), fill, a.dtype)])
             block = lambda a: np.concatenate([a[start:start + per_call],
                                               np.zeros((rows - len(a[start:start + per_call]),) + a.shape[1:],
