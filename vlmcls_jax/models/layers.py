@@ -179,3 +179,23 @@ def continuation_mask(attention_mask: jax.Array | None, B: int, T: int) -> tuple
         return mask, jnp.diagonal(mask, axis1=1, axis2=2)
     valid = attention_mask.astype(bool)
     return jnp.tril(jnp.ones((T, T), bool))[None] & valid[:, None, :], valid
+
+
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, kv: tuple[jax.Array, jax.Array] | None,
+                     start, prefix=None) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """The decoders' attention step around a KV cache.  q: [B, T, N, H]; k, v: [B, T, K, H] (this step's);
+    kv: the cache's ([B, S, K, H] x 2), written at slot `start`, or None; mask: bool[B, 1, T, S] (or [B, T, T]
+    with `prefix`); prefix: (keys [P, S, K, H], values, valid bool[P, S]) of P prompts that the B = P * C rows
+    continue (read only; see `attention_with_prefix`).  Returns ([B, T, N, H], the updated cache or None)."""
+    B, T, N, H = q.shape
+    if kv is not None:
+        k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, start, 0, 0))
+        v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, start, 0, 0))
+    if prefix is not None:
+        pk, pv, pvalid = prefix
+        P = pk.shape[0]
+        rows = lambda t: t.reshape((P, B // P) + t.shape[1:])
+        out = attention_with_prefix(rows(q), rows(k), rows(v), rows(mask), pk, pv, pvalid).reshape(B, T, N, H)
+    else:
+        out = attention(q, k, v, mask)
+    return out, ((k, v) if kv is not None else None)

@@ -21,7 +21,7 @@ from flax import nnx
 
 from vlmcls_jax.models.causal_lm import CausalLM
 from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.layers import (Embed, Linear, RMSNorm, attention, attention_with_prefix, constrain,
+from vlmcls_jax.models.layers import (Embed, Linear, RMSNorm, cached_attention, constrain,
                                       continuation_mask)
 
 
@@ -114,17 +114,8 @@ class LlamaAttention(nnx.Module):
         q = apply_rotary(self.q_proj(x).reshape(B, T, N, H), cos, sin)
         k = apply_rotary(self.k_proj(x).reshape(B, T, K, H), cos, sin)
         v = self.v_proj(x).reshape(B, T, K, H)
-        if kv is not None:
-            k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, start, 0, 0))
-            v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, start, 0, 0))
-        if prefix is not None:
-            pk, pv, pvalid = prefix
-            P = pk.shape[0]
-            rows = lambda t: t.reshape((P, B // P) + t.shape[1:])
-            out = attention_with_prefix(rows(q), rows(k), rows(v), rows(mask), pk, pv, pvalid).reshape(B, T, N, H)
-        else:
-            out = attention(q, k, v, mask)
-        return self.o_proj(out.reshape(B, T, N * H)), ((k, v) if kv is not None else None)
+        out, kv = cached_attention(q, k, v, mask, kv, start, prefix)
+        return self.o_proj(out.reshape(B, T, N * H)), kv
 
 
 class LlamaMLP(nnx.Module):

@@ -27,8 +27,8 @@ from flax import nnx
 
 from vlmcls_jax.models.causal_lm import CausalLM
 from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, attention, attention_with_prefix,
-                                      constrain, continuation_mask)
+from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, cached_attention, constrain,
+                                      continuation_mask)
 from vlmcls_jax.models.llama import ACTIVATION_AXES, DecoderOutput
 
 POSITION_OFFSET = 2   # fairseq's padding_idx + 1: position p reads row p + 2 of `embed_positions`
@@ -84,17 +84,8 @@ class OPTAttention(nnx.Module):
         q = self.q_proj(x).reshape(B, T, N, H)
         k = self.k_proj(x).reshape(B, T, N, H)
         v = self.v_proj(x).reshape(B, T, N, H)
-        if kv is not None:
-            k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, start, 0, 0))
-            v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, start, 0, 0))
-        if prefix is not None:
-            pk, pv, pvalid = prefix
-            P = pk.shape[0]
-            rows = lambda t: t.reshape((P, B // P) + t.shape[1:])
-            out = attention_with_prefix(rows(q), rows(k), rows(v), rows(mask), pk, pv, pvalid).reshape(B, T, N, H)
-        else:
-            out = attention(q, k, v, mask)
-        return self.out_proj(out.reshape(B, T, N * H)), ((k, v) if kv is not None else None)
+        out, kv = cached_attention(q, k, v, mask, kv, start, prefix)
+        return self.out_proj(out.reshape(B, T, N * H)), kv
 
 
 class OPTDecoderLayer(nnx.Module):
