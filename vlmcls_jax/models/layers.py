@@ -199,3 +199,22 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, 
     else:
         out = attention(q, k, v, mask)
     return out, ((k, v) if kv is not None else None)
+
+
+def causal_cache_mask(attention_mask: jax.Array | None, cache, B: int, T: int):
+    """Masks for T new tokens written into `cache` (a `KVCache` with room for them) or, with cache None, for
+    a plain causal pass.  attention_mask: int/bool[B, T] (1 = real token) or None.  Returns (start slot,
+    valid bool[B, S] over all slots, new_valid bool[B, T], mask bool[B, 1, T, S], real-token counts int[B, T]:
+    how many real tokens precede each new one, cache included, minus one: the default positions)."""
+    new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
+    if cache is None:
+        start, valid = 0, new_valid
+    else:
+        cache.check_room(T)
+        start = cache.end
+        valid = jax.lax.dynamic_update_slice(cache.valid, new_valid, (0, start))
+    S = valid.shape[1]
+    slots = start + jnp.arange(T)
+    mask = (jnp.arange(S)[None, :] <= slots[:, None])[None, None] & valid[:, None, None, :]       # [B, 1, T, S]
+    counts = jax.lax.dynamic_slice_in_dim(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, start, T, axis=1)
+    return start, valid, new_valid, mask, counts

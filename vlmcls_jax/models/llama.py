@@ -21,7 +21,7 @@ from flax import nnx
 
 from vlmcls_jax.models.causal_lm import CausalLM
 from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.layers import (Embed, Linear, RMSNorm, cached_attention, constrain,
+from vlmcls_jax.models.layers import (Embed, Linear, RMSNorm, cached_attention, causal_cache_mask, constrain,
                                       continuation_mask)
 
 
@@ -176,19 +176,9 @@ class LlamaModel(nnx.Module):
         B, T, _ = inputs_embeds.shape
         if prefix is not None:
             return self._continue_prefix(inputs_embeds, attention_mask, positions, prefix, cache, output_hidden_states)
-        new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
-        if cache is None:
-            start, valid = 0, new_valid
-        else:
-            cache.check_room(T)
-            start = cache.end
-            valid = jax.lax.dynamic_update_slice(cache.valid, new_valid, (0, start))
-        S = valid.shape[1]
-        slots = start + jnp.arange(T)
-        mask = (jnp.arange(S)[None, :] <= slots[:, None])[None, None] & valid[:, None, None, :]  # [B, 1, T, S]
+        start, valid, _, mask, counts = causal_cache_mask(attention_mask, cache, B, T)
         if positions is None:
-            counts = jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1
-            positions = jnp.maximum(jax.lax.dynamic_slice_in_dim(counts, start, T, axis=1), 0)
+            positions = jnp.maximum(counts, 0)
         cos, sin = rotary(positions, inv_freq(self.config))
 
         x = inputs_embeds.astype(self.config.dtype)

@@ -27,8 +27,8 @@ from flax import nnx
 
 from vlmcls_jax.models.causal_lm import CausalLM
 from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, cached_attention, constrain,
-                                      continuation_mask)
+from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, cached_attention, causal_cache_mask,
+                                      constrain, continuation_mask)
 from vlmcls_jax.models.llama import ACTIVATION_AXES, DecoderOutput
 
 POSITION_OFFSET = 2   # fairseq's padding_idx + 1: position p reads row p + 2 of `embed_positions`
@@ -146,19 +146,9 @@ class OPTDecoder(nnx.Module):
             layer_args = lambda i: (None, 0, (prefix.keys[i], prefix.values[i], prefix.valid))
             valid = None
         else:
-            new_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
-            if cache is None:
-                start, valid = 0, new_valid
-            else:
-                cache.check_room(T)
-                start = cache.end
-                valid = jax.lax.dynamic_update_slice(cache.valid, new_valid, (0, start))
-            S = valid.shape[1]
-            slots = start + jnp.arange(T)
-            mask = (jnp.arange(S)[None, :] <= slots[:, None])[None, None] & valid[:, None, None, :]   # [B, 1, T, S]
+            start, valid, new_valid, mask, counts = causal_cache_mask(attention_mask, cache, B, T)
             if positions is None:
-                counts = jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1
-                positions = jnp.where(new_valid, jax.lax.dynamic_slice_in_dim(counts, start, T, axis=1), -1)
+                positions = jnp.where(new_valid, counts, -1)
             layer_args = lambda i: ((cache.keys[i], cache.values[i]) if cache is not None else None, start, None)
 
         x = inputs_embeds.astype(jnp.float32) + self.embed_positions(positions + POSITION_OFFSET).astype(jnp.float32)
