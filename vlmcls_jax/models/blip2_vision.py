@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vlmcls_jax.models.clip import CLIPMLP
-from vlmcls_jax.models.layers import LayerNorm, Linear, attention, constrain, default_init, matmul, param
+from vlmcls_jax.models.layers import LayerNorm, Linear, attention, constrain, default_init, param, patch_embed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +57,7 @@ class PatchEmbedding(nnx.Module):
         self.cfg = cfg
 
     def __call__(self, pixel_values: jax.Array) -> jax.Array:
-        cfg, p = self.cfg, self.cfg.patch_size
-        B, H, W, C = pixel_values.shape
-        if (H, W) != (cfg.image_size, cfg.image_size) or C != cfg.num_channels:
-            raise ValueError(f"pixel_values shape {pixel_values.shape} does not match the vision config "
-                             f"(image_size={cfg.image_size}, num_channels={cfg.num_channels}; layout NHWC)")
-        patches = pixel_values.reshape(B, H // p, p, W // p, p, C).transpose(0, 1, 3, 2, 4, 5)
-        patches = patches.reshape(B, (H // p) * (W // p), p * p * C)    # (kh, kw, c) order matches the kernel
-        x = matmul(patches, self.kernel[...].reshape(p * p * C, cfg.hidden_size), "bpk,kd->bpd", cfg.dtype)
+        x = patch_embed(pixel_values, self.kernel[...], self.cfg)
         return x + self.bias[...].astype(jnp.float32)                    # float32[B, P, D]
 
 

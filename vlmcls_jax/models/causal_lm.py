@@ -12,7 +12,14 @@ import jax
 from flax import nnx
 
 from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.layers import Embed, matmul
+from vlmcls_jax.models.layers import Embed, Linear, matmul
+
+
+def output_head(cfg, rngs) -> Linear | None:
+    """`lm_head` [hidden, vocab] without bias, or None when the config ties it to the token embeddings."""
+    return None if cfg.tie_word_embeddings else Linear(
+        cfg.hidden_size, cfg.vocab_size, axes=("embed", "vocab"), use_bias=False, dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype, rngs=rngs)
 
 
 class CausalLM(nnx.Module):

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, attention, constrain, default_init, matmul,
-                                      param)
+from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, attention, constrain, default_init,
+                                      param, patch_embed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,15 +134,9 @@ class CLIPVisionEmbeddings(nnx.Module):
 
     def __call__(self, pixel_values: jax.Array) -> jax.Array:
         """pixel_values: float[B, H, W, C] -> [B, 1 + H/p * W/p, D]."""
-        cfg, p = self.cfg, self.cfg.patch_size
-        B, H, W, C = pixel_values.shape
-        if (H, W) != (cfg.image_size, cfg.image_size) or C != cfg.num_channels:
-            raise ValueError(f"pixel_values shape {pixel_values.shape} does not match the vision config "
-                             f"(image_size={cfg.image_size}, num_channels={cfg.num_channels}; layout NHWC)")
-        patches = pixel_values.reshape(B, H // p, p, W // p, p, C).transpose(0, 1, 3, 2, 4, 5)
-        patches = patches.reshape(B, (H // p) * (W // p), p * p * C)  # (kh, kw, c) order matches the kernel
-        kernel = self.patch_embedding[...].reshape(p * p * C, cfg.hidden_size)
-        x = matmul(patches, kernel, "bpk,kd->bpd", cfg.dtype)
+        cfg = self.cfg
+        x = patch_embed(pixel_values, self.patch_embedding[...], cfg)
+        B = x.shape[0]
         cls = jnp.broadcast_to(self.class_embedding[...].astype(jnp.float32), (B, 1, cfg.hidden_size))
         x = jnp.concatenate([cls, x], axis=1) + self.position_embedding.embedding[...].astype(jnp.float32)
         return x.astype(cfg.dtype)

@@ -218,3 +218,16 @@ def causal_cache_mask(attention_mask: jax.Array | None, cache, B: int, T: int):
     mask = (jnp.arange(S)[None, :] <= slots[:, None])[None, None] & valid[:, None, None, :]       # [B, 1, T, S]
     counts = jax.lax.dynamic_slice_in_dim(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, start, T, axis=1)
     return start, valid, new_valid, mask, counts
+
+
+def patch_embed(pixel_values: jax.Array, kernel: jax.Array, cfg) -> jax.Array:
+    """A ViT's stride-p patch convolution, as a reshape + matmul.  pixel_values: float[B, H, W, C] (NHWC, H = W =
+    cfg.image_size); kernel: [p, p, C, D] (JAX conv layout).  Returns float32[B, (H/p) * (W/p), D], no bias."""
+    p = cfg.patch_size
+    B, H, W, C = pixel_values.shape
+    if (H, W) != (cfg.image_size, cfg.image_size) or C != cfg.num_channels:
+        raise ValueError(f"pixel_values shape {pixel_values.shape} does not match the vision config "
+                         f"(image_size={cfg.image_size}, num_channels={cfg.num_channels}; layout NHWC)")
+    patches = pixel_values.reshape(B, H // p, p, W // p, p, C).transpose(0, 1, 3, 2, 4, 5)
+    patches = patches.reshape(B, (H // p) * (W // p), p * p * C)     # (kh, kw, c) order matches the kernel
+    return matmul(patches, kernel.reshape(p * p * C, -1), "bpk,kd->bpd", cfg.dtype)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vlmcls_jax.models.causal_lm import CausalLM
+from vlmcls_jax.models.causal_lm import CausalLM, output_head
 from vlmcls_jax.models.kv_cache import KVCache
 from vlmcls_jax.models.layers import (Embed, Linear, RMSNorm, cached_attention, causal_cache_mask, constrain,
                                       continuation_mask)
@@ -234,9 +234,7 @@ class LlamaForCausalLM(CausalLM):
 
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
         self.model = LlamaModel(cfg, rngs=rngs)
-        self.lm_head = None if cfg.tie_word_embeddings else Linear(
-            cfg.hidden_size, cfg.vocab_size, axes=("embed", "vocab"), use_bias=False, dtype=cfg.dtype,
-            param_dtype=cfg.param_dtype, rngs=rngs)
+        self.lm_head = output_head(cfg, rngs)
         self.config = cfg
 
     @property

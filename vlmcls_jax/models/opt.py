@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vlmcls_jax.models.causal_lm import CausalLM
+from vlmcls_jax.models.causal_lm import CausalLM, output_head
 from vlmcls_jax.models.kv_cache import KVCache
 from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, cached_attention, causal_cache_mask,
                                       constrain, continuation_mask)
@@ -188,9 +188,7 @@ class OPTForCausalLM(CausalLM):
 
     def __init__(self, cfg: OPTConfig, *, rngs: nnx.Rngs):
         self.model = OPTModel(cfg, rngs=rngs)
-        self.lm_head = None if cfg.tie_word_embeddings else Linear(
-            cfg.hidden_size, cfg.vocab_size, axes=("embed", "vocab"), use_bias=False, dtype=cfg.dtype,
-            param_dtype=cfg.param_dtype, rngs=rngs)
+        self.lm_head = output_head(cfg, rngs)
         self.config = cfg
 
     @property
