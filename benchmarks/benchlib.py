@@ -19,6 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 IMAGE_TOKEN = 32000
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
 
 
 def hf_llava(folder: str, tiny: bool = False, seed: int = 0):
@@ -43,6 +44,22 @@ def hf_llava(folder: str, tiny: bool = False, seed: int = 0):
     model = transformers.LlavaForConditionalGeneration(cfg).eval()
     model.save_pretrained(folder)
     return model, cfg
+
+
+def llama2_tokenizer(folder: str):
+    """Llama-2's tokenizer with llava-hf's `<image>` (32000) and `<pad>` (32001), without the hub."""
+    import json
+    import shutil
+
+    from transformers import AddedToken, AutoTokenizer
+
+    shutil.copy(os.path.join(SHARED, "tokenizers", "llama2.model"), os.path.join(folder, "tokenizer.model"))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False}, f)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
+    tok.add_special_tokens({"pad_token": AddedToken("<pad>", special=True, normalized=False)})
+    return tok
 
 
 def inputs(cfg, batch: int = 4, text_tokens: int = 32, seed: int = 0):

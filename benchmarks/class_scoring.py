@@ -30,26 +30,8 @@ import numpy as np
 
 import benchlib
 
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
-
-
-def llama2_tokenizer(folder: str):
-    """Llama-2's tokenizer with llava-hf's `<image>` (32000) and `<pad>` (32001), without the hub."""
-    import shutil
-
-    from transformers import AddedToken, AutoTokenizer
-
-    shutil.copy(os.path.join(SHARED, "tokenizers", "llama2.model"), os.path.join(folder, "tokenizer.model"))
-    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False}, f)
-    tok = AutoTokenizer.from_pretrained(folder)
-    tok.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
-    tok.add_special_tokens({"pad_token": AddedToken("<pad>", special=True, normalized=False)})
-    return tok
-
-
 def class_names(n: int | None) -> list[str]:
-    with open(os.path.join(SHARED, "paper_data", "imagenet_classes.json")) as f:
+    with open(os.path.join(benchlib.SHARED, "paper_data", "imagenet_classes.json")) as f:
         names = json.load(f)
     return names[:n] if n else names
 
@@ -138,7 +120,7 @@ def run(dtypes=("float32",), repeats: int = 3, tiny: bool = False, subset: int =
     from vlmcls_jax.inference import score_candidates
 
     with tempfile.TemporaryDirectory() as folder:
-        tok = llama2_tokenizer(folder)
+        tok = benchlib.llama2_tokenizer(folder)
     names = class_names(classes or (20 if tiny else None))
     prompt = llava_prompt(OPEN_QUESTION, SCORING_PREFIX)
     candidates = class_name_tokens(tok, prompt, names)

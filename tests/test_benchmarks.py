@@ -35,3 +35,53 @@ def test_class_scoring_benchmark_runs_all_four_and_agrees():
     r = class_scoring.run(dtypes=("float32",), repeats=1, tiny=True, subset=3)["float32"]
     assert set(r["per_image"]) == {"ours", "packed", "full forward", "token loop"}
     assert r["classes"] == 20 and r["flops"] > 0 and r["peak"] > 0
+
+
+def test_train_step_benchmark_runs_both_sides_from_the_same_loss(capsys):
+    """The script itself checks that both sides start from the same loss (same weights and batch)."""
+    import train_step
+    r = train_step.run(dtypes=("float32",), repeats=1, tiny=True)["float32"]
+    assert r["ours"] > 0 and r["transformers"] > 0 and 0 < r["mfu"] and r["flops"] > 0
+    assert "MFU" in capsys.readouterr().out
+
+
+def test_step_flops_counts_the_small_llava_by_hand():
+    """12 layers x (2 x 228 x 768 x (4 x 768 + 3 x 2048) + 4 x 228^2 x 768) + the 32064-word head, x3 for the
+    backward; plus the frozen tower's 11 layers (feature layer -2) and patch embedding, forward only."""
+    import types
+
+    import train_step
+    v = types.SimpleNamespace(image_size=224, patch_size=16, hidden_size=768, intermediate_size=3072,
+                              num_hidden_layers=12)
+    t = types.SimpleNamespace(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                              num_key_value_heads=12, vocab_size=32064)
+    cfg = types.SimpleNamespace(vision_config=v, text_config=t, vision_feature_layer=-2)
+    llm = 12 * (2 * 228 * 768 * (4 * 768 + 3 * 2048) + 4 * 228 ** 2 * 768) + 2 * 228 * 768 * 32064
+    projector = 2 * 196 * (768 * 768 + 768 * 768)
+    vision = 2 * 196 * 3 * 256 * 768 + 11 * (2 * 197 * (4 * 768 ** 2 + 2 * 768 * 3072) + 4 * 197 ** 2 * 768)
+    assert train_step.step_flops(cfg, 4, 228) == 4 * (vision + 3 * (projector + llm))
+
+
+def test_compile_time_benchmark_compiles_unrolled_and_scanned(capsys):
+    import compile_time
+    r = compile_time.run(layers=(1, 2), tiny=True, programs=("forward",))
+    assert set(r) == {("forward", False), ("forward", True)}
+    assert all(v[1] > 0 and v[2] > 0 for v in r.values())
+    assert "scanned" in capsys.readouterr().out
+
+
+def test_conversion_benchmark_measures_every_direction():
+    import conversion
+    r = conversion.run(tiny=True)
+    assert r["shards"] > 1                                   # a sharded checkpoint, as the hub's
+    for kind in conversion.KINDS:
+        assert r[kind]["seconds"] >= 0 and r[kind]["max_rss"] > 0
+
+
+def test_data_pipeline_benchmark_reports_workers_and_the_step(capsys):
+    from conftest import shared_tokenizer_file
+    shared_tokenizer_file("llama2.model")            # skips, saying why, without ../shared
+    import data_pipeline
+    r = data_pipeline.run(images=8, batches=2, workers=(0, 1), tiny=True)
+    assert set(r["pipeline"]) == {0, 1} and all(v > 0 for v in r["pipeline"].values()) and r["step"] > 0
+    assert "images/s" in capsys.readouterr().out

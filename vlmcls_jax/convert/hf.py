@@ -8,7 +8,8 @@ Our module names mirror transformers', so one naming rule maps every parameter p
 `scale`/`embedding` <-> `weight`, `patch_embedding` <-> `patch_embedding.weight` (a conv kernel too).  The
 table is built from the model's own (abstract) state, so a parameter can never be forgotten: every model
 parameter must be found in the checkpoint and every checkpoint tensor must land in the model (known
-non-parameter buffers aside).
+non-parameter buffers aside).  A model with scanned layers (`models/scan.py`) stores each decoder parameter
+stacked [L, ...]; it still reads and writes transformers' per-layer keys (`layers.{i}.`), slice by slice.
 
 Weights are read with safetensors only (never pickle), one tensor at a time.
 """
@@ -25,15 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import safe_open
-from safetensors.numpy import save_file
 
-from vlmcls_jax.convert import hf_config
+from vlmcls_jax.convert import hf_config, safetensors_stream
 from vlmcls_jax.models.blip2 import Blip2Config, Blip2ForConditionalGeneration
 from vlmcls_jax.models.clip import CLIPConfig, CLIPModel
 from vlmcls_jax.models.llama import LlamaConfig, LlamaForCausalLM
 from vlmcls_jax.models.llava import LlavaConfig, LlavaForConditionalGeneration
 from vlmcls_jax.models.llava_next import LlavaNextConfig, LlavaNextForConditionalGeneration
 from vlmcls_jax.models.opt import OPTConfig, OPTForCausalLM
+from vlmcls_jax.models.scan import LAYER_AXIS
 
 # Key prefixes of other layouts of the same weights -> the transformers-5 file layout we use.
 _LLAVA_KEY_RENAMES = (
@@ -99,6 +100,27 @@ def canonical_key(key: str, cfg) -> str:
     return key
 
 
+def per_layer_paths(path: tuple, var: nnx.Variable) -> list[tuple] | None:
+    """A stacked parameter of scanned layers -> the path of each layer's slice ('layers', i, ...); else None."""
+    axes = var.get_metadata().get("logical_axes") or ()
+    if not axes or axes[0] != LAYER_AXIS:
+        return None
+    j = path.index("layers")
+    return [path[:j + 1] + (i,) + path[j + 1:] for i in range(var.shape[0])]
+
+
+def _key_table(state: nnx.State) -> dict[str, tuple[tuple, nnx.Variable, int | None]]:
+    """HF key -> (our path, variable, layer index of a stacked parameter's slice or None)."""
+    table = {}
+    for path, var in nnx.to_flat_state(state):
+        slices = per_layer_paths(path, var)
+        if slices is None:
+            table[hf_key(path)] = (path, var, None)
+        else:
+            table.update({hf_key(layer_path): (path, var, i) for i, layer_path in enumerate(slices)})
+    return table
+
+
 # ---------------------------------------------------------------------------------------------- loading
 
 
@@ -144,11 +166,18 @@ def safetensors_files(checkpoint_dir: str) -> list[str]:
 
 
 def iter_tensors(files: list[str]) -> Iterator[tuple[str, str, np.ndarray]]:
-    """Yields (file, key, numpy array) one tensor at a time."""
+    """Yields (file, key, numpy array) one tensor at a time.
+
+    Each tensor is read through its own `safe_open`: the file is memory-mapped while open, and the pages a
+    read touches count as this process's resident memory until it is closed, so one open per shard would
+    add up to a whole shard (often 5 GB) to the peak on top of the model being built."""
     for file in files:
         with safe_open(file, framework="numpy") as f:
-            for key in f.keys():
-                yield file, key, f.get_tensor(key)
+            keys = list(f.keys())
+        for key in keys:
+            with safe_open(file, framework="numpy") as f:
+                array = f.get_tensor(key)
+            yield file, key, array
 
 
 def load_weights(cfg, files: list[str], *, shardings: Callable[[tuple], jax.sharding.Sharding] | None = None
@@ -160,9 +189,15 @@ def load_weights(cfg, files: list[str], *, shardings: Callable[[tuple], jax.shar
     Raises ValueError listing missing / unexpected keys and naming any shape mismatch.
     """
     graphdef, state = nnx.split(abstract_model(cfg))
-    table = {hf_key(path): (path, var) for path, var in nnx.to_flat_state(state)}
+    table = _key_table(state)
     tied = getattr(cfg, "text_config", cfg).tie_word_embeddings if not isinstance(cfg, CLIPConfig) else False
-    loaded, unexpected = {}, []
+    loaded, unexpected, values = set(), [], {}
+    stacks: dict[tuple, tuple[np.ndarray, set]] = {}   # stacked parameter -> (host buffer, layers filled)
+
+    def place(path, var, array):
+        values[path] = var.replace(jnp.asarray(array, dtype=var.dtype) if shardings is None else
+                                   jax.device_put(array.astype(var.dtype), shardings(path)))
+
     for file, key, array in iter_tensors(files):
         name = canonical_key(key, cfg)
         if name not in table:
@@ -170,38 +205,48 @@ def load_weights(cfg, files: list[str], *, shardings: Callable[[tuple], jax.shar
                 continue
             unexpected.append(key)
             continue
-        path, var = table[name]
+        path, var, layer = table[name]
         array = _from_torch(array, str(path[-1]))
-        if array.shape != var.shape:
+        expected = var.shape if layer is None else var.shape[1:]
+        where = "/".join(map(str, path)) + ("" if layer is None else f" (layer {layer} of the stack)")
+        if array.shape != expected:
             raise ValueError(f"{os.path.basename(file)}: {key} has shape {array.shape} (after layout change), "
-                             f"the model's {'/'.join(map(str, path))} expects {var.shape}")
+                             f"the model's {where} expects {expected}")
         if not jnp.issubdtype(array.dtype, jnp.floating):   # float32 <-> bfloat16 is a cast; int -> float is not
             raise ValueError(f"{os.path.basename(file)}: {key} has dtype {array.dtype}, the model's "
-                             f"{'/'.join(map(str, path))} is a floating-point parameter ({jnp.dtype(var.dtype).name})")
+                             f"{where} is a floating-point parameter ({jnp.dtype(var.dtype).name})")
         if name in loaded:
             raise ValueError(f"{os.path.basename(file)}: {key} appears twice (as {name})")
-        value = jnp.asarray(array, dtype=var.dtype) if shardings is None else \
-            jax.device_put(array.astype(var.dtype), shardings(path))
-        loaded[name] = var.replace(value)
+        loaded.add(name)
+        if layer is None:
+            place(path, var, array)
+        else:   # a slice of a stacked parameter: placed once every layer has arrived
+            buffer, filled = stacks.setdefault(path, (np.empty(var.shape, jnp.dtype(var.dtype)), set()))
+            buffer[layer] = array
+            filled.add(layer)
+            if len(filled) == var.shape[0]:
+                place(path, var, stacks.pop(path)[0])
         del array
     missing = sorted(set(table) - set(loaded))
     if missing or unexpected:
         raise ValueError(f"checkpoint does not match the model config: missing keys {missing[:20]}"
                          f"{' ...' if len(missing) > 20 else ''} ({len(missing)}); unexpected keys "
                          f"{sorted(unexpected)[:20]}{' ...' if len(unexpected) > 20 else ''} ({len(unexpected)})")
-    return nnx.merge(graphdef, nnx.from_flat_state([(table[n][0], v) for n, v in loaded.items()]))
+    return nnx.merge(graphdef, nnx.from_flat_state(list(values.items())))
 
 
 def load_hf(path_or_hub_id: str, dtype=jnp.float32, param_dtype=None, *, revision: str | None = None,
-            shardings=None) -> nnx.Module:
+            shardings=None, scan_layers: bool = False) -> nnx.Module:
     """Loads a LLaVA, LLaVA-NeXT, CLIP, Llama, OPT, BLIP-2 or InstructBLIP checkpoint (chosen by its
     config.json) as our model.
 
     dtype: computation dtype; param_dtype: storage dtype (default: dtype).  Accepts transformers-5
     files, transformers-4 hub files (`vision_tower.vision_model.*`) and in-memory `model.*` names.
+    scan_layers: store a Llama decoder's layers stacked and run them with `jax.lax.scan` (models/scan.py).
     """
     checkpoint_dir = resolve_checkpoint(path_or_hub_id, revision)
-    cfg = hf_config.load_config(checkpoint_dir, dtype, param_dtype)
+    cfg = hf_config.with_decoder_options(hf_config.load_config(checkpoint_dir, dtype, param_dtype),
+                                         scan_layers=scan_layers)
     return load_weights(cfg, safetensors_files(checkpoint_dir), shardings=shardings)
 
 
@@ -212,51 +257,54 @@ def save_hf(model: nnx.Module, out_dir: str, *, max_shard_bytes: int = 5 * 2**30
     """Writes `config.json` + safetensors (sharded with an index past `max_shard_bytes`) that transformers'
     `from_pretrained` loads with no missing or unexpected keys.  Weights keep their `param_dtype`.
     LoRA adapters (`train.lora`) are merged into their kernels on the way out; the model is not changed.
-    Each shard is written as soon as it fills, so at most one shard is held in host memory.
+    Tensors are fetched and written one at a time (`safetensors_stream`), so the host holds one tensor beside
+    the model, whatever the shard size.
     In a multi-process run every process must call it (arrays are gathered collectively); only process 0
     writes."""
     writer = jax.process_index() == 0
     if writer:
         os.makedirs(out_dir, exist_ok=True)
         hf_config.to_hf(model.config).save_pretrained(out_dir)
-    state = nnx.state(model, nnx.Param)
     lora = {path[:-1]: node.delta() for path, node in nnx.iter_graph(model) if type(node).__name__ == "LoRA"}
-    written, current, size, total = [], {}, 0, 0   # written: (temporary file, keys)
-
-    def flush():
-        tmp = os.path.join(out_dir, f".shard-{len(written):05d}.tmp")
-        if writer:
-            save_file(current, tmp, metadata={"format": "pt"})
-        written.append((tmp, list(current)))
-
-    for path, var in nnx.to_flat_state(state):
+    sources = {}   # HF key -> (parameter path, variable, layer of a stacked parameter or None)
+    specs = []
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         if "lora" in path:
             continue
-        value = var[...]
+        slices = per_layer_paths(path, var)
+        shape = var.shape if slices is None else var.shape[1:]
+        torch_shape = _to_torch(np.broadcast_to(np.zeros((), np.uint8), shape), str(path[-1])).shape
+        for layer, layer_path in ([(None, path)] if slices is None else enumerate(slices)):
+            key = hf_key(layer_path)
+            sources[key] = (path, var, layer)
+            specs.append(safetensors_stream.TensorSpec(key, torch_shape, jnp.dtype(var.dtype)))
+
+    def host_array(key: str) -> np.ndarray:
+        path, var, layer = sources[key]
+        value = var[...] if layer is None else var[...][layer]
         if path[-1] == "kernel" and path[:-1] in lora:
             value = (value.astype(jnp.float32) + lora[path[:-1]]).astype(value.dtype)
-        array = np.array(_to_torch(_to_host(value), str(path[-1])), order="C")  # (ascontiguousarray makes 0-d 1-d)
-        if current and size + array.nbytes > max_shard_bytes:
-            flush()
-            current, size = {}, 0
-        current[hf_key(path)] = array
-        size += array.nbytes
-        total += array.nbytes
-    flush()
-    if not writer:
-        return
-    if len(written) == 1:
-        os.replace(written[0][0], os.path.join(out_dir, "model.safetensors"))
-        return
-    weight_map = {}
-    for i, (tmp, keys) in enumerate(written):
-        name = f"model-{i + 1:05d}-of-{len(written):05d}.safetensors"
-        os.replace(tmp, os.path.join(out_dir, name))
-        weight_map.update({k: name for k in keys})
-    index = os.path.join(out_dir, "model.safetensors.index.json")
-    with open(index + ".tmp", "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-    os.replace(index + ".tmp", index)
+        return np.asarray(_to_torch(_to_host(value), str(path[-1])))
+
+    shards = safetensors_stream.plan_shards(specs, max_shard_bytes)
+    names = ["model.safetensors"] if len(shards) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for name, shard in zip(names, shards):
+        arrays = (host_array(spec.key) for spec in shard)
+        if writer:   # written under a temporary name, renamed once complete
+            tmp = os.path.join(out_dir, f".{name}.tmp")
+            safetensors_stream.write(tmp, shard, arrays, metadata={"format": "pt"})
+            os.replace(tmp, os.path.join(out_dir, name))
+        else:
+            for _ in arrays:   # the gathers are collective: every process takes part
+                pass
+    if writer and len(shards) > 1:
+        index = os.path.join(out_dir, "model.safetensors.index.json")
+        weight_map = {spec.key: name for name, shard in zip(names, shards) for spec in shard}
+        with open(index + ".tmp", "w") as f:
+            json.dump({"metadata": {"total_size": sum(s.nbytes for s in specs)}, "weight_map": weight_map}, f,
+                      indent=2)
+        os.replace(index + ".tmp", index)
 
 
 def _to_host(value: jax.Array) -> np.ndarray:

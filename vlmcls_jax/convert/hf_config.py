@@ -110,6 +110,20 @@ def load_config(checkpoint_dir: str, dtype=jnp.float32, param_dtype=None) -> Mod
     return from_hf(hf, dtype, param_dtype)
 
 
+def with_decoder_options(cfg: ModelConfig, **options) -> ModelConfig:
+    """`cfg` with options of its language decoder's config set (`remat=True`, `scan_layers=True`): the
+    `text_config` of a vision-language model, or a bare decoder's own.  An option set (truthy) that this
+    decoder does not have is an error naming it; falsy ones are left alone."""
+    decoder = getattr(cfg, "text_config", cfg)
+    names = {f.name for f in dataclasses.fields(decoder)}
+    unknown = sorted(k for k, v in options.items() if v and k not in names)
+    if unknown:
+        raise ValueError(f"config.model.{unknown[0]}: the {type(decoder).__name__} decoder has no such option "
+                         f"({', '.join(unknown)})")
+    decoder = dataclasses.replace(decoder, **{k: v for k, v in options.items() if k in names})
+    return dataclasses.replace(cfg, text_config=decoder) if hasattr(cfg, "text_config") else decoder
+
+
 def _dtype_name(cfg) -> str:
     return jnp.dtype(cfg.param_dtype).name
 

@@ -57,4 +57,4 @@ class CausalLM(nnx.Module):
         cfg = self.config
         return KVCache.init(num_layers=cfg.num_hidden_layers, batch=batch, max_length=max_length,
                             num_kv_heads=getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
-                            head_dim=cfg.head_size, dtype=cfg.dtype)
+                            head_dim=cfg.head_size, dtype=cfg.dtype, stacked=getattr(cfg, "scan_layers", False))

@@ -4,7 +4,8 @@ The cache is a pytree passed into and returned from the model, never mutated in 
 cache can be reused (or broadcast over candidates) freely.  All rows share one write position `end`:
 batched prompts are left-padded (right-aligned), and `valid` marks which slots hold real tokens.
 
-  keys, values: one [B, S, K, H] array per layer (S = max_length slots)
+  keys, values: one [B, S, K, H] array per layer (S = max_length slots), or for a model with scanned layers
+                one [L, B, S, K, H] array each (`stacked=True`)
   valid:        bool[B, S]   slot holds a real (non-padding) token
   end:          int32[]      next slot to write; slots [0, end) are filled
 
@@ -21,17 +22,21 @@ from flax import struct
 
 @struct.dataclass
 class KVCache:
-    keys: tuple[jax.Array, ...]
-    values: tuple[jax.Array, ...]
+    keys: tuple[jax.Array, ...] | jax.Array
+    values: tuple[jax.Array, ...] | jax.Array
     valid: jax.Array
     end: jax.Array
 
     @classmethod
     def init(cls, *, num_layers: int, batch: int, max_length: int, num_kv_heads: int, head_dim: int,
-             dtype=jnp.float32) -> "KVCache":
-        zeros = lambda: jnp.zeros((batch, max_length, num_kv_heads, head_dim), dtype)
-        return cls(keys=tuple(zeros() for _ in range(num_layers)), values=tuple(zeros() for _ in range(num_layers)),
-                   valid=jnp.zeros((batch, max_length), bool), end=jnp.zeros((), jnp.int32))
+             dtype=jnp.float32, stacked: bool = False) -> "KVCache":
+        shape = (batch, max_length, num_kv_heads, head_dim)
+        if stacked:
+            keys, values = jnp.zeros((num_layers,) + shape, dtype), jnp.zeros((num_layers,) + shape, dtype)
+        else:
+            keys, values = (tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)) for _ in range(2))
+        return cls(keys=keys, values=values, valid=jnp.zeros((batch, max_length), bool),
+                   end=jnp.zeros((), jnp.int32))
 
     @property
     def max_length(self) -> int:
@@ -47,5 +52,7 @@ class KVCache:
     def broadcast(self, batch: int) -> "KVCache":
         """A batch-1 cache viewed as `batch` rows (for scoring many continuations of one prefix)."""
         b = lambda a: jnp.broadcast_to(a, (batch,) + a.shape[1:])
-        return KVCache(keys=tuple(map(b, self.keys)), values=tuple(map(b, self.values)), valid=b(self.valid),
+        per_layer = lambda kv: tuple(map(b, kv)) if isinstance(kv, tuple) else \
+            jnp.broadcast_to(kv, kv.shape[:1] + (batch,) + kv.shape[2:])
+        return KVCache(keys=per_layer(self.keys), values=per_layer(self.values), valid=b(self.valid),
                        end=self.end)

@@ -23,6 +23,7 @@ from vlmcls_jax.models.causal_lm import CausalLM, output_head
 from vlmcls_jax.models.kv_cache import KVCache
 from vlmcls_jax.models.layers import (Embed, Linear, RMSNorm, cached_attention, causal_cache_mask, constrain,
                                       continuation_mask)
+from vlmcls_jax.models.scan import scan_layers, stack_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,9 @@ class LlamaConfig:
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     remat: bool = False   # recompute each decoder block in the backward pass (activation memory ~1 block)
+    # store the decoder layers stacked ([L, ...] parameters) and run them with jax.lax.scan: compile time
+    # nearly flat in depth (models/scan.py); checkpoints keep per-layer names either way
+    scan_layers: bool = False
 
     @property
     def head_size(self) -> int:
@@ -157,7 +161,8 @@ class LlamaModel(nnx.Module):
     def __init__(self, cfg: LlamaConfig, *, rngs):
         self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                                   rngs=rngs)
-        self.layers = nnx.List([LlamaDecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
+        layers = [LlamaDecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
+        self.layers = stack_layers(layers) if cfg.scan_layers else nnx.List(layers)
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
         self.config = cfg
 
@@ -182,25 +187,48 @@ class LlamaModel(nnx.Module):
         cos, sin = rotary(positions, inv_freq(self.config))
 
         x = inputs_embeds.astype(self.config.dtype)
-        hidden_states = [x] if output_hidden_states else None
-        new_k, new_v = [], []
-        call = nnx.remat(lambda layer, *args: layer(*args)) if self.config.remat else (lambda layer, *a: layer(*a))
-        for i, layer in enumerate(self.layers):
-            kv = (cache.keys[i], cache.values[i]) if cache is not None else None
-            x, kv = call(layer, x, mask, cos, sin, kv, start)
-            x = constrain(x, ACTIVATION_AXES)
-            if kv is not None:
-                new_k.append(kv[0])
-                new_v.append(kv[1])
-            if output_hidden_states and i < len(self.layers) - 1:
-                hidden_states.append(x)
+        kv = (cache.keys, cache.values) if cache is not None else None
+        x, kv, hidden_states = self._layers(x, mask, cos, sin, kv, start, None, output_hidden_states)
         x = self.norm(x)
         if output_hidden_states:
             hidden_states.append(x)
         if cache is not None:
-            cache = KVCache(keys=tuple(new_k), values=tuple(new_v), valid=valid, end=cache.end + T)
+            cache = KVCache(keys=kv[0], values=kv[1], valid=valid, end=cache.end + T)
         return DecoderOutput(x, cache, tuple(hidden_states) if output_hidden_states else ())
 
+    def _layers(self, x, mask, cos, sin, kv, start, prefix: KVCache | None, output_hidden_states: bool):
+        """Runs the decoder layers (in a Python loop, or one `jax.lax.scan` when `scan_layers`).
+        kv: (keys, values) of the cache, one [B, S, K, H] per layer (a tuple, or [L, B, S, K, H] arrays), or None.
+        Returns (x [B, T, D], the new (keys, values) or None, [embeddings, layer 1, ..., layer L-1] when
+        `output_hidden_states`, else None)."""
+        cfg = self.config
+        prefix_kv = None if prefix is None else (prefix.keys, prefix.values)
+        if cfg.scan_layers:
+            def body(layer, x, xs):
+                layer_kv, layer_prefix = xs
+                if layer_prefix is not None:
+                    layer_prefix = (*layer_prefix, prefix.valid)
+                y, layer_kv = layer(x, mask, cos, sin, layer_kv, start, layer_prefix)
+                return constrain(y, ACTIVATION_AXES), (layer_kv, x if output_hidden_states else None)
+
+            stack = lambda pair: None if pair is None else tuple(jnp.stack(a) if isinstance(a, tuple) else a
+                                                                 for a in pair)
+            y, (kv, inputs) = scan_layers(self.layers, body, x, (stack(kv), stack(prefix_kv)), remat=cfg.remat)
+            return y, kv, (list(inputs) if output_hidden_states else None)
+        hidden_states = [] if output_hidden_states else None
+        new_k, new_v = [], []
+        call = nnx.remat(lambda layer, *args: layer(*args)) if cfg.remat else (lambda layer, *a: layer(*a))
+        for i, layer in enumerate(self.layers):
+            if output_hidden_states:
+                hidden_states.append(x)
+            layer_prefix = None if prefix is None else (prefix.keys[i], prefix.values[i], prefix.valid)
+            x, layer_kv = call(layer, x, mask, cos, sin, None if kv is None else (kv[0][i], kv[1][i]), start,
+                               layer_prefix)
+            x = constrain(x, ACTIVATION_AXES)
+            if layer_kv is not None:
+                new_k.append(layer_kv[0])
+                new_v.append(layer_kv[1])
+        return x, (None if kv is None else (tuple(new_k), tuple(new_v))), hidden_states
 
     def _continue_prefix(self, x, attention_mask, positions, prefix: KVCache, cache, output_hidden_states
                          ) -> DecoderOutput:
@@ -217,12 +245,8 @@ class LlamaModel(nnx.Module):
             before = jnp.repeat(prefix.valid.sum(1, dtype=jnp.int32), B // P)[:, None]           # [B, 1]
             positions = before + jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, 0)
         cos, sin = rotary(positions, inv_freq(self.config))
-        x = x.astype(self.config.dtype)
-        hidden_states = [x] if output_hidden_states else None
-        for i, layer in enumerate(self.layers):
-            x, _ = layer(x, mask, cos, sin, None, 0, (prefix.keys[i], prefix.values[i], prefix.valid))
-            if output_hidden_states and i < len(self.layers) - 1:
-                hidden_states.append(x)
+        x, _, hidden_states = self._layers(x.astype(self.config.dtype), mask, cos, sin, None, 0, prefix,
+                                           output_hidden_states)
         x = self.norm(x)
         if output_hidden_states:
             hidden_states.append(x)

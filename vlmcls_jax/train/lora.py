@@ -21,7 +21,8 @@ from vlmcls_jax.models.layers import Linear, matmul
 
 # The study's LoRA targets every linear layer of the LLM (LLaVA's `find_all_linear_names`); matches a
 # LLaVA's language model and a bare Llama alike, never CLIP's `encoder/layers`.
-LLM_LINEARS = r"(^|/)model/layers/\d+/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)$"
+# (`layers/(\d+/)?`: scanned layers have no index, so they are found, and refused with a clear message)
+LLM_LINEARS = r"(^|/)model/layers/(\d+/)?(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)$"
 
 
 class LoRA(nnx.Module):
@@ -61,6 +62,9 @@ def apply_lora(model: nnx.Module, *, rank: int, alpha: float, dropout: float = 0
     chosen = []
     for path, linear in list(_linears(model)):
         if any(p.search(path) for p in patterns):
+            if linear.kernel.ndim != 2:
+                raise ValueError(f"LoRA on {path}: its kernel is stacked {linear.kernel.shape} (scanned layers); "
+                                 "LoRA needs unscanned layers (config.model.scan_layers = False)")
             fan_in, fan_out = linear.kernel.shape
             linear.lora = LoRA(fan_in, fan_out, rank=rank, alpha=alpha, dropout=dropout, dtype=linear.dtype,
                                param_dtype=linear.kernel[...].dtype, rngs=rngs)

@@ -7,7 +7,6 @@ state, step and data-iterator position), so its loss trajectory continues exactl
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -47,8 +46,8 @@ def load_model(config, mesh):
                          "reads the instruction, which the training batches do not carry); BLIP-2 is")
     if type(cfg).__name__ == "LlavaNextConfig":
         raise ValueError(f"{config.model.checkpoint}: LLaVA-NeXT training is not supported yet (AnyRes batches)")
-    if config.model.get("remat"):
-        cfg = dataclasses.replace(cfg, text_config=dataclasses.replace(cfg.text_config, remat=True))
+    cfg = hf_config.with_decoder_options(cfg, remat=config.model.get("remat", False),
+                                         scan_layers=config.model.get("scan_layers", False))
     model = load_weights(cfg, safetensors_files(source), shardings=shd.path_shardings(cfg, mesh))
     return model, source
 
