@@ -133,11 +133,15 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def cli(run, doc: str, repeats: int) -> None:
-    """The command line every model benchmark shares: --dtypes, --repeats, --tiny."""
+def cli(run, doc: str, repeats: int, flags: dict[str, str] | None = None) -> None:
+    """The command line every model benchmark shares: --dtypes, --repeats, --tiny, and the script's own
+    boolean `flags` ({"--name": help}, passed to `run` as name=True/False)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
     parser.add_argument("--repeats", type=int, default=repeats, help="timed rounds (medians are reported)")
     parser.add_argument("--tiny", action="store_true", help="a tiny model (the smoke test's setting)")
+    for flag, text in (flags or {}).items():
+        parser.add_argument(flag, action="store_true", help=text)
     args = parser.parse_args()
-    run(tuple(args.dtypes.split(",")), args.repeats, args.tiny)
+    extra = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_")) for flag in flags or {}}
+    run(tuple(args.dtypes.split(",")), args.repeats, args.tiny, **extra)

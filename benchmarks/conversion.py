@@ -120,7 +120,7 @@ def checkpoint_bytes(folder: str) -> int:
     return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".safetensors"))
 
 
-def run(repeats: int = 1, tiny: bool = False, keep: str | None = None) -> dict:
+def run(repeats: int = 1, tiny: bool = False, keep: str | None = None, kinds=KINDS) -> dict:
     root = keep or tempfile.mkdtemp(prefix="conversion-bench-")
     hf_dir, orbax_dir, export_dir = (os.path.join(root, name) for name in ("hf", "orbax", "export"))
     try:
@@ -129,15 +129,17 @@ def run(repeats: int = 1, tiny: bool = False, keep: str | None = None) -> dict:
             print(f"wrote a {params / 1e9:.2f}B-parameter checkpoint", flush=True)
         size = checkpoint_bytes(hf_dir)
         shards = len([f for f in os.listdir(hf_dir) if f.endswith(".safetensors")])
-        runs = {kind: [] for kind in KINDS}
+        if "orbax-to-hf" in kinds and "hf-to-orbax" not in kinds:
+            raise ValueError("orbax-to-hf converts what hf-to-orbax wrote: measure both")
+        runs = {kind: [] for kind in kinds}
         sources = {"orbax-to-hf": orbax_dir}       # hf-to-orbax (run just before) writes it
         targets = {"hf-to-orbax": orbax_dir, "orbax-to-hf": export_dir}
         for _ in range(repeats):      # the kinds in turn, so drift hits each alike
-            for kind in KINDS:
+            for kind in kinds:
                 runs[kind].append(measure(kind, sources.get(kind, hf_dir), targets.get(kind, "")))
         results = {"checkpoint_bytes": size, "shards": shards}
         print(f"checkpoint: {size / 1e9:.2f} GB in {shards} safetensors shards", flush=True)
-        for kind in KINDS:
+        for kind in kinds:
             seconds = sorted(r["seconds"] for r in runs[kind])[len(runs[kind]) // 2]
             rss = max(r["max_rss"] for r in runs[kind])
             results[kind] = {"seconds": seconds, "max_rss": rss, "rss_ratio": rss / size}

@@ -3,14 +3,15 @@
 tokenize the conversation, batch) with 0, 1 and 2 grain worker processes, against the images per second the
 train step consumes (the small LLaVA's bfloat16 step of benchmark 4, measured in the same run).
 
-    python benchmarks/data_pipeline.py [--images 96] [--batches 12] [--workers 0,1,2] [--tiny]
+    python benchmarks/data_pipeline.py [--images 96] [--batches 40] [--workers 0,1,2] [--tiny]
 
 Data: JPEGs of 500 x 375 (ImageNet's typical size; smooth random content, quality 90), each a LLaVA-format
 classification record ("What type of object is in this photo?" -> a class name), tokenized with the real
 Llama-2 tokenizer (../shared/tokenizers/llama2.model); batch 4, pixels at the step's 224 px.  The first
-batch (worker start-up) is not timed.  On 2 cores the workers share the CPU with the main process, so more
-workers than cores cannot help here; on a TPU/GPU host the decode runs beside a step that does not use the
-host's cores.
+batch (worker start-up) is not timed.  With 0 workers grain still decodes in a thread pool of the main
+process (its `ReadOptions`, 16 threads; PIL and NumPy release the GIL), so 0 workers is not one core; each
+worker process decodes on one thread.  On 2 cores the workers share the CPU with the main process; on a
+TPU/GPU host the decode runs beside a step that leaves the host's cores free.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def step_rate(tiny: bool, repeats: int = 3) -> float:
     return BATCH / seconds
 
 
-def run(images: int = 96, batches: int = 12, workers=(0, 1, 2), tiny: bool = False) -> dict:
+def run(images: int = 96, batches: int = 40, workers=(0, 1, 2), tiny: bool = False) -> dict:
     from absl import flags
 
     from vlmcls_jax.data.pipeline import EncodeRecord
@@ -103,7 +104,7 @@ def run(images: int = 96, batches: int = 12, workers=(0, 1, 2), tiny: bool = Fal
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=96, help="distinct JPEGs (the iterator repeats them)")
-    parser.add_argument("--batches", type=int, default=12, help="timed batches per setting")
+    parser.add_argument("--batches", type=int, default=40, help="timed batches per setting")
     parser.add_argument("--workers", default="0,1,2", help="comma-separated grain worker counts")
     parser.add_argument("--tiny", action="store_true", help="tiny images and model (the smoke test's setting)")
     args = parser.parse_args()

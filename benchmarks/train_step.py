@@ -2,7 +2,7 @@
 trainer's own step) vs transformers with PyTorch autocast, same random weights and batch, and the model FLOP
 utilisation (MFU) of each against the matmul peak measured in this run.
 
-    python benchmarks/train_step.py [--dtypes bfloat16,float32] [--repeats 3] [--tiny]
+    python benchmarks/train_step.py [--dtypes bfloat16,float32] [--repeats 3] [--tiny] [--scan-layers]
 
 The step: LLaVA's stage-2 fine-tuning. The projector and the whole LLM train (AdamW, float32 master weights
 and optimizer state), the CLIP tower is frozen; batch 4 of 1 + 196 image tokens + 31 text tokens, next-token
@@ -45,7 +45,7 @@ def step_flops(cfg, batch: int, seq_len: int) -> float:
     return batch * (vision + 3 * (projector + llm))
 
 
-def ours_train_step(folder: str, dtype: str, ids, pixels, loss_mask, losses: list):
+def ours_train_step(folder: str, dtype: str, ids, pixels, loss_mask, losses: list, scan_layers: bool = False):
     """The trainer's step (float32 parameters, `dtype` compute; projector + LLM trained) on the checkpoint in
     `folder`, as a callable that runs one step on the fixed batch and appends its loss to `losses`."""
     import jax
@@ -57,9 +57,9 @@ def ours_train_step(folder: str, dtype: str, ids, pixels, loss_mask, losses: lis
     from vlmcls_jax.train.optimizer import ParamGroup, make_optimizer
     from vlmcls_jax.train.step import init_train_state, jit_train_step, split_model
 
-    mesh = shd.make_mesh((1, 1, 1))
+    mesh = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])   # one device, as the PyTorch side
     with jax.set_mesh(mesh):
-        model = load_hf(folder, dtype=jnp.dtype(dtype), param_dtype=jnp.float32)
+        model = load_hf(folder, dtype=jnp.dtype(dtype), param_dtype=jnp.float32, scan_layers=scan_layers)
         shd.shard_model(model, mesh)
         groups = [ParamGroup("llm_projector", ("projector", "llm"), LEARNING_RATE)]
         tx = make_optimizer(split_model(model, groups)[1], groups, total_steps=1000, warmup_ratio=0.0)
@@ -86,7 +86,7 @@ def text_loss_mask(cfg, ids):
     return loss_mask
 
 
-def run(dtypes=("bfloat16", "float32"), repeats: int = 3, tiny: bool = False) -> dict:
+def run(dtypes=("bfloat16", "float32"), repeats: int = 3, tiny: bool = False, scan_layers: bool = False) -> dict:
     import tempfile
 
     import torch
@@ -100,7 +100,7 @@ def run(dtypes=("bfloat16", "float32"), repeats: int = 3, tiny: bool = False) ->
         initial = {k: v.clone() for k, v in ref.state_dict().items()}
         for dtype in dtypes:
             losses = {"ours": [], "transformers": []}
-            ours_step = ours_train_step(folder, dtype, ids, pixels, loss_mask, losses["ours"])
+            ours_step = ours_train_step(folder, dtype, ids, pixels, loss_mask, losses["ours"], scan_layers)
 
             # transformers: the same weights, vision tower frozen, AdamW (fused, float32 master weights)
             ref.load_state_dict(initial)
@@ -139,4 +139,4 @@ def run(dtypes=("bfloat16", "float32"), repeats: int = 3, tiny: bool = False) ->
 
 
 if __name__ == "__main__":
-    benchlib.cli(run, __doc__, repeats=3)
+    benchlib.cli(run, __doc__, repeats=3, flags={"--scan-layers": "ours with scanned decoder layers"})

@@ -66,15 +66,16 @@ def test_compile_time_benchmark_compiles_unrolled_and_scanned(capsys):
     import compile_time
     r = compile_time.run(layers=(1, 2), tiny=True, programs=("forward",))
     assert set(r) == {("forward", False), ("forward", True)}
-    assert all(v[1] > 0 and v[2] > 0 for v in r.values())
+    assert all(v[n]["total"] >= v[n]["compile"] > 0 for v in r.values() for n in (1, 2))
     assert "scanned" in capsys.readouterr().out
 
 
-def test_conversion_benchmark_measures_every_direction():
+def test_conversion_benchmark_measures_both_directions():
     import conversion
-    r = conversion.run(tiny=True)
+    kinds = ("hf-to-orbax", "orbax-to-hf")                  # load_hf, orbax save, orbax restore, export
+    r = conversion.run(tiny=True, kinds=kinds)
     assert r["shards"] > 1                                   # a sharded checkpoint, as the hub's
-    for kind in conversion.KINDS:
+    for kind in kinds:
         assert r[kind]["seconds"] >= 0 and r[kind]["max_rss"] > 0
 
 
@@ -82,6 +83,6 @@ def test_data_pipeline_benchmark_reports_workers_and_the_step(capsys):
     from conftest import shared_tokenizer_file
     shared_tokenizer_file("llama2.model")            # skips, saying why, without ../shared
     import data_pipeline
-    r = data_pipeline.run(images=8, batches=2, workers=(0, 1), tiny=True)
-    assert set(r["pipeline"]) == {0, 1} and all(v > 0 for v in r["pipeline"].values()) and r["step"] > 0
+    r = data_pipeline.run(images=8, batches=2, workers=(1,), tiny=True)
+    assert set(r["pipeline"]) == {1} and all(v > 0 for v in r["pipeline"].values()) and r["step"] > 0
     assert "images/s" in capsys.readouterr().out

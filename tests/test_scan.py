@@ -149,3 +149,18 @@ def load_weights_into(weights_folder, config_folder):
     from vlmcls_jax.convert.hf import load_weights, safetensors_files
     cfg = hf_config.with_decoder_options(hf_config.load_config(config_folder), scan_layers=True)
     return load_weights(cfg, safetensors_files(weights_folder))
+
+
+def test_jobs_load_scanned_models_from_the_config(llava_dir):
+    """`config.model.scan_layers` reaches the training and evaluation loaders."""
+    from vlmcls_jax import defaults
+    from vlmcls_jax.train.trainer import load_model
+
+    folder, _ = llava_dir
+    config = defaults.train_config()
+    config.model.checkpoint, config.model.scan_layers, config.model.remat = str(folder), True, True
+    model, _ = load_model(config, shd.make_mesh((-1, 1, 1)))
+    assert model.config.text_config.scan_layers and model.config.text_config.remat
+    assert num_stacked(model.language_model.model.layers) == L
+    for job_config in (defaults.eval_config(), defaults.probe_config(), defaults.imagewikiqa_config()):
+        assert job_config.model.scan_layers is False

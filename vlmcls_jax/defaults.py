@@ -81,9 +81,11 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
                                            # must divide over them); () = one device per process
     # The VLM: any family (LLaVA-1.5, LLaVA-NeXT, BLIP-2, InstructBLIP; README "Supported checkpoints").
     # label: the name in tables; revision: a hub branch, tag or commit to pin (results.json records the commit);
-    # prompt_format: "auto" (the checkpoint's documented format) or a key of data.prompt_formats.PROMPT_FORMATS
+    # prompt_format: "auto" (the checkpoint's documented format) or a key of data.prompt_formats.PROMPT_FORMATS;
+    # scan_layers: a Llama decoder's layers stacked and run by jax.lax.scan (compiles once per program, not
+    # once per layer: see benchmarks/compile_time.py); same results
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
-                                             revision=placeholder(str), prompt_format="auto"))
+                                             revision=placeholder(str), prompt_format="auto", scan_layers=False))
     # templates: "study" (the study's one template "A photo of a {}"), "single" or "imagenet80" (CLIP's ensemble)
     c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="study",
                                             label="", revision=placeholder(str)))
@@ -117,7 +119,7 @@ def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.max_examples = 0                       # > 0: the first N of each split (smoke tests)
     c.mesh_shape = ()                        # e.g. (-1, 1, 1): split extraction batches over this process's devices
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", revision=placeholder(str),
-                                             prompt_format="auto"))   # as in eval_config
+                                             prompt_format="auto", scan_layers=False))   # as in eval_config
     c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
                                             classes=f"data/{dataset}_classes.json", image_root=".",
                                             train_split="train", test_split=TEST_SPLIT.get(dataset, "test")))
@@ -137,7 +139,8 @@ def imagewikiqa_config() -> ml_collections.ConfigDict:
     c.max_examples = 0                     # > 0: the first N questions (smoke tests)
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split batches over this process's devices
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
-                                             revision=placeholder(str), prompt_format="auto"))  # as in eval_config
+                                             revision=placeholder(str), prompt_format="auto",
+                                             scan_layers=False))  # as in eval_config
     c.data = ml_collections.ConfigDict(dict(questions="data/imagewikiqa.jsonl", image_root=".",
                                             require_images=False))   # True: a missing image is an error
     c.generation = ml_collections.ConfigDict(dict(chain_of_thought=True, max_new_tokens=1024, batch_size=8))

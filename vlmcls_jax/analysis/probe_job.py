@@ -30,7 +30,8 @@ def run(config, workdir: str) -> dict:
         splits = {k: v[: config.max_examples] for k, v in splits.items()}
     mesh = eval_mesh(config.mesh_shape)
     loaded_model = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
-                                 config.model.get("prompt_format", "auto"))
+                                 config.model.get("prompt_format", "auto"),
+                                 scan_layers=config.model.get("scan_layers", False))
     model, tokenizer, preprocess = loaded_model.model, loaded_model.tokenizer, loaded_model.inputs
     settings = FeatureSettings(features=tuple(config.features), wording=config.wording,
                                batch_size=config.batch_size, pad_to_square=config.pad_to_square)

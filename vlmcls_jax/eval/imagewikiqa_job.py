@@ -39,7 +39,8 @@ def run(config, workdir: str) -> dict:
         questions = questions[: config.max_examples]
     mesh = eval_mesh(config.mesh_shape)
     loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
-                           config.model.get("prompt_format", "auto"))
+                           config.model.get("prompt_format", "auto"),
+                           scan_layers=config.model.get("scan_layers", False))
     model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.inputs
     g = config.generation
     settings = ImageWikiQASettings(chain_of_thought=g.chain_of_thought, max_new_tokens=g.max_new_tokens,

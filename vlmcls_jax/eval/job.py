@@ -83,7 +83,8 @@ def run(config, workdir: str) -> dict:
     if {"open", "closed", "scoring"} & set(config.experiments):
         label = model_label(config.model)
         loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
-                               config.model.get("prompt_format", "auto"))
+                               config.model.get("prompt_format", "auto"),
+                               scan_layers=config.model.get("scan_layers", False))
         checkpoints["model"] = dict(loaded.provenance, prompt_format=loaded.inputs.prompt_format)
         model, tokenizer, inputs = loaded.model, loaded.tokenizer, loaded.inputs  # inputs: the family's encoding
         g = config.generation

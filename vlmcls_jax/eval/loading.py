@@ -41,14 +41,15 @@ class Loaded:
     inputs: VLMInputs | None = None   # a VLM's prompt format and input encoding (None for CLIP)
 
 
-def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, prompt_format: str = "auto") -> Loaded:
+def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, prompt_format: str = "auto",
+                  scan_layers: bool = False) -> Loaded:
     """A VLM (LLaVA-1.5, LLaVA-NeXT, BLIP-2, InstructBLIP) or CLIP checkpoint with its tokenizer and
     preprocessing; replicated over `mesh` when given.
     revision: a hub branch, tag or commit to pin (None: the default branch); ignored for local folders.
     prompt_format: a key of `data.prompt_formats.PROMPT_FORMATS`, or "auto": the one the checkpoint's family
-    documents (`vlm_inputs.auto_prompt_format`)."""
+    documents (`vlm_inputs.auto_prompt_format`).  scan_layers: see `convert.load_hf`."""
     source = resolve_checkpoint(checkpoint, revision)
-    model = load_hf(source)
+    model = load_hf(source, scan_layers=scan_layers)
     if mesh is not None:   # data parallel: the model replicated over the mesh's batch axes
         shd.shard_model(model, mesh)
     preprocess = preprocess_for(source, model.config.vision_config.image_size)
