@@ -112,7 +112,7 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
     f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
     f(a, a).block_until_ready()
-    best = min(_timed(lambda: f(a, a).block_until_ready()) for _ in range(repeats))
+    best = min(timed(lambda: f(a, a).block_until_ready()) for _ in range(repeats))
     return 2 * n ** 3 / best
 
 
@@ -124,10 +124,10 @@ def bandwidth(n_bytes: int = 1 << 30, repeats: int = 5) -> float:
     x = jnp.ones(n_bytes // 4, jnp.float32)
     f = jax.jit(jnp.sum)
     f(x).block_until_ready()
-    return n_bytes / min(_timed(lambda: f(x).block_until_ready()) for _ in range(repeats))
+    return n_bytes / min(timed(lambda: f(x).block_until_ready()) for _ in range(repeats))
 
 
-def _timed(fn) -> float:
+def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start

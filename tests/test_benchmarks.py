@@ -86,3 +86,10 @@ def test_data_pipeline_benchmark_reports_workers_and_the_step(capsys):
     r = data_pipeline.run(images=8, batches=2, workers=(1,), tiny=True)
     assert set(r["pipeline"]) == {1} and all(v > 0 for v in r["pipeline"].values()) and r["step"] > 0
     assert "images/s" in capsys.readouterr().out
+
+
+def test_decode_anatomy_times_products_and_steps(capsys):
+    import decode_anatomy
+    times = decode_anatomy.run(repeats=1, tiny=True)
+    assert len(times) == 5 and all(t > 0 for t in times.values())
+    assert "GB/s of weights" in capsys.readouterr().out
