@@ -72,10 +72,10 @@ def inputs(cfg, batch: int = 4, text_tokens: int = 32, seed: int = 0):
     return ids, rng.standard_normal((batch, size, size, 3)).astype(np.float32)
 
 
-def both_sides(dtypes, tiny: bool = False):
+def both_sides(dtypes, tiny: bool = False, scan_layers: bool = False):
     """Yields, per dtype, the same random small LLaVA in both frameworks and its inputs:
     (dtype, transformers model, our model, ids int64[B, T], pixels float32 NHWC, torch ids, torch pixels NCHW
-    in the dtype)."""
+    in the dtype).  scan_layers: ours with scanned decoder layers."""
     import jax.numpy as jnp
     import torch
 
@@ -87,8 +87,8 @@ def both_sides(dtypes, tiny: bool = False):
         for dtype in dtypes:
             torch_dtype = getattr(torch, dtype)
             ref = ref.to(torch_dtype)
-            yield (dtype, ref, load_hf(folder, dtype=jnp.dtype(dtype)), ids, pixels, torch.tensor(ids),
-                   torch.tensor(pixels.transpose(0, 3, 1, 2)).to(torch_dtype))
+            yield (dtype, ref, load_hf(folder, dtype=jnp.dtype(dtype), scan_layers=scan_layers), ids, pixels,
+                   torch.tensor(ids), torch.tensor(pixels.transpose(0, 3, 1, 2)).to(torch_dtype))
 
 
 def alternate(fns: dict, repeats: int) -> dict:

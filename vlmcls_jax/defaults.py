@@ -83,7 +83,9 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     # label: the name in tables; revision: a hub branch, tag or commit to pin (results.json records the commit);
     # prompt_format: "auto" (the checkpoint's documented format) or a key of data.prompt_formats.PROMPT_FORMATS;
     # scan_layers: a Llama decoder's layers stacked and run by jax.lax.scan (compiles once per program, not
-    # once per layer: see benchmarks/compile_time.py); same results
+    # once per layer: benchmarks/compile_time.py); same results, but on CPU a decode step took 1.8x as long
+    # (every step slices the stacked weights anew: benchmarks/generation.py --scan-layers), so keep it off
+    # for generation-heavy jobs there
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
                                              revision=placeholder(str), prompt_format="auto", scan_layers=False))
     # templates: "study" (the study's one template "A photo of a {}"), "single" or "imagenet80" (CLIP's ensemble)
