@@ -29,7 +29,7 @@ def save_model(model: nnx.Module, directory: str, *, concurrent_gb: int | None =
 
     concurrent_gb: at most this many GB of parameters in flight at once (orbax copies each array to the
     host before writing it; unlimited, that doubles the peak memory of a conversion: 1.95x the model for a
-    1.5B checkpoint against 1.46x with 1 GB, benchmarks/conversion.py).  None: orbax's default (96 GB)."""
+    1.5B checkpoint against 1.54x with 1 GB, benchmarks/conversion.py).  None: orbax's default (96 GB)."""
     directory = os.path.abspath(directory)
     params = os.path.join(directory, "params")
     if os.path.exists(params):
