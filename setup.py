@@ -9,7 +9,7 @@ setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["vlmcls_jax", "vlmcls_jax.*"]),
-    package_data={"vlmcls_jax.eval": ["study_numbers.json"]},
+    package_data={"vlmcls_jax.eval": ["study_published.json"]},
     python_requires=">=3.11",
     # Ranges that resolve on Python 3.11 (flax 0.12.8, jax 0.10.x) and 3.12 (newer flax).
     install_requires=[

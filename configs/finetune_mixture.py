@@ -22,8 +22,8 @@ file is released.  Records longer than `data.max_length` (2048, the study's mode
 relative to one `data.image_root` (the study: ./playground/data for both).
 
 Compare ImageWikiQA accuracy of WORKDIR/hf_export with LLaVA-1.5-7B's (configs/table5_imagewikiqa.py with
-`--config.model.checkpoint=runs/mixture/hf_export --config.baseline=...`): the study reports only the gain,
-+11.8 points (its README; vlmcls_jax/eval/study_numbers.json).
+`--config.model.checkpoint=runs/mixture/hf_export --config.baseline=...`): the study reports 49.8 against
+38.0, +11.8 points (Table 5; vlmcls_jax/eval/study_published.json).
 
     python -m vlmcls_jax.main --config configs/finetune_mixture.py --workdir runs/mixture \\
         --config.data.classification_manifest=data/imagenet.jsonl \\

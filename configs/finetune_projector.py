@@ -19,7 +19,7 @@ the study's fine-tuning template (prepare_data.ipynb; `vlmcls_jax.data.finetune_
 zero-shot prompt's "this photo"), with the llava_v1 template (`--version v1`).
 
 Compare with the study's Table 3 right (fine-tuned LLaVA-1.5-7B reaches about CLIP's accuracy on each
-dataset); the only printed value is ImageNet 85.668 (exact match; vlmcls_jax/eval/study_numbers.json).
+dataset; the paper's numbers: vlmcls_jax/eval/study_published.json; the study's repository prints ImageNet 85.668).
 
     python -m vlmcls_jax.main --config configs/finetune_projector.py:flowers --workdir runs/proj_flowers \\
         --config.data.classification_manifest=data/flowers.jsonl --config.data.image_root=/data/flowers

@@ -106,6 +106,7 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     # batch_size: images per prefill; chunk_size: class-name token positions per compiled call; cfg_alpha: the
     # study's calibration alpha (eval.vlm_scoring; 1 = sum)
     c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=1024, cfg_alpha=2.0))
+    c.paper_numbers = True                 # tables show `ours (paper)`: vlmcls_jax/eval/study_published.json
     return c
 
 
@@ -120,8 +121,9 @@ def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.seed = 0
     c.max_examples = 0                       # > 0: the first N of each split (smoke tests)
     c.mesh_shape = ()                        # e.g. (-1, 1, 1): split extraction batches over this process's devices
-    c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", revision=placeholder(str),
-                                             prompt_format="auto", scan_layers=False))   # as in eval_config
+    c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
+                                             revision=placeholder(str), prompt_format="auto",
+                                             scan_layers=False))   # as in eval_config
     c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
                                             classes=f"data/{dataset}_classes.json", image_root=".",
                                             train_split="train", test_split=TEST_SPLIT.get(dataset, "test")))
@@ -131,6 +133,7 @@ def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.pad_to_square = False                  # the study extracted through llava-hf's processor
     c.probe = ml_collections.ConfigDict(dict(epochs=100 if dataset == "imagenet" else 500, batch_size=512,
                                              learning_rate=1e-3, val_fraction=0.1, shuffle=False))
+    c.paper_numbers = True                 # tables show `ours (paper)`: vlmcls_jax/eval/study_published.json
     return c
 
 
@@ -148,6 +151,7 @@ def imagewikiqa_config() -> ml_collections.ConfigDict:
     c.generation = ml_collections.ConfigDict(dict(chain_of_thought=True, max_new_tokens=1024, batch_size=8))
     c.pad_to_square = False                # the study used llava-hf's processor (no padding)
     c.baseline = ""                        # another run's workdir: report the gain over it
+    c.paper_numbers = True                 # tables show `ours (paper)`: vlmcls_jax/eval/study_published.json
     return c
 
 

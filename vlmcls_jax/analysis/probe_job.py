@@ -1,6 +1,9 @@
 """The probing job (`job = "probe"`, the study's Table 3 left / Table 10): extract a VLM's hidden-state features
 for a dataset's train and test splits, train one linear probe per feature, and write WORKDIR/results.json and
-WORKDIR/table.md (rows: features; columns: the validation-selected and the study's best-on-test accuracy).
+WORKDIR/table.md and table.csv (rows: each feature under the study's protocol, the best test accuracy over
+epochs, and "{feature}, epoch chosen on validation"; the paper's number beside ours unless
+`config.paper_numbers` is False).  Rows carry the model's label (`config.model.label`, by default the
+checkpoint's last path component), so `python -m vlmcls_jax.eval.tables` merges probe runs with the others.
 
 Features are cached under WORKDIR/features/{split}; a rerun resumes extraction and retrains the probes.
 """
@@ -17,7 +20,8 @@ from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
-from vlmcls_jax.eval.tables import write_atomic
+from vlmcls_jax.eval.job import model_label
+from vlmcls_jax.eval.tables import write_atomic, write_tables
 
 
 def run(config, workdir: str) -> dict:
@@ -48,7 +52,7 @@ def run(config, workdir: str) -> dict:
     for feature in settings.features:
         out = train_probe(loaded["train"][2][feature], loaded["train"][1], loaded["test"][2][feature],
                           loaded["test"][1], len(classes.names), probe_settings)
-        rows[feature] = {k: v for k, v in out.items() if k != "history"}
+        rows[feature] = dict({k: v for k, v in out.items() if k != "history"}, model=model_label(config.model))
         write_atomic(os.path.join(workdir, f"probe_history_{feature.replace('/', '_').replace(':', '')}.json"),
                      json.dumps(out["history"]))
     results = {"dataset": data.name, "model": config.model.checkpoint,
@@ -56,11 +60,5 @@ def run(config, workdir: str) -> dict:
                "checkpoints": {"model": loaded_model.provenance}}
     if jax.process_index() == 0:
         write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
-        lines = [f"| feature | {data.name}: test accuracy, epoch chosen on validation | best-on-test (study) |",
-                 "| --- | --- | --- |"]
-        for feature, r in rows.items():
-            chosen = "-" if r["val_selected"] is None else f"{100 * r['val_selected']['test_accuracy']:.1f}"
-            lines.append(f"| {feature} | {chosen} | {100 * r['best_on_test']['test_accuracy']:.1f} |")
-        write_atomic(os.path.join(workdir, "table.md"), "\n".join(lines) + "\n\nLinear probes, accuracy in %; "
-                     f"train {len(splits['train'])}, test {len(splits['test'])} examples.\n")
+        write_tables([results], workdir, config.paper_numbers)
     return results

@@ -15,8 +15,8 @@ in WORKDIR/skipped_images.jsonl) and `checkpoints` (what was loaded, with the hu
 Several processes split the VLM's examples (`eval.shards`; each process scores all of CLIP's);
 `config.mesh_shape` (e.g. (-1, 1, 1)) splits each batch over this process's own devices too.  Every row
 records its model's label (`config.model.label` / `config.clip.label`, by default the checkpoint's last path
-component), the table's first column; `python -m vlmcls_jax.eval.tables RUN ...` merges runs on several
-datasets into one table.  Any VLM family runs by changing only `config.model` (`eval.vlm_inputs`).
+component), the table's first column; the tables show the paper's number beside ours (`config.paper_numbers`);
+`python -m vlmcls_jax.eval.tables RUN ...` merges runs on several datasets into one table.  Any VLM family runs by changing only `config.model` (`eval.vlm_inputs`).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def run(config, workdir: str) -> dict:
     results = {"dataset": data.name, "examples": len(examples), "skipped_images": len(screened.skipped),
                "rows": rows, "checkpoints": checkpoints}
     if jax.process_index() == 0:   # every process holds the same summary; one writes it
-        write_results(results, workdir)
+        write_results(results, workdir, config.paper_numbers)
         label_set_size_curve({row: headline(m) for row, m in rows.items()},
                              os.path.join(workdir, "label_set_size.png"), f"{data.name}: accuracy vs label-set size")
     return results
@@ -142,7 +142,8 @@ def model_label(model_config) -> str:
     return model_config.get("label") or os.path.basename(os.path.normpath(model_config.checkpoint))
 
 
-def write_results(results: dict, workdir: str) -> None:
-    """results.json, table.md and table.csv (rows: model / setting; column: the dataset; values: accuracy %)."""
+def write_results(results: dict, workdir: str, paper_numbers: bool = True) -> None:
+    """results.json, table.md and table.csv (rows: model / setting; column: the dataset; values: accuracy %,
+    with the paper's number beside ours unless paper_numbers is False)."""
     write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
-    write_tables([results], workdir)
+    write_tables([results], workdir, paper_numbers)
