@@ -30,8 +30,8 @@ def test_probe_job(tmp_path):
         r = results["rows"][feature]
         assert 0 <= r["best_on_test"]["test_accuracy"] <= 1 and r["test_examples"] == 4
         assert r["train_examples"] + r["val_examples"] == 8
-    table = (tmp_path / "run" / "table.md").read_text()
-    assert "| llm:-1/last |" in table and "| vision/mean |" in table
+    table = (tmp_path / "run" / "table.md").read_text()   # rows: the study's best-on-test, the validation-chosen
+    assert "| llava | llm:-1/last |" in table and "| llava | vision/mean, epoch chosen on validation |" in table
     assert len(list((tmp_path / "run" / "features" / "train" / "part0-of-1").glob("chunk*.npz"))) == 1
 
 

@@ -3,7 +3,7 @@
 import json
 
 from vlmcls_jax import demo
-from vlmcls_jax.eval import job
+from vlmcls_jax.eval import job, tables
 
 import train_fixtures
 
@@ -23,10 +23,11 @@ def test_eval_job_writes_tables_and_resumes(tmp_path):
     assert {m["model"] for m in rows.values()} == {"llava", "clip"}        # checkpoint folder names
     assert rows["CLIP (single), 2 labels"]["top1"] >= 0.0
     table = (workdir / "table.md").read_text().splitlines()
-    assert table[0] == "| model | setting | flowers |" and len(table) == 2 + len(rows) + 2
+    shown = sum(len(tables.table_rows(s, m)) for s, m in rows.items())   # probabilistic: sum, avg, cfg rows
+    assert table[0] == "| model | setting | flowers |" and len(table) == 2 + shown + 2 and shown == len(rows) + 4
     assert f"| llava | VLM open world | {100 * rows['VLM open world']['substring_accuracy']:.1f} |" in table
-    csv_rows = (workdir / "table.csv").read_text().splitlines()
-    assert csv_rows[0] == "model,setting,flowers" and len(csv_rows) == 1 + len(rows)
+    csv_rows = (workdir / "table.csv").read_text().splitlines()   # the paper's column: none for label "llava"
+    assert csv_rows[0] == "model,setting,flowers,flowers (paper),row" and len(csv_rows) == 1 + shown
     assert json.loads((workdir / "results.json").read_text())["rows"] == rows
     assert (workdir / "label_set_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A second run resumes every per-example file and reproduces the numbers.

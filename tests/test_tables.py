@@ -172,12 +172,22 @@ def test_cfg_row_is_the_studys_sum_based_sweep():
         assert out["cfg_sweep"][f"{float(alpha)}"] == np.mean([p == i % 2 for i, p in enumerate(preds)])
 
 
+def test_clip_row_beside_the_paper():
+    """CLIP's results row as the eval job writes it (`evaluate_clip`'s fields plus the model label)."""
+    row = {"examples": 4, "top1": 0.75, "top5": 1.0, "mean_per_class_recall": 0.75,
+           "model": "clip-vit-large-patch14-336"}
+    md = tables.render([run("flowers", {"CLIP (study)": row}, 4)], tables.load_paper())[0]
+    assert "| clip-vit-large-patch14-336 | CLIP (study) | 75.0 (76.0) |" in md        # Table 1, CLIP-L, Flowers
+    assert "| EVA01-CLIP-g-14-plus | CLIP (study) | not run (81.0) |" in md           # Table 1, EVA-G: not run
+
+
 # --- the four jobs' results.json, merged --------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def job_runs(tmp_path_factory):
-    """A Table 1 run, a Table 2 (scoring) run, a probe run and an ImageWikiQA run of the real jobs on a tiny
-    random LLaVA and CLIP, labelled with the paper's model labels."""
+    """A Table 1 run (open and closed world; CLIP's row: test_clip_row_beside_the_paper), a Table 2 (scoring)
+    run, a probe run and an ImageWikiQA run of the real jobs on a tiny random LLaVA, labelled with the paper's
+    model labels."""
     from configs import table1, table2, table3_probe, table5_imagewikiqa
     from vlmcls_jax import demo
     from vlmcls_jax.main import jobs
@@ -186,7 +196,6 @@ def job_runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("jobs")
     llava = train_fixtures.tiny_checkpoint(root / "llava")
-    clip = train_fixtures.tiny_clip_checkpoint(root / "clip")
     manifest = train_fixtures.shapes_dataset(root / "data", 6)
     rows = [dict(json.loads(x), split="test" if i % 2 else "train")
             for i, x in enumerate(manifest.read_text().splitlines())]
@@ -199,21 +208,21 @@ def job_runs(tmp_path_factory):
         return c
 
     c1 = data(table1.get_config("flowers"))
-    c1.clip.checkpoint, c1.clip.label = str(clip), "clip-vit-large-patch14-336"
+    c1.experiments = ("open", "closed")
     c1.generation.max_new_tokens, c1.generation.batch_size = 2, 4
     c2 = data(table2.get_config("flowers,scoring"))
     c2.scoring.batch_size = 4
     c3 = data(table3_probe.get_config("flowers"))
-    c3.features, c3.probe.epochs, c3.probe.batch_size = ("llm:-1/last",), 3, 4
+    c3.features, c3.probe.epochs, c3.probe.batch_size, c3.probe.val_fraction = ("llm:-1/last",), 3, 4, 0.34
     c5 = table5_imagewikiqa.get_config()
     names = demo.class_names()
     options = "\n".join(f"{x}. {n}" for x, n in zip("ABCD", names))
     (root / "q.jsonl").write_text("".join(json.dumps(
         {"image": f"{i}.png", "text": f"What is this?\n{options}\nChoose A, B, C, or D.", "label": "ABCD"[i],
-         "wiki": "", "classname": names[i]}) + "\n" for i in range(2)))
+         "wiki": "", "classname": names[i]}) + "\n" for i in range(1)))
     c5.data.questions, c5.data.image_root = str(root / "q.jsonl"), str(root / "data")
     c5.model.checkpoint, c5.model.label = str(llava), "llava-1.5-7b-hf"
-    c5.generation.max_new_tokens, c5.generation.batch_size = 2, 2
+    c5.generation.max_new_tokens, c5.generation.batch_size = 2, 1
     results = {}
     for name, job, config in (("table1", "eval", c1), ("table2", "eval", c2), ("probe", "probe", c3),
                               ("imagewikiqa", "imagewikiqa", c5)):
@@ -238,9 +247,8 @@ def test_every_jobs_results_render_with_the_papers_numbers(job_runs, capsys):
         return value
 
     r1, r2 = results["table1"]["rows"], results["table2"]["rows"]["VLM probabilistic"]
-    llava, clip = "llava-1.5-7b-hf", "clip-vit-large-patch14-336"
-    assert expect(clip, "CLIP (study)", "flowers", r1["CLIP (study)"]["top1"]) == 76.0      # Table 1
-    assert expect(llava, "VLM open world", "flowers", r1["VLM open world"]["substring_accuracy"]) == 5.9
+    llava = "llava-1.5-7b-hf"
+    assert expect(llava, "VLM open world", "flowers", r1["VLM open world"]["substring_accuracy"]) == 5.9   # Table 1
     assert expect(llava, "VLM closed world", "flowers", r1["VLM closed world"]["substring_accuracy"]) == 10.2
     assert expect(llava, "VLM probabilistic", "flowers", r2["sum_accuracy"]) == 14.5       # Table 2
     assert expect(llava, "VLM probabilistic (avg rule)", "flowers", r2["avg_accuracy"]) == 16.5
@@ -253,8 +261,8 @@ def test_every_jobs_results_render_with_the_papers_numbers(job_runs, capsys):
     # Paper rows of the same tables with no run here, e.g. GPT-4 (Table 1) and Claude 3 (Table 5).
     assert "| gpt-4-turbo-2024-04-09 | VLM open world | not run (51.0) | - |" in lines
     assert "| claude-3-opus-20240229 | ImageWikiQA (chain of thought) | - | not run (54.3) |" in lines
-    assert any(line.startswith("CFG (the study's get_accuracy.ipynb") and "llava-1.5-7b-hf / flowers: alpha " in line
-               for line in lines)
+    notes = [line for line in lines if line][-1]
+    assert "at the best alpha of 0..8" in notes and "llava-1.5-7b-hf / flowers: alpha " in notes
 
 
 def test_each_jobs_own_table_shows_the_paper_number_and_can_turn_it_off(job_runs):
@@ -262,7 +270,7 @@ def test_each_jobs_own_table_shows_the_paper_number_and_can_turn_it_off(job_runs
     root, results = job_runs
     for name in ("table1", "table2", "probe"):
         for setting, metrics in results[name]["rows"].items():
-            assert metrics["model"] == ({"CLIP (study)": "clip-vit-large-patch14-336"}.get(setting, "llava-1.5-7b-hf"))
+            assert metrics["model"] == "llava-1.5-7b-hf"
             tables.table_rows(setting, metrics)   # no KeyError: every row has a field tables reads
     assert "| llava-1.5-7b-hf | VLM open world | " in (root / "table1" / "table.md").read_text()
     assert " (5.9) |" in (root / "table1" / "table.md").read_text()
