@@ -103,7 +103,7 @@ def test_cli_and_errors(tmp_path, capsys):
                  "--no-paper", "--cfg-sweep"])
     out = capsys.readouterr().out
     assert "| clip-l | CLIP (study) | 75.0 | 50.0 |" in out and "(cfg rule, alpha 4) | - | 25.0 |" in out
-    with pytest.raises(ValueError, match="two runs give model 'clip-l', setting 'CLIP \\(study\\)' on dataset 'flowers'"):
+    with pytest.raises(ValueError, match=r"two runs give model 'clip-l', setting 'CLIP \(study\)' on dataset 'flowers'"):
         tables.merge([RUNS[0], RUNS[0]])
     with pytest.raises(FileNotFoundError, match="no results.json"):
         tables.load_run(str(tmp_path / "t"))
@@ -203,7 +203,8 @@ def job_runs(tmp_path_factory):
     (root / "classes.json").write_text(json.dumps(demo.class_names()))
 
     def data(c):
-        c.data.manifest, c.data.classes, c.data.image_root = str(manifest), str(root / "classes.json"), str(root / "data")
+        c.data.manifest, c.data.classes = str(manifest), str(root / "classes.json")
+        c.data.image_root = str(root / "data")
         c.model.checkpoint, c.model.label = str(llava), "llava-1.5-7b-hf"
         return c
 
@@ -279,6 +280,7 @@ def test_each_jobs_own_table_shows_the_paper_number_and_can_turn_it_off(job_runs
     assert " (94.5) |" in probe_md and "| llm:-1/last, epoch chosen on validation |" in probe_md
     assert "| llava-1.5-7b-hf | " in (root / "imagewikiqa" / "table.md").read_text()
     assert " (38.0) |" in (root / "imagewikiqa" / "table.md").read_text()
+    assert "not run (" not in probe_md   # paper rows with no run: listed by the merged table only
     off = tables.render([results["table1"]], {})[0]
     assert "(" not in off.split("\n\n")[0]
     from vlmcls_jax.eval.imagewikiqa_job import paper_beside

@@ -60,5 +60,5 @@ def run(config, workdir: str) -> dict:
                "checkpoints": {"model": loaded_model.provenance}}
     if jax.process_index() == 0:
         write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
-        write_tables([results], workdir, config.paper_numbers)
+        write_tables([results], workdir, config.paper_numbers, not_run="none")
     return results

@@ -16,7 +16,8 @@ Several processes split the VLM's examples (`eval.shards`; each process scores a
 `config.mesh_shape` (e.g. (-1, 1, 1)) splits each batch over this process's own devices too.  Every row
 records its model's label (`config.model.label` / `config.clip.label`, by default the checkpoint's last path
 component), the table's first column; the tables show the paper's number beside ours (`config.paper_numbers`);
-`python -m vlmcls_jax.eval.tables RUN ...` merges runs on several datasets into one table.  Any VLM family runs by changing only `config.model` (`eval.vlm_inputs`).
+`python -m vlmcls_jax.eval.tables RUN ...` merges runs on several datasets into one table.  Any VLM family runs
+by changing only `config.model` (`eval.vlm_inputs`).
 """
 
 from __future__ import annotations
@@ -146,4 +147,4 @@ def write_results(results: dict, workdir: str, paper_numbers: bool = True) -> No
     """results.json, table.md and table.csv (rows: model / setting; column: the dataset; values: accuracy %,
     with the paper's number beside ours unless paper_numbers is False)."""
     write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
-    write_tables([results], workdir, paper_numbers)
+    write_tables([results], workdir, paper_numbers, not_run="none")   # "not run" rows: the merged table's

@@ -1,8 +1,9 @@
 """Result tables in the study's layout: one row per (model, setting), one column per dataset, accuracy in %,
 each of our numbers shown as `ours (paper)` beside the paper's.
 
-Every job's own table (eval, probe, ImageWikiQA) is written by `write_tables`; this module's command line
-merges several runs (one per dataset, per model, per job) into one table:
+The eval and probe jobs write their own table with `write_tables` (the ImageWikiQA job its own layout, the
+paper's number beside ours too); this module's command line merges several runs (one per dataset, per model,
+per job) into one table, which also lists the paper's rows that no run gives:
 
     python -m vlmcls_jax.eval.tables runs/table1_imagenet runs/table1_flowers runs/table1_cars \\
         runs/table1_caltech runs/table2_* runs/probe_flowers runs/imagewikiqa --out runs/tables
@@ -161,7 +162,8 @@ def load_paper(path: str | None = None) -> dict[tuple[str, str, str], dict]:
     from a file of the same form {"entries": [{"model", "setting", "dataset", "value", "table", ...}]}.
     An entry's "value" is the number as printed (a percent, unless its note says otherwise)."""
     if path is None:
-        text, where = resources.files("vlmcls_jax.eval").joinpath(PAPER_FILE).read_text(), f"vlmcls_jax/eval/{PAPER_FILE}"
+        where = f"vlmcls_jax/eval/{PAPER_FILE}"
+        text = resources.files("vlmcls_jax.eval").joinpath(PAPER_FILE).read_text()
     else:
         with open(path) as f:
             text, where = f.read(), path
