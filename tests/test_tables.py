@@ -87,7 +87,7 @@ def test_paper_numbers_beside_ours_and_not_run_rows(tmp_path):
     assert "| gpt-4 | VLM open world | not run (51.0) | - | - | not run (9.0) |" in everything
     assert "| eva | probe | not run (99.2) | - | - | - |" in everything
     assert "not run (" not in tables.render(RUNS, tables.load_paper(str(paper)), not_run="none")[0]
-    paper.write_text(json.dumps({"entries": [{"model": "clip-l", "dataset": "cars", "value": 1, "table": "T"}]}))
+    paper.write_text(json.dumps({"entries": [{"model": "clip-l", "dataset": "cars", "value": 1}]}))
     with pytest.raises(ValueError, match=r"entries\[0\] lacks \['setting'\]"):
         tables.load_paper(str(paper))
     paper.write_text(json.dumps({"entries": [entries[0], entries[0]]}))
@@ -281,7 +281,11 @@ def test_each_jobs_own_table_shows_the_paper_number_and_can_turn_it_off(job_runs
     assert "| llava-1.5-7b-hf | " in (root / "imagewikiqa" / "table.md").read_text()
     assert " (38.0) |" in (root / "imagewikiqa" / "table.md").read_text()
     assert "not run (" not in probe_md   # paper rows with no run: listed by the merged table only
-    off = tables.render([results["table1"]], {})[0]
-    assert "(" not in off.split("\n\n")[0]
+    from vlmcls_jax.eval.job import write_results   # what the eval job calls, with config.paper_numbers
+    (root / "off").mkdir()
+    write_results(results["table2"], str(root / "off"), paper_numbers=False)
+    off = (root / "off" / "table.md").read_text()
+    assert "| llava-1.5-7b-hf | VLM probabilistic (avg rule) | " in off and "(16.5)" not in off
+    assert (root / "off" / "table.csv").read_text().splitlines()[0] == "model,setting,flowers"
     from vlmcls_jax.eval.imagewikiqa_job import paper_beside
     assert paper_beside("llava-1.5-7b-hf", True) == " (38.0)" and paper_beside("llava-1.5-7b-hf", False) == ""

@@ -159,8 +159,9 @@ def merge(runs: Sequence[dict], cfg_sweep: bool = False):
 
 def load_paper(path: str | None = None) -> dict[tuple[str, str, str], dict]:
     """{(model, setting, dataset): entry} from the paper's numbers shipped with the package (path None) or
-    from a file of the same form {"entries": [{"model", "setting", "dataset", "value", "table", ...}]}.
-    An entry's "value" is the number as printed (a percent, unless its note says otherwise)."""
+    from a file of the same form {"entries": [{"model", "setting", "dataset", "value", "table"?, ...}]}.
+    An entry's "value" is the number as printed (a percent, unless its note says otherwise); "table" (where it
+    is printed, e.g. "Table 1, open world; Table 8, ...") decides which paper rows a merge lists as not run."""
     if path is None:
         where = f"vlmcls_jax/eval/{PAPER_FILE}"
         text = resources.files("vlmcls_jax.eval").joinpath(PAPER_FILE).read_text()
@@ -172,7 +173,7 @@ def load_paper(path: str | None = None) -> dict[tuple[str, str, str], dict]:
         raise ValueError(f"{where}: no 'entries' list")
     out = {}
     for n, entry in enumerate(data["entries"]):
-        missing = [k for k in ("model", "setting", "dataset", "value", "table") if k not in entry]
+        missing = [k for k in ("model", "setting", "dataset", "value") if k not in entry]
         if missing:
             raise ValueError(f"{where}: entries[{n}] lacks {missing}")
         if not isinstance(entry["value"], (int, float)):
@@ -186,7 +187,7 @@ def load_paper(path: str | None = None) -> dict[tuple[str, str, str], dict]:
 
 def paper_tables(entry: dict) -> set[str]:
     """The paper tables an entry is printed in: "Table 1, open world; Table 8, ..." -> {"Table 1", "Table 8"}."""
-    return {part.split(",")[0].strip() for part in entry["table"].split(";")}
+    return {part.split(",")[0].strip() for part in entry.get("table", "").split(";")}
 
 
 def paper_only_rows(paper: dict, cells: dict, datasets: list[str], not_run: str) -> tuple[list[Cell], list[str]]:
