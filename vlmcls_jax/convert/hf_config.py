@@ -13,16 +13,18 @@ from typing import Any
 import jax.numpy as jnp
 import transformers
 
+from vlmcls_jax.convert import openclip
 from vlmcls_jax.models.blip2 import Blip2Config
 from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
 from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from vlmcls_jax.models.eva_clip import EvaCLIPConfig
 from vlmcls_jax.models.llama import LlamaConfig
 from vlmcls_jax.models.llava import LlavaConfig
 from vlmcls_jax.models.llava_next import LlavaNextConfig
 from vlmcls_jax.models.opt import OPTConfig
 from vlmcls_jax.models.qformer import QFormerConfig
 
-ModelConfig = LlavaConfig | CLIPConfig | LlamaConfig | Blip2Config | OPTConfig
+ModelConfig = LlavaConfig | CLIPConfig | LlamaConfig | Blip2Config | OPTConfig | EvaCLIPConfig
 SUPPORTED_MODEL_TYPES = ("llava", "clip", "llama", "mistral", "opt", "blip-2", "instructblip", "llava_next")
 
 
@@ -102,7 +104,10 @@ def from_hf(hf_config, dtype=jnp.float32, param_dtype=None) -> ModelConfig:
 
 
 def load_config(checkpoint_dir: str, dtype=jnp.float32, param_dtype=None) -> ModelConfig:
-    """Reads `checkpoint_dir/config.json` (transformers fills the defaults) into our config."""
+    """Reads `checkpoint_dir/config.json` (transformers fills the defaults) into our config; an open_clip
+    folder (open_clip_config.json, no config.json) is read by `openclip.load_config`."""
+    if openclip.is_open_clip_dir(checkpoint_dir):
+        return openclip.load_config(checkpoint_dir, dtype, param_dtype)
     try:
         hf = transformers.AutoConfig.from_pretrained(checkpoint_dir, trust_remote_code=False)
     except (OSError, ValueError) as e:
