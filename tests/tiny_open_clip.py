@@ -97,3 +97,19 @@ def save(model, cfg: dict, folder: pathlib.Path, tokenizer=None) -> pathlib.Path
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     return folder
+
+
+def tokenizer(texts: list[str], vocab_size: int = 160):
+    """The demo BPE tokenizer ending every text with "<|endoftext|>", the highest id (as open_clip's end of
+    text, 49407, is): open_clip pools at the highest id."""
+    from tokenizers import processors
+
+    from vlmcls_jax import demo
+
+    tok = demo.build_tokenizer(texts, vocab_size)
+    tok.add_tokens(["<|endoftext|>"], special_tokens=True)
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    assert eot == len(tok) - 1
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A <|endoftext|>", special_tokens=[("<s>", tok.bos_token_id), ("<|endoftext|>", eot)])
+    return tok

@@ -81,14 +81,9 @@ PRESETS = {
 }
 
 # open_clip checkpoints (open_clip_config.json, read by convert/openclip.py), kept apart from PRESETS (whose
-# entries round-trip through transformers' configs).  EVA01-CLIP-g-14-plus (the study's EVA-CLIP; open_clip's
-# "EVA01-g-14-plus") and EVA01-CLIP-g-14 ("EVA01-g-14": the 12-layer, 768-wide text tower).
-OPEN_CLIP_PRESETS = {
-    "timm/eva_giant_patch14_plus_clip_224.merged2b_s11b_b114k": EvaCLIPConfig(),
-    "timm/eva_giant_patch14_clip_224.laion400m_s11b_b41k": EvaCLIPConfig(text_config=dataclasses.replace(
-        EvaCLIPConfig().text_config, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-        num_attention_heads=12)),
-}
+# entries round-trip through transformers' configs): EVA01-CLIP-g-14-plus, the study's EVA-CLIP (open_clip's
+# "EVA01-g-14-plus"; 1,366,621,569 parameters).
+OPEN_CLIP_PRESETS = {"timm/eva_giant_patch14_plus_clip_224.merged2b_s11b_b114k": EvaCLIPConfig()}
 
 
 def with_dtype(cfg, dtype=jnp.float32, param_dtype=None):
