@@ -4,6 +4,7 @@ open_clip_config.json + open_clip_model.safetensors (+ a tokenizer for the jobs)
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 
@@ -13,26 +14,40 @@ TINY_TIMM_NAME = "vlmcls_test_eva01_tiny_patch14"
 TINY_TRUNK = dict(img_size=28, patch_size=14, embed_dim=32, depth=2, num_heads=4, mlp_ratio=48 / 32)
 
 
-def import_open_clip():
-    """`open_clip`, importable beside the tests' CPU torch 2.13.
+# Where `make test` installs the reference stack (open_clip, timm, torchvision, ftfy), apart from the venv's
+# site-packages: see `import_open_clip`.
+REFERENCE_DIR = os.path.join(sys.prefix, "openclip-ref")
 
-    The registry's torchvision 0.28 (the release for torch 2.13, which open_clip and timm import) is a CUDA build
-    whose C extension cannot load beside a CPU torch; torchvision tolerates that, except that
-    `torchvision/_meta_registrations.py` registers fake kernels for its `nms` / `qnms` ops without checking, and
-    the import fails ("operator torchvision::nms does not exist").  Declaring those two op schemas first lets it
-    import; open_clip and timm never call them (they are box ops for detection)."""
+
+def import_open_clip():
+    """`open_clip` (with timm), importable beside the tests' CPU torch 2.13, from REFERENCE_DIR.
+
+    Why apart: open_clip and timm import torchvision, and the registry's torchvision 0.28 (the release for torch
+    2.13) is a CUDA build whose C extension cannot load beside a CPU torch.  Installed in site-packages, every
+    `import transformers.image_utils` (which imports torchvision when it is installed) would fail, library and
+    `make run` included: torchvision tolerates a missing extension except in `_meta_registrations.py`, which
+    registers fake kernels for its `nms` / `qnms` ops unchecked ("operator torchvision::nms does not exist").
+    So the reference stack lives in REFERENCE_DIR, put on sys.path by this function only, after declaring those
+    two op schemas (open_clip and timm never call them: they are detection box ops)."""
+    if "open_clip" in sys.modules:
+        return sys.modules["open_clip"]
+    if not os.path.isdir(REFERENCE_DIR):
+        raise ImportError(f"{REFERENCE_DIR} is missing: the EVA-CLIP reference is installed there by `make test` "
+                          "(Makefile, .installed-test)")
+    import torch
+    if REFERENCE_DIR not in sys.path:
+        sys.path.append(REFERENCE_DIR)
     try:
         import torchvision  # noqa: F401
     except RuntimeError as e:
         if "torchvision::nms does not exist" not in str(e):
             raise
-        import torch
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
         lib = torch.library.Library("torchvision", "FRAGMENT")
         for op in ("nms", "qnms"):
             lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import_open_clip._keep = lib    # a Library unregisters its ops when collected
+        import_open_clip.library = lib    # a Library unregisters its ops when collected
         import torchvision  # noqa: F401
     import open_clip
     return open_clip
