@@ -200,7 +200,7 @@ def load_weights(cfg, files: list[str], *, shardings: Callable[[tuple], jax.shar
                                    jax.device_put(array.astype(var.dtype), shardings(path)))
 
     tensors = iter_tensors(files)
-    if isinstance(cfg, EvaCLIPConfig):   # open_clip's names and fused / split tensors -> ours
+    if isinstance(cfg, EvaCLIPConfig):   # open_clip's names (in_proj split in three) -> ours
         tensors = openclip.to_our_keys(tensors)
     for file, key, array in tensors:
         name = canonical_key(key, cfg)

@@ -261,6 +261,8 @@ def blip2_to_hf(cfg: Blip2Config) -> transformers.PretrainedConfig:
     v, q = cfg.vision_config, cfg.qformer_config
     if v.num_channels != 3:
         raise ValueError(f"num_channels={v.num_channels}: transformers' BLIP-2 vision tower takes 3 channels")
+    if v.separate_qv_bias:
+        raise ValueError("separate_qv_bias=True (timm's q_bias / v_bias): transformers' BLIP-2 holds one qkv.bias")
     vision = dict(hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
                   num_hidden_layers=v.num_hidden_layers, num_attention_heads=v.num_attention_heads,
                   image_size=v.image_size, patch_size=v.patch_size, hidden_act=v.hidden_act,

@@ -110,7 +110,8 @@ def config_from_open_clip(d: dict, dtype=jnp.float32, param_dtype=None, where: s
     name = v.get("timm_model_name")
     if name not in TIMM_EVA01:
         raise ValueError(f"{where}.vision_cfg.timm_model_name={name!r}: only the EVA01 timm trunks "
-                         f"{sorted(TIMM_EVA01)} are supported (EVA02's rotary embeddings / SwiGLU / sub-LN are not built)")
+                         f"{sorted(TIMM_EVA01)} are supported (EVA02's rotary embeddings / SwiGLU / sub-LN are "
+                         "not built)")
     _check(v, _VISION_DEFAULTS, _VISION_IGNORED, f"{where}.vision_cfg")
     trunk = TIMM_EVA01[name]
     if v.get("image_size", trunk.image_size) not in (trunk.image_size, [trunk.image_size] * 2):
@@ -118,10 +119,11 @@ def config_from_open_clip(d: dict, dtype=jnp.float32, param_dtype=None, where: s
                          f"{trunk.image_size} px (open_clip does not pass image_size to timm)")
     _check(t, _TEXT_DEFAULTS, _TEXT_IGNORED, f"{where}.text_cfg")
     dt = dict(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype or dtype))
+    # timm's EVA: exact GELU, its LayerNorm's default eps 1e-6, q_bias / v_bias.
     vision = Blip2VisionConfig(hidden_size=trunk.hidden_size, intermediate_size=trunk.intermediate_size,
                                num_hidden_layers=trunk.num_hidden_layers, num_attention_heads=trunk.num_attention_heads,
                                image_size=trunk.image_size, patch_size=trunk.patch_size, hidden_act="gelu",
-                               layer_norm_eps=1e-6, qkv_bias=True, separate_qv_bias=True, **dt)     # timm's LayerNorm default eps
+                               layer_norm_eps=1e-6, qkv_bias=True, separate_qv_bias=True, **dt)
     width = int(t.get("width", 512))
     text = CLIPTextConfig(vocab_size=int(t.get("vocab_size", 49408)), hidden_size=width,
                           intermediate_size=int(width * float(t.get("mlp_ratio", 4.0))),
