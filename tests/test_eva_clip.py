@@ -4,11 +4,10 @@ image / text features and logits compared.  Full-size presets: parameter counts 
 on the meta device from its own EVA01 configs."""
 
 import dataclasses
-import json
 import functools
+import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
