@@ -16,8 +16,13 @@ $(VENV)/.installed: $(BIN)/python setup.py
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# The EVA-CLIP reference (open_clip + timm + torchvision for torch 2.13) goes to its own folder, never into
+# site-packages: the registry's torchvision is a CUDA build that breaks `import transformers.image_utils` beside
+# CPU torch (tests/tiny_open_clip.py, `import_open_clip`).
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/openclip-ref open-clip-torch==3.3.0 \
+		timm==1.0.31 torchvision==0.28.0 ftfy==6.3.1 wcwidth==0.9.4
 	touch $@
 
 # The whole study in miniature on the CPU (~15 min on 2 cores): WORKDIR/report.md.

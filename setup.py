@@ -36,6 +36,9 @@ setup(
     ],
     extras_require={
         # torch is the reference implementation in tests only; the library never imports it.
+        # The EVA-CLIP reference, open-clip-torch (+ timm, torchvision), is not listed here: pip would put the
+        # registry's CUDA torchvision beside CPU torch, which breaks `import transformers.image_utils` everywhere.
+        # `make test` installs it into .venv/openclip-ref instead (Makefile; tests/tiny_open_clip.py).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "hypothesis>=6.100"],
         "tpu": ["jax[tpu]>=0.9,<0.12"],
         "gpu": ["jax[cuda12]>=0.9,<0.12"],

@@ -1,4 +1,4 @@
-"""The study's Table 3 left / Table 10 on one dataset: linear probes on LLaVA-1.5-7B's last-layer hidden
+"""The study's Table 3 on one dataset.  Left / Table 10: linear probes on LLaVA-1.5-7B's last-layer hidden
 states (the prompt's last token and the mean over all tokens) recover the class far better than the VLM's
 own answers.  The study's probe: Adam 1e-3, batch 512, 500 epochs (100 on ImageNet), reported at the best
 epoch on the test set; we also report the epoch chosen on a validation split held out from train.
@@ -10,12 +10,30 @@ epoch on the test set; we also report the epoch chosen on a validation split hel
 More features (other layers, the vision tower, the projector): e.g.
 `--config.features='("llm:-1/last", "llm:16/last", "vision/mean", "projector/mean")'`
 (names in vlmcls_jax/analysis/features.py).
+
+Right: the same probe on a CLIP model's L2-normalised image embeddings, `configs/table3_probe.py:flowers,clip`
+(openai CLIP ViT-L/14-336) or `:flowers,evaclip` (EVA01-CLIP-g-14-plus from open_clip's hub checkpoint): the
+study's training_analysis/clip/run_finetune.sh, 40 epochs on ImageNet and 300 on the others, the training set
+shuffled every epoch.
 """
 
 import ml_collections
 
 from vlmcls_jax import defaults
 
+CLIP_CHECKPOINTS = {"clip": "openai/clip-vit-large-patch14-336",
+                    "evaclip": "timm/eva_giant_patch14_plus_clip_224.merged2b_s11b_b114k"}
 
-def get_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
-    return defaults.probe_config(dataset)   # every field, with its meaning: vlmcls_jax/defaults.py
+
+def get_config(args: str = "flowers") -> ml_collections.ConfigDict:
+    dataset, _, model = args.partition(",")
+    c = defaults.probe_config(dataset)   # every field, with its meaning: vlmcls_jax/defaults.py
+    if model:
+        if model not in CLIP_CHECKPOINTS:
+            raise ValueError(f"configs/table3_probe.py:{args}: the model is one of {sorted(CLIP_CHECKPOINTS)}")
+        c.model.checkpoint = CLIP_CHECKPOINTS[model]
+        c.features = ("clip/unit",)
+        c.batch_size = 64
+        c.probe.epochs = 40 if dataset == "imagenet" else 300
+        c.probe.shuffle = True
+    return c

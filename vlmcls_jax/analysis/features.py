@@ -134,33 +134,45 @@ def extract_features(model, tokenizer, examples: Sequence, out_dir: str,
     refused = [f for f in s.features if f.split("/")[0] in unsupported]
     if refused:
         raise ValueError(f"features {refused} are not defined for a {type(model.config).__name__} model")
+    prompt = inputs.prompt(QUESTION_WORDINGS[s.wording])
+    graphdef, state = nnx.split(model)
+
+    def compute(chunk):
+        batch = inputs.encode(tokenizer, [prompt] * len(chunk), [e.image for e in chunk],
+                              pad_to_square=s.pad_to_square)
+        ids_, mask_, *values = put_batch((batch["input_ids"].astype(np.int32),
+                                          batch["attention_mask"].astype(np.int32), *batch["images"].values()), mesh)
+        return jax.device_get(_features(graphdef, state, ids_, mask_, dict(zip(batch["images"], values)),
+                                        features=s.features))
+
+    return write_features(examples, out_dir, s.features, compute, s.batch_size, s.chunk_size, shard)
+
+
+def write_features(examples: Sequence, out_dir: str, names: Sequence[str], compute, batch_size: int,
+                   chunk_size: int, shard: tuple[int, int] | None = None) -> int:
+    """The resumable part of extraction: this process's share of `examples` not yet on disk, in padded batches
+    through `compute(batch of examples) -> {name: array[len(batch), ...]}`, written as chunks of OUT_DIR.
+    Returns how many examples it computed now."""
     index, count = shards.resolve(shard)
     mine = list(examples[index::count])
     folder = os.path.join(out_dir, f"part{index}-of-{count}")
     existing = _chunk_files(out_dir, index, count)
     done = {str(i) for f in existing for i in np.load(f)["ids"]}
     todo = [e for e in mine if str(e.id) not in done]
-    prompt = inputs.prompt(QUESTION_WORDINGS[s.wording])
-    graphdef, state = nnx.split(model)
     number = len(existing)
-    ids, labels, feats = [], [], {k: [] for k in s.features}
-    for chunk, real in tqdm(shards.padded_batches(todo, s.batch_size), desc="features", unit="batch",
-                            total=-(-len(todo) // s.batch_size)):
-        batch = inputs.encode(tokenizer, [prompt] * len(chunk), [e.image for e in chunk],
-                              pad_to_square=s.pad_to_square)
-        ids_, mask_, *values = put_batch((batch["input_ids"].astype(np.int32),
-                                          batch["attention_mask"].astype(np.int32), *batch["images"].values()), mesh)
-        out = jax.device_get(_features(graphdef, state, ids_, mask_, dict(zip(batch["images"], values)),
-                                       features=s.features))
+    ids, labels, feats = [], [], {k: [] for k in names}
+    for chunk, real in tqdm(shards.padded_batches(todo, batch_size), desc="features", unit="batch",
+                            total=-(-len(todo) // batch_size)):
+        out = compute(chunk)
         for i, e in enumerate(chunk[:real]):
             ids.append(str(e.id))
             labels.append(int(e.label))
-            for k in s.features:
+            for k in names:
                 feats[k].append(out[k][i])
-        if len(ids) >= s.chunk_size:
+        if len(ids) >= chunk_size:
             _write_chunk(folder, number, ids, labels, feats)
             number += 1
-            ids, labels, feats = [], [], {k: [] for k in s.features}
+            ids, labels, feats = [], [], {k: [] for k in names}
     if ids:
         _write_chunk(folder, number, ids, labels, feats)
     shards.barrier(count)

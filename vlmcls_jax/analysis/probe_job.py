@@ -4,6 +4,8 @@ WORKDIR/table.md and table.csv (rows: each feature under the study's protocol, t
 epochs, and "{feature}, epoch chosen on validation"; the paper's number beside ours unless
 `config.paper_numbers` is False).  Rows carry the model's label (`config.model.label`, by default the
 checkpoint's last path component), so `python -m vlmcls_jax.eval.tables` merges probe runs with the others.
+A CLIP checkpoint (CLIP or open_clip EVA01-CLIP: Table 3 right) is probed on its image embeddings instead
+(`features = ("clip/unit",)`: `analysis/clip_features.py`).
 
 Features are cached under WORKDIR/features/{split}; a rerun resumes extraction and retrains the probes.
 """
@@ -15,6 +17,7 @@ import os
 
 import jax
 
+from vlmcls_jax.analysis.clip_features import check_clip_features, extract_clip_features
 from vlmcls_jax.analysis.features import FeatureSettings, extract_features, load_features
 from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
 from vlmcls_jax.config_check import check_job_config
@@ -37,19 +40,27 @@ def run(config, workdir: str) -> dict:
                                  config.model.get("prompt_format", "auto"),
                                  scan_layers=config.model.get("scan_layers", False))
     model, tokenizer, preprocess = loaded_model.model, loaded_model.tokenizer, loaded_model.inputs
-    settings = FeatureSettings(features=tuple(config.features), wording=config.wording,
-                               batch_size=config.batch_size, pad_to_square=config.pad_to_square)
+    if preprocess is None:      # a two-tower CLIP: its image embeddings
+        features = check_clip_features(tuple(config.features))
+        extract = lambda examples, folder: extract_clip_features(
+            model, examples, folder, features, loaded_model.preprocess, batch_size=config.batch_size, mesh=mesh)
+    else:
+        settings = FeatureSettings(features=tuple(config.features), wording=config.wording,
+                                   batch_size=config.batch_size, pad_to_square=config.pad_to_square)
+        features = settings.features
+        extract = lambda examples, folder: extract_features(model, tokenizer, examples, folder, settings, preprocess,
+                                                            mesh=mesh)
     loaded = {}
     for name, examples in splits.items():
         folder = os.path.join(workdir, "features", name)
-        extract_features(model, tokenizer, examples, folder, settings, preprocess, mesh=mesh)
+        extract(examples, folder)
         loaded[name] = load_features(folder, examples)
 
     p = config.probe
     probe_settings = ProbeSettings(epochs=p.epochs, batch_size=p.batch_size, learning_rate=p.learning_rate,
                                    val_fraction=p.val_fraction, shuffle=p.shuffle, seed=config.seed)
     rows = {}
-    for feature in settings.features:
+    for feature in features:
         out = train_probe(loaded["train"][2][feature], loaded["train"][1], loaded["test"][2][feature],
                           loaded["test"][1], len(classes.names), probe_settings)
         rows[feature] = dict({k: v for k, v in out.items() if k != "history"}, model=model_label(config.model))

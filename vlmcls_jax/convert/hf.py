@@ -27,9 +27,10 @@ import numpy as np
 from flax import nnx
 from safetensors import safe_open
 
-from vlmcls_jax.convert import hf_config, safetensors_stream
+from vlmcls_jax.convert import hf_config, openclip, safetensors_stream
 from vlmcls_jax.models.blip2 import Blip2Config, Blip2ForConditionalGeneration
 from vlmcls_jax.models.clip import CLIPConfig, CLIPModel
+from vlmcls_jax.models.eva_clip import EvaCLIPConfig, EvaCLIPModel
 from vlmcls_jax.models.llama import LlamaConfig, LlamaForCausalLM
 from vlmcls_jax.models.llava import LlavaConfig, LlavaForConditionalGeneration
 from vlmcls_jax.models.llava_next import LlavaNextConfig, LlavaNextForConditionalGeneration
@@ -52,7 +53,7 @@ _IGNORED_KEYS = re.compile(r"(\.position_ids|\.rotary_emb\.inv_freq)$")
 def model_class(cfg) -> type[nnx.Module]:
     table = {Blip2Config: Blip2ForConditionalGeneration, OPTConfig: OPTForCausalLM,
              LlavaConfig: LlavaForConditionalGeneration, CLIPConfig: CLIPModel, LlamaConfig: LlamaForCausalLM,
-             LlavaNextConfig: LlavaNextForConditionalGeneration}
+             LlavaNextConfig: LlavaNextForConditionalGeneration, EvaCLIPConfig: EvaCLIPModel}
     if type(cfg) not in table:
         raise TypeError(f"no model for config type {type(cfg).__name__}")
     return table[type(cfg)]
@@ -190,7 +191,7 @@ def load_weights(cfg, files: list[str], *, shardings: Callable[[tuple], jax.shar
     """
     graphdef, state = nnx.split(abstract_model(cfg))
     table = _key_table(state)
-    tied = getattr(cfg, "text_config", cfg).tie_word_embeddings if not isinstance(cfg, CLIPConfig) else False
+    tied = getattr(getattr(cfg, "text_config", cfg), "tie_word_embeddings", False)   # CLIP text: no such field
     loaded, unexpected, values = set(), [], {}
     stacks: dict[tuple, tuple[np.ndarray, set]] = {}   # stacked parameter -> (host buffer, layers filled)
 
@@ -198,7 +199,10 @@ def load_weights(cfg, files: list[str], *, shardings: Callable[[tuple], jax.shar
         values[path] = var.replace(jnp.asarray(array, dtype=var.dtype) if shardings is None else
                                    jax.device_put(array.astype(var.dtype), shardings(path)))
 
-    for file, key, array in iter_tensors(files):
+    tensors = iter_tensors(files)
+    if isinstance(cfg, EvaCLIPConfig):   # open_clip's names (in_proj split in three) -> ours
+        tensors = openclip.to_our_keys(tensors)
+    for file, key, array in tensors:
         name = canonical_key(key, cfg)
         if name not in table:
             if _IGNORED_KEYS.search(name) or (tied and name.endswith("lm_head.weight")):
@@ -238,7 +242,7 @@ def load_weights(cfg, files: list[str], *, shardings: Callable[[tuple], jax.shar
 def load_hf(path_or_hub_id: str, dtype=jnp.float32, param_dtype=None, *, revision: str | None = None,
             shardings=None, scan_layers: bool = False) -> nnx.Module:
     """Loads a LLaVA, LLaVA-NeXT, CLIP, Llama, OPT, BLIP-2 or InstructBLIP checkpoint (chosen by its
-    config.json) as our model.
+    config.json), or an open_clip EVA01-CLIP one (open_clip_config.json: `convert/openclip.py`) as our model.
 
     dtype: computation dtype; param_dtype: storage dtype (default: dtype).  Accepts transformers-5
     files, transformers-4 hub files (`vision_tower.vision_model.*`) and in-memory `model.*` names.

@@ -13,16 +13,18 @@ from typing import Any
 import jax.numpy as jnp
 import transformers
 
+from vlmcls_jax.convert import openclip
 from vlmcls_jax.models.blip2 import Blip2Config
 from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
 from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from vlmcls_jax.models.eva_clip import EvaCLIPConfig
 from vlmcls_jax.models.llama import LlamaConfig
 from vlmcls_jax.models.llava import LlavaConfig
 from vlmcls_jax.models.llava_next import LlavaNextConfig
 from vlmcls_jax.models.opt import OPTConfig
 from vlmcls_jax.models.qformer import QFormerConfig
 
-ModelConfig = LlavaConfig | CLIPConfig | LlamaConfig | Blip2Config | OPTConfig
+ModelConfig = LlavaConfig | CLIPConfig | LlamaConfig | Blip2Config | OPTConfig | EvaCLIPConfig
 SUPPORTED_MODEL_TYPES = ("llava", "clip", "llama", "mistral", "opt", "blip-2", "instructblip", "llava_next")
 
 
@@ -102,7 +104,10 @@ def from_hf(hf_config, dtype=jnp.float32, param_dtype=None) -> ModelConfig:
 
 
 def load_config(checkpoint_dir: str, dtype=jnp.float32, param_dtype=None) -> ModelConfig:
-    """Reads `checkpoint_dir/config.json` (transformers fills the defaults) into our config."""
+    """Reads `checkpoint_dir/config.json` (transformers fills the defaults) into our config; an open_clip
+    folder (open_clip_config.json, no config.json) is read by `openclip.load_config`."""
+    if openclip.is_open_clip_dir(checkpoint_dir):
+        return openclip.load_config(checkpoint_dir, dtype, param_dtype)
     try:
         hf = transformers.AutoConfig.from_pretrained(checkpoint_dir, trust_remote_code=False)
     except (OSError, ValueError) as e:
@@ -256,6 +261,8 @@ def blip2_to_hf(cfg: Blip2Config) -> transformers.PretrainedConfig:
     v, q = cfg.vision_config, cfg.qformer_config
     if v.num_channels != 3:
         raise ValueError(f"num_channels={v.num_channels}: transformers' BLIP-2 vision tower takes 3 channels")
+    if v.separate_qv_bias:
+        raise ValueError("separate_qv_bias=True (timm's q_bias / v_bias): transformers' BLIP-2 holds one qkv.bias")
     vision = dict(hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
                   num_hidden_layers=v.num_hidden_layers, num_attention_heads=v.num_attention_heads,
                   image_size=v.image_size, patch_size=v.patch_size, hidden_act=v.hidden_act,

@@ -28,7 +28,7 @@ from vlmcls_jax.sharding import put_batch
 
 _text_features = jax.jit(lambda graphdef, state, ids, mask: nnx.merge(graphdef, state).get_text_features(ids, mask),
                          static_argnums=0)
-_image_features = jax.jit(lambda graphdef, state, px: nnx.merge(graphdef, state).get_image_features(px),
+image_features = jax.jit(lambda graphdef, state, px: nnx.merge(graphdef, state).get_image_features(px),
                           static_argnums=0)
 
 
@@ -77,7 +77,7 @@ def evaluate_clip(clip, classifier: np.ndarray, examples: Sequence, class_names:
                             total=-(-len(examples) // batch_size)):
         px = np.stack([clip_preprocess(load_image(e.image), preprocess) for e in chunk])
         (px,) = put_batch((px,), mesh)
-        feats = _unit(np.asarray(_image_features(graphdef, state, px)))
+        feats = _unit(np.asarray(image_features(graphdef, state, px)))
         sims.append((feats @ classifier.T)[:real])
     sims = np.concatenate(sims)
     if label_set_size is not None:

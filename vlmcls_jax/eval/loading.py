@@ -13,10 +13,11 @@ import jax
 from transformers import AutoTokenizer
 
 from vlmcls_jax import sharding as shd
-from vlmcls_jax.convert import load_hf
+from vlmcls_jax.convert import load_hf, openclip
 from vlmcls_jax.convert.hf import checkpoint_provenance, resolve_checkpoint
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, auto_prompt_format
+from vlmcls_jax.models.clip import CLIPModel
 
 
 def eval_mesh(mesh_shape: Sequence[int]):
@@ -25,7 +26,10 @@ def eval_mesh(mesh_shape: Sequence[int]):
 
 
 def preprocess_for(folder: str, image_size: int) -> ClipPreprocessConfig:
-    """The checkpoint's preprocessor_config.json when it has one, else CLIP's at the model's image size."""
+    """The checkpoint's preprocessor_config.json when it has one (an open_clip folder: its open_clip_config.json's
+    preprocess_cfg), else CLIP's at the model's image size."""
+    if openclip.is_open_clip_dir(folder):
+        return openclip.preprocess_config(folder, image_size)
     if os.path.exists(os.path.join(folder, "preprocessor_config.json")):
         return ClipPreprocessConfig.from_pretrained_dir(folder)
     return ClipPreprocessConfig(size=image_size, crop_size=(image_size, image_size))
@@ -43,8 +47,8 @@ class Loaded:
 
 def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, prompt_format: str = "auto",
                   scan_layers: bool = False) -> Loaded:
-    """A VLM (LLaVA-1.5, LLaVA-NeXT, BLIP-2, InstructBLIP) or CLIP checkpoint with its tokenizer and
-    preprocessing; replicated over `mesh` when given.
+    """A VLM (LLaVA-1.5, LLaVA-NeXT, BLIP-2, InstructBLIP) or CLIP (or open_clip EVA01-CLIP) checkpoint with its
+    tokenizer and preprocessing; replicated over `mesh` when given.
     revision: a hub branch, tag or commit to pin (None: the default branch); ignored for local folders.
     prompt_format: a key of `data.prompt_formats.PROMPT_FORMATS`, or "auto": the one the checkpoint's family
     documents (`vlm_inputs.auto_prompt_format`).  scan_layers: see `convert.load_hf`."""
@@ -54,7 +58,7 @@ def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, promp
         shd.shard_model(model, mesh)
     preprocess = preprocess_for(source, model.config.vision_config.image_size)
     inputs = None
-    if type(model.config).__name__ != "CLIPConfig":
+    if not isinstance(model, CLIPModel):    # CLIP and EVA-CLIP (a CLIPModel) take no prompt format
         if prompt_format == "auto":
             with open(os.path.join(source, "config.json")) as f:
                 prompt_format = auto_prompt_format(json.load(f))

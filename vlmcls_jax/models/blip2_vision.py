@@ -37,6 +37,9 @@ class Blip2VisionConfig:
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-6
     qkv_bias: bool = True
+    # timm's / LAVIS' layout (EVA-CLIP): separate `q_bias` and `v_bias` parameters and no key bias at all;
+    # transformers' BLIP-2 keeps one fused [3D] `qkv.bias` instead.  Same computation.
+    separate_qv_bias: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -80,20 +83,28 @@ class Blip2VisionEmbeddings(nnx.Module):
 
 
 class Blip2Attention(nnx.Module):
-    """Self-attention with a fused qkv projection ([D, 3D], bias [3D] or none) and an output `projection`.
+    """Self-attention with a fused qkv projection ([D, 3D], bias [3D] or none; or, with `separate_qv_bias`,
+    biases q_bias [D] and v_bias [D] only) and an output `projection`.
     x: [B, T, D] -> [B, T, D] (no mask: every patch sees every patch)."""
 
     def __init__(self, cfg: Blip2VisionConfig, *, rngs):
         D = cfg.hidden_size
         kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
-        self.qkv = Linear(D, 3 * D, axes=("embed", "heads"), use_bias=cfg.qkv_bias, **kw)
+        separate = cfg.qkv_bias and cfg.separate_qv_bias
+        self.qkv = Linear(D, 3 * D, axes=("embed", "heads"), use_bias=cfg.qkv_bias and not separate, **kw)
+        bias = lambda: param(rngs, nnx.initializers.zeros, (D,), ("heads",), cfg.param_dtype) if separate else None
+        self.q_bias, self.v_bias = bias(), bias()
         self.projection = Linear(D, D, axes=("heads", "embed"), use_bias=True, **kw)
         self.num_heads = cfg.num_attention_heads
 
     def __call__(self, x: jax.Array) -> jax.Array:
         B, T, D = x.shape
         N = self.num_heads
-        qkv = self.qkv(x).reshape(B, T, 3, N, D // N)                     # transformers' (3, heads, dim) split
+        qkv = self.qkv(x)
+        if self.q_bias is not None:     # [q_bias, 0, v_bias], added in float32
+            q, v = self.q_bias[...].astype(jnp.float32), self.v_bias[...].astype(jnp.float32)
+            qkv = (qkv.astype(jnp.float32) + jnp.concatenate([q, jnp.zeros_like(q), v])).astype(qkv.dtype)
+        qkv = qkv.reshape(B, T, 3, N, D // N)                             # transformers' (3, heads, dim) split
         out = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], None)
         return self.projection(out.reshape(B, T, D))
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from vlmcls_jax.models.blip2 import Blip2Config
 from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
 from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from vlmcls_jax.models.eva_clip import EvaCLIPConfig
 from vlmcls_jax.models.llama import LlamaConfig
 from vlmcls_jax.models.llava import LlavaConfig
 from vlmcls_jax.models.llava_next import LlavaNextConfig
@@ -24,6 +25,7 @@ from vlmcls_jax.models.qformer import QFormerConfig
 CONFIG_TYPES = {c.__name__: c for c in (LlavaConfig, CLIPConfig, CLIPVisionConfig, CLIPTextConfig, LlamaConfig,
                                         LlavaNextConfig)}
 CONFIG_TYPES.update({c.__name__: c for c in (Blip2Config, Blip2VisionConfig, QFormerConfig, OPTConfig)})
+CONFIG_TYPES[EvaCLIPConfig.__name__] = EvaCLIPConfig
 
 
 def config_to_dict(cfg) -> dict:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from vlmcls_jax.models.blip2 import Blip2Config
 from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
 from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from vlmcls_jax.models.eva_clip import EvaCLIPConfig
 from vlmcls_jax.models.llama import LlamaConfig
 from vlmcls_jax.models.llava import LlavaConfig
 from vlmcls_jax.models.llava_next import DEFAULT_PINPOINTS, LlavaNextConfig
@@ -79,6 +80,11 @@ PRESETS = {
                                                     projection_dim=768),
 }
 
+# open_clip checkpoints (open_clip_config.json, read by convert/openclip.py), kept apart from PRESETS (whose
+# entries round-trip through transformers' configs): EVA01-CLIP-g-14-plus, the study's EVA-CLIP (open_clip's
+# "EVA01-g-14-plus"; 1,366,621,569 parameters).
+OPEN_CLIP_PRESETS = {"timm/eva_giant_patch14_plus_clip_224.merged2b_s11b_b114k": EvaCLIPConfig()}
+
 
 def with_dtype(cfg, dtype=jnp.float32, param_dtype=None):
     """A copy of `cfg` (any of our configs, nested ones included) with new dtype / param_dtype."""
@@ -96,6 +102,7 @@ def with_dtype(cfg, dtype=jnp.float32, param_dtype=None):
 
 
 def preset(name: str, dtype=jnp.float32, param_dtype=None):
-    if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-    return with_dtype(PRESETS[name], dtype, param_dtype)
+    known = {**PRESETS, **OPEN_CLIP_PRESETS}
+    if name not in known:
+        raise KeyError(f"unknown preset {name!r}; known: {sorted(known)}")
+    return with_dtype(known[name], dtype, param_dtype)
