@@ -68,6 +68,16 @@ def train_config() -> ml_collections.ConfigDict:
 DATASETS = ("imagenet", "flowers", "cars", "caltech")
 
 
+def api_config() -> ml_collections.ConfigDict:
+    """config.model.api: how an "api:VENDOR/MODEL" checkpoint is called (eval.api_model.ApiOptions; ignored
+    for local checkpoints).  temperature None / max_tokens 0: the study's settings (eval.api_vendors)."""
+    return ml_collections.ConfigDict(dict(
+        temperature=placeholder(float), max_tokens=0, max_image_side=0, requests_per_minute=0,
+        tokens_per_minute=0, tokens_per_request=1500, concurrency=16, max_retries=6, backoff_seconds=2.0,
+        max_backoff_seconds=120.0, timeout_seconds=120.0, base_url="", key_env="",
+        price_input=placeholder(float), price_output=placeholder(float)))
+
+
 def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     if dataset not in DATASETS:
         raise ValueError(f"dataset {dataset!r} is not one of {DATASETS}")
@@ -87,7 +97,8 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     # (every step slices the stacked weights anew: benchmarks/generation.py --scan-layers), so keep it off
     # for generation-heavy jobs there
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
-                                             revision=placeholder(str), prompt_format="auto", scan_layers=False))
+                                             revision=placeholder(str), prompt_format="auto", scan_layers=False,
+                                             api=api_config()))   # api: "api:VENDOR/MODEL" checkpoints
     # templates: "study" (the study's one template "A photo of a {}"), "single" or "imagenet80" (CLIP's ensemble)
     c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="study",
                                             label="", revision=placeholder(str)))
@@ -142,7 +153,7 @@ def imagewikiqa_config() -> ml_collections.ConfigDict:
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split batches over this process's devices
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
                                              revision=placeholder(str), prompt_format="auto",
-                                             scan_layers=False))  # as in eval_config
+                                             scan_layers=False, api=api_config()))  # as in eval_config
     c.data = ml_collections.ConfigDict(dict(questions="data/imagewikiqa.jsonl", image_root=".",
                                             require_images=False))   # True: a missing image is an error
     c.generation = ml_collections.ConfigDict(dict(chain_of_thought=True, max_new_tokens=1024, batch_size=8))

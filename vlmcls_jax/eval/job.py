@@ -16,7 +16,8 @@ Several processes split the VLM's examples (`eval.shards`; each process scores a
 `config.mesh_shape` (e.g. (-1, 1, 1)) splits each batch over this process's own devices too.  Every row
 records its model's label (`config.model.label` / `config.clip.label`, by default the checkpoint's last path
 component), the table's first column; `python -m vlmcls_jax.eval.tables RUN ...` merges runs on several
-datasets into one table.  Any VLM family runs by changing only `config.model` (`eval.vlm_inputs`).
+datasets into one table.  Any VLM family runs by changing only `config.model` (`eval.vlm_inputs`), proprietary ones through their
+APIs too ("api:openai/gpt-4-turbo-2024-04-09": `eval.api_model`; results.json gains `api_usage`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import jax
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
+from vlmcls_jax.eval.api_model import api_arguments, api_usage
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
@@ -84,9 +86,12 @@ def run(config, workdir: str) -> dict:
         label = model_label(config.model)
         loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
                                config.model.get("prompt_format", "auto"),
-                               scan_layers=config.model.get("scan_layers", False))
+                               scan_layers=config.model.get("scan_layers", False),
+                               api=api_arguments(config.model, workdir))
         checkpoints["model"] = dict(loaded.provenance, prompt_format=loaded.inputs.prompt_format)
         model, tokenizer, inputs = loaded.model, loaded.tokenizer, loaded.inputs  # inputs: the family's encoding
+        if "scoring" in config.experiments:
+            inputs.scoring_prefix   # an API model (no token probabilities) stops here, before any request
         g = config.generation
         if g.choice_order not in ("shuffled", "dataset"):
             raise ValueError(f"config.generation.choice_order={g.choice_order!r} is not 'shuffled' or 'dataset'")
@@ -125,6 +130,8 @@ def run(config, workdir: str) -> dict:
         raise RuntimeError(f"examples missing from the outputs after all processes finished: {incomplete}")
     results = {"dataset": data.name, "examples": len(examples), "skipped_images": len(screened.skipped),
                "rows": rows, "checkpoints": checkpoints}
+    if "model" in checkpoints and api_usage(model):   # an API model: tokens and cost
+        results["api_usage"] = api_usage(model)
     if jax.process_index() == 0:   # every process holds the same summary; one writes it
         write_results(results, workdir)
         label_set_size_curve({row: headline(m) for row, m in rows.items()},
