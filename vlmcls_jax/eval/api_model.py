@@ -98,25 +98,28 @@ class ApiModel:
                 "max_image_side": self.options.max_image_side or None, "key_env": self.key_env,
                 "responses": self.log_path}
 
-    def request_key(self, prompt: str, jpeg: bytes) -> str:
-        what = json.dumps([self.vendor_name, self.model_name, self.options.temperature, self.max_tokens, prompt,
-                           hashlib.sha256(jpeg).hexdigest()])
+    def request_key(self, prompt: str, jpeg: bytes | None, temperature: float | None) -> str:
+        what = json.dumps([self.vendor_name, self.model_name, temperature, self.max_tokens, prompt,
+                           None if jpeg is None else hashlib.sha256(jpeg).hexdigest()])
         return hashlib.sha256(what.encode()).hexdigest()
 
     # -- answering ---------------------------------------------------------------------------------------------
-    def answer(self, prompts: Sequence[str], images: Sequence[str]) -> list[str]:
-        """The reply text to each (prompt, image file); replies already in the log are not requested again,
-        and a request repeated within the call is sent once."""
+    def answer(self, prompts: Sequence[str], images: Sequence[str | None],
+               temperature: float | None = None) -> list[str]:
+        """The reply text to each (prompt, image file or None for the prompt alone); replies already in the log
+        are not requested again, and a request repeated within the call is sent once.  temperature: this call's
+        (None: the options')."""
         if len(prompts) != len(images):
             raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
-        jpegs = {path: encode_image(path, self.options.max_image_side)
+        temperature = self.options.temperature if temperature is None else temperature
+        jpegs = {path: None if path is None else encode_image(path, self.options.max_image_side)
                  for path in dict.fromkeys(images)}
-        keys = [self.request_key(p, jpegs[i]) for p, i in zip(prompts, images)]
+        keys = [self.request_key(p, jpegs[i], temperature) for p, i in zip(prompts, images)]
         todo = {k: (p, i) for k, p, i in zip(keys, prompts, images) if k not in self.replies}
         self.reused += len(set(keys)) - len(todo)
         if todo:
             with ThreadPoolExecutor(max(1, min(self.options.concurrency, len(todo)))) as pool:
-                futures = [pool.submit(self._request, k, p, i, jpegs[i]) for k, (p, i) in todo.items()]
+                futures = [pool.submit(self._request, k, p, i, jpegs[i], temperature) for k, (p, i) in todo.items()]
                 errors = [f.exception() for f in futures if f.exception() is not None]
             if errors:   # every other reply of the batch is already in the log
                 raise errors[0]
@@ -126,13 +129,13 @@ class ApiModel:
         done = [r["input_tokens"] + r["output_tokens"] for r in list(self.replies.values())[-100:]]
         return sum(done) / len(done) if done else self.options.tokens_per_request
 
-    def _request(self, key: str, prompt: str, image: str, jpeg: bytes) -> None:
+    def _request(self, key: str, prompt: str, image: str | None, jpeg: bytes | None, temperature) -> None:
         o, what = self.options, f"image {image} (question {prompt[:80]!r})"
         for attempt in range(o.max_retries + 1):
             ticket = self.limiter.acquire(self._estimate())
             start = time.time()
             try:
-                reply = self.vendor.ask(prompt, jpeg, o.temperature, o.max_tokens)
+                reply = self.vendor.ask(prompt, jpeg, temperature, o.max_tokens)
             except Exception as e:  # noqa: BLE001  (classified below; anything else is re-raised)
                 self.limiter.settle(ticket, 0)
                 status = error_status(e)
@@ -152,7 +155,8 @@ class ApiModel:
                 self.sleep(wait)
                 continue
             self.limiter.settle(ticket, reply.input_tokens + reply.output_tokens)
-            record = {"id": key, "image": image, "prompt": prompt, "model": self.model_name, "output": reply.text,
+            record = {"id": key, "image": image, "prompt": prompt, "model": self.model_name,
+                      "temperature": temperature, "output": reply.text,
                       "finish_reason": reply.finish_reason, "input_tokens": reply.input_tokens,
                       "output_tokens": reply.output_tokens, "attempts": attempt + 1,
                       "seconds": round(time.time() - start, 3)}

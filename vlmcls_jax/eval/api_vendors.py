@@ -105,8 +105,8 @@ def retry_after(error: BaseException) -> float | None:
 
 
 class Vendor:
-    """One vendor's SDK client for one model.  `ask` sends one question and one JPEG and returns a `Reply`;
-    errors are the SDK's own (`is_transient` says which to retry)."""
+    """One vendor's SDK client for one model.  `ask` sends one question and one JPEG (None: the question alone)
+    and returns a `Reply`; errors are the SDK's own (`is_transient` says which to retry)."""
 
     name = ""
 
@@ -133,12 +133,13 @@ class OpenAIVendor(Vendor):
         import openai
         return (openai.APIConnectionError,)
 
-    def ask(self, question: str, jpeg: bytes, temperature: float | None = None, max_tokens: int = 0) -> Reply:
-        b64 = base64.b64encode(jpeg).decode("utf-8")
+    def ask(self, question: str, jpeg: bytes | None, temperature: float | None = None, max_tokens: int = 0) -> Reply:
         extra = {k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens or None)) if v is not None}
-        response = self.client.chat.completions.create(model=self.model, messages=[{"role": "user", "content": [
+        content = question if jpeg is None else [   # text only: MM-Vet's grader ({"role": "user", "content": q})
             {"type": "text", "text": question},
-            {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{b64}"}}]}], **extra)
+            {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}"}}]
+        response = self.client.chat.completions.create(model=self.model, messages=[{"role": "user",
+                                                                                    "content": content}], **extra)
         choice = response.choices[0]
         usage = response.usage
         return Reply(choice.message.content or "", str(choice.finish_reason),
@@ -156,13 +157,13 @@ class AnthropicVendor(Vendor):
         import anthropic
         return (anthropic.APIConnectionError,)
 
-    def ask(self, question: str, jpeg: bytes, temperature: float | None = None, max_tokens: int = 0) -> Reply:
-        b64 = base64.b64encode(jpeg).decode("utf-8")
+    def ask(self, question: str, jpeg: bytes | None, temperature: float | None = None, max_tokens: int = 0) -> Reply:
         extra = {} if temperature is None else {"temperature": temperature}
+        image = [] if jpeg is None else [{"type": "image", "source": {
+            "type": "base64", "media_type": "image/jpeg", "data": base64.b64encode(jpeg).decode("utf-8")}}]
         response = self.client.messages.create(
-            model=self.model, max_tokens=max_tokens or STUDY_MAX_TOKENS["anthropic"], messages=[{"role": "user", "content": [
-                {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": b64}},
-                {"type": "text", "text": question}]}], **extra)
+            model=self.model, max_tokens=max_tokens or STUDY_MAX_TOKENS["anthropic"],
+            messages=[{"role": "user", "content": image + [{"type": "text", "text": question}]}], **extra)
         text = "".join(block.text for block in response.content if getattr(block, "type", "") == "text")
         return Reply(text, str(response.stop_reason), response.usage.input_tokens, response.usage.output_tokens)
 
@@ -189,12 +190,13 @@ class GoogleVendor(Vendor):
                 pass
         return tuple(errors)
 
-    def ask(self, question: str, jpeg: bytes, temperature: float | None = None, max_tokens: int = 0) -> Reply:
+    def ask(self, question: str, jpeg: bytes | None, temperature: float | None = None, max_tokens: int = 0) -> Reply:
         from google.genai import types
         settings = {k: v for k, v in (("temperature", temperature), ("max_output_tokens", max_tokens or None))
                     if v is not None}
         response = self.client.models.generate_content(
-            model=self.model, contents=[question, types.Part.from_bytes(data=jpeg, mime_type="image/jpeg")],
+            model=self.model, contents=[question] + ([] if jpeg is None else [
+                types.Part.from_bytes(data=jpeg, mime_type="image/jpeg")]),
             config=types.GenerateContentConfig(**settings) if settings else None)
         candidates = response.candidates or []
         finish = str(candidates[0].finish_reason) if candidates else "NO_CANDIDATES"
