@@ -47,7 +47,7 @@ def name_of(jpeg: bytes) -> str:
     return min(COLOURS, key=lambda c: np.abs(pixel - COLOURS[c]).sum())
 
 
-def answer(vendor, question, jpeg):
+def answer(vendor, question, jpeg, model):
     if "Choose one of" in question or "\nA." in question:         # ImageWikiQA: option A is always right here
         return "The object is a flower, so the answer is (A)."
     return "It is a red rose." if name_of(jpeg) == "rose" and "Choose" not in question else \

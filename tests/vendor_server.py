@@ -2,7 +2,7 @@
 Gemini generateContent APIs, so tests drive the vendors' real SDKs (`openai`, `anthropic`, `google-genai`)
 end to end without the network.
 
-    with VendorServer(answer=lambda vendor, question, jpeg: "a daisy") as server:
+    with VendorServer(answer=lambda vendor, question, jpeg, model: "a daisy") as server:
         server.plan += ["429", "500", "drop"]     # the next requests fail this way, in order; then "ok"
         ... base_url = server.url("openai") ...
         server.requests                            # [(vendor, path, headers, json body)] of every request
@@ -21,24 +21,31 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def _extract(vendor: str, body: dict) -> tuple[str, bytes]:
-    """(question text, image bytes) from a request body in the vendor's format."""
+def _extract(vendor: str, body: dict) -> tuple[str, bytes | None]:
+    """(question text, image bytes or None for a text-only request) from a request body in the vendor's format."""
     if vendor == "openai":
         parts = body["messages"][0]["content"]
+        if isinstance(parts, str):
+            return parts, None
         text = next(p["text"] for p in parts if p["type"] == "text")
-        url = next(p["image_url"]["url"] for p in parts if p["type"] == "image_url")
-        assert url.startswith("data:image/jpeg;base64,"), url[:40]
-        return text, base64.b64decode(url.split(",", 1)[1])
+        url = next((p["image_url"]["url"] for p in parts if p["type"] == "image_url"), None)
+        assert url is None or url.startswith("data:image/jpeg;base64,"), url[:40]
+        return text, url and base64.b64decode(url.split(",", 1)[1])
     if vendor == "anthropic":
         parts = body["messages"][0]["content"]
         text = next(p["text"] for p in parts if p["type"] == "text")
-        source = next(p["source"] for p in parts if p["type"] == "image")
+        source = next((p["source"] for p in parts if p["type"] == "image"), None)
+        if source is None:
+            return text, None
         assert source["media_type"] == "image/jpeg" and source["type"] == "base64"
         return text, base64.b64decode(source["data"])
     # Gemini's REST API takes proto JSON, whose field names may be camelCase or snake_case.
     parts = body["contents"][0]["parts"]
     text = next(p["text"] for p in parts if "text" in p)
-    blob = next(p.get("inlineData", p.get("inline_data")) for p in parts if "inlineData" in p or "inline_data" in p)
+    blob = next((p.get("inlineData", p.get("inline_data")) for p in parts if "inlineData" in p or "inline_data" in p),
+                None)
+    if blob is None:
+        return text, None
     assert blob.get("mimeType", blob.get("mime_type")) == "image/jpeg"
     return text, base64.b64decode(blob["data"], altchars=b"-_")   # proto JSON bytes: either base64 alphabet
 
@@ -78,7 +85,7 @@ def _error(vendor: str, status: int) -> dict:
 
 class VendorServer:
     def __init__(self, answer):
-        """answer(vendor, question, jpeg_bytes) -> the reply text."""
+        """answer(vendor, question, jpeg_bytes or None, model) -> the reply text."""
         self.answer, self.plan, self.requests = answer, [], []
         self.lock = threading.Lock()
         server = self
@@ -113,7 +120,7 @@ class VendorServer:
                     self._send(int(action), _error(vendor, int(action)), {"retry-after": "0"} if action == "429" else {})
                     return
                 question, jpeg = _extract(vendor, body)
-                text = server.answer(vendor, question, jpeg)
+                text = server.answer(vendor, question, jpeg, model)
                 self._send(200, _reply(vendor, model, text, 100 + len(question.split()), len(text.split())))
 
             def _send(self, status, payload, headers=()):

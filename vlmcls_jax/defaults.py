@@ -162,10 +162,36 @@ def imagewikiqa_config() -> ml_collections.ConfigDict:
     return c
 
 
+def general_config() -> ml_collections.ConfigDict:
+    """The general-capability job (eval.general_job, the study's Table 13; configs/table13_general.py)."""
+    c = ml_collections.ConfigDict()
+    c.job = "general"
+    c.max_examples = 0                     # > 0: the first N questions of each benchmark (POPE: of each split)
+    c.mesh_shape = ()                      # e.g. (-1, 1, 1): split batches over this process's devices
+    c.models = ("llava-hf/llava-1.5-7b-hf",)   # checkpoints, each evaluated on every benchmark
+    c.labels = ()                          # their names in the table (default: the checkpoint's last component)
+    c.prompt_format = "auto"
+    c.api = api_config()                   # for "api:VENDOR/MODEL" entries of models
+    c.batch_size = 8
+    c.pad_to_square = True                 # LLaVA-1.5's own evaluation (image_aspect_ratio="pad")
+    c.benchmarks = ("textvqa", "pope", "mmvet")
+    c.textvqa = ml_collections.ConfigDict(dict(annotations="data/textvqa/TextVQA_0.5.1_val.json",
+                                               image_root="data/textvqa/train_images",
+                                               questions=""))   # LLaVA's llava_textvqa_val_v051_ocr.jsonl
+    c.pope = ml_collections.ConfigDict(dict(folder="data/pope/coco", image_root="data/coco/val2014",
+                                            splits=("popular", "adversarial")))
+    # grader: MM-Vet's (gpt-4-0613); its key from OPENAI_API_KEY; grader_api: limits, retries, base_url
+    c.mmvet = ml_collections.ConfigDict(dict(data="data/mm-vet/mm-vet.json", image_root="data/mm-vet/images",
+                                             grader="api:openai/gpt-4-0613", grader_api=api_config()))
+    c.reference = ""                       # e.g. /work/shared/paper_data/study_published.json: paper numbers
+    return c
+
+
 # job -> (its fields, the sections whose keys are the user's: learning-rate groups, an objective's parameters)
 JOB_FIELDS = {
     "train": (train_config, ("learning_rates", "objective")),
     "eval": (eval_config, ()),
     "probe": (probe_config, ()),
     "imagewikiqa": (imagewikiqa_config, ()),
+    "general": (general_config, ()),
 }

@@ -27,8 +27,9 @@ from typing import Sequence
 
 
 def headline(metrics: dict) -> float:
-    """The number a table shows for a row: the study's metric for that method (a fraction in [0, 1])."""
-    for key in ("top1", "substring_accuracy", "sum_accuracy", "accuracy"):
+    """The number a table shows for a row: the study's metric for that method (a fraction in [0, 1]); "score":
+    a benchmark's own (`general_job`: F1 for POPE, the grader's score for MM-Vet)."""
+    for key in ("score", "top1", "substring_accuracy", "sum_accuracy", "accuracy"):
         if key in metrics:
             return metrics[key]
     raise KeyError(f"no accuracy in {sorted(metrics)}")

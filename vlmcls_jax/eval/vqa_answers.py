@@ -7,7 +7,7 @@ repositories (no maintained package on PyPI carries them), and the tables below 
     normalize_answer("Two dogs!")                 -> "2 dogs"
     vqa_accuracy("two", ["2"] * 3 + ["3"] * 7)    -> 1.0   (min(1, matches among the other 9 / 3), averaged
                                                              over the 10 leave-one-out subsets)
-Quirks kept on purpose (they change scores): PERIOD_STRIP's lookbehind is written `(?!<=\d)` (a
+Quirks kept on purpose (they change scores): PERIOD_STRIP's lookbehind is written `(?!<=\\d)` (a
 negative lookahead for the text "<=" and a digit, not a lookbehind), and its `sub` gets `re.UNICODE` as its
 *count* argument (so at most 32 periods are removed), exactly as in the original.
 """
