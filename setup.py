@@ -37,9 +37,11 @@ setup(
     extras_require={
         # torch is the reference implementation in tests only; the library never imports it.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "hypothesis>=6.100",
-                 "openai>=1.30", "anthropic>=0.25", "google-genai>=1.0"],
+                 "openai>=1.30", "anthropic>=0.25", "google-genai>=1.0", "nltk>=3.9"],
         # proprietary VLMs through their vendors' SDKs (eval.api_model); in "test" too so CI runs their tests
         "api": ["openai>=1.30", "anthropic>=0.25", "google-genai>=1.0"],
+        # WordNet's reader, to build the class -> synonyms file once (eval.synonyms, Table 8)
+        "synonyms": ["nltk>=3.9"],
         "tpu": ["jax[tpu]>=0.9,<0.12"],
         "gpu": ["jax[cuda12]>=0.9,<0.12"],
     },

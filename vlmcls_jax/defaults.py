@@ -117,6 +117,9 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     # batch_size: images per prefill; chunk_size: class-name token positions per compiled call; cfg_alpha: the
     # study's calibration alpha (eval.vlm_scoring; 1 = sum)
     c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=1024, cfg_alpha=2.0))
+    # a class -> WordNet synonyms file (python -m vlmcls_jax.eval.synonyms): the open-world answers are also
+    # counted right when they name any synonym (Table 8's row "VLM open world, ImageNet synonyms")
+    c.synonyms = ""
     return c
 
 

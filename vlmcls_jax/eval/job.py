@@ -4,7 +4,8 @@ with label-set sizes, WORKDIR/label_set_size.png (the study's Figure 2 for this 
 
 Experiments (config.experiments):
   clip         CLIP zero-shot with config.clip.templates ("single" or "imagenet80")
-  open         VLM generation, open world                       (Table 1)
+  open         VLM generation, open world                       (Table 1); with config.synonyms (a file of
+               WordNet synonyms per class, `eval.synonyms`) also counted with synonyms (Table 8)
   closed       VLM generation, closed world, shuffled choices   (Table 1)
   scoring      VLM probabilistic inference, sum / avg / cfg     (Table 2 bottom)
 With config.label_set_sizes = (100, 20, 5, 2), clip, closed and scoring also run on candidate sets of each
@@ -36,6 +37,7 @@ from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
 from vlmcls_jax.eval.plots import label_set_size_curve
+from vlmcls_jax.eval.synonyms import load_synonyms, row_name, synonym_accuracy
 from vlmcls_jax.eval.tables import headline, write_atomic, write_tables
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation
 from vlmcls_jax.eval.vlm_scoring import ScoringSettings, evaluate_scoring
@@ -100,10 +102,14 @@ def run(config, workdir: str) -> dict:
         # Prompt variants (Table 2 top) get their own rows and output files, so runs never mix them.
         variant = (f", wording {g.wording}" if g.wording != "default" else "") + \
                   (", chain of thought" if g.chain_of_thought else "")
+        synonyms = load_synonyms(config.synonyms, names) if config.get("synonyms") else None
         if "open" in config.experiments:
             rows["VLM open world" + variant] = dict(evaluate_generation(
                 model, tokenizer, examples, names, out(slug("open" + variant)), GenerationSettings(**gen), inputs,
                 mesh=mesh), model=label)
+            if synonyms:   # Table 8: the same answers, right when they name any synonym of the class
+                rows[row_name("VLM open world" + variant, data.name)] = dict(synonym_accuracy(
+                    out(slug("open" + variant)), examples, synonyms), model=label)
         for k in sizes if "closed" in config.experiments else ():
             order = g.choice_order == "dataset"
             settings = GenerationSettings(closed_world=True, choice_seed=None if order else config.seed,
