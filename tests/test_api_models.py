@@ -252,3 +252,23 @@ def test_api_model_reuses_replies_and_sends_a_repeated_request_once(server, data
                      environ={"OPENAI_API_KEY": KEY})
     assert again.answer(["q?"], images[1:2]) == ["It is a red rose."] and len(server.requests) == 2
     assert again.usage()["this_run"] == {"sent": 0, "reused_from_log": 1, "retries": 0}
+
+
+def test_study_sample_is_the_studys_shuffled_subset():
+    from vlmcls_jax.eval.api_model import study_sample
+    import random
+    data = [{"image": f"{i}.jpg"} for i in range(500)]
+    expected = list(data)
+    random.seed(1234)                 # main_api.py:19-20, 197
+    random.shuffle(expected)
+    expected = expected[:100]
+    assert study_sample(data, 100) == expected
+
+
+def test_table1_api_config():
+    from configs import table1_api
+    c = table1_api.get_config("anthropic,imagenet")
+    assert c.model.checkpoint == "api:anthropic/claude-3-opus-20240229" and c.data.split == "valid"
+    assert c.data.study_sample == 100 and c.experiments == ("open", "closed")
+    with pytest.raises(ValueError, match="VENDOR 'mistral'"):
+        table1_api.get_config("mistral,flowers")

@@ -103,10 +103,11 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="study",
                                             label="", revision=placeholder(str)))
     # on_bad_image: "error" (stop at the first unreadable image, naming it) or "skip" (leave such images out,
-    # listed in WORKDIR/skipped_images.jsonl and counted in results.json; accuracies are over the rest)
+    # listed in WORKDIR/skipped_images.jsonl and counted in results.json; accuracies are over the rest);
+    # study_sample: > 0 evaluates the study's API subset, N examples after its seeded shuffle (configs/table1_api.py)
     c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
                                             classes=f"data/{dataset}_classes.json", image_root=".",
-                                            split="test", on_bad_image="error"))
+                                            split="test", on_bad_image="error", study_sample=0))
     # wording: a key of data.prompts.QUESTION_WORDINGS; choice_order: "shuffled" (per image, by seed) or
     # "dataset" (the class list's order: the study's label-order ablation)
     c.generation = ml_collections.ConfigDict(dict(max_new_tokens=64, batch_size=8, wording="default",

@@ -32,7 +32,7 @@ import jax
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
-from vlmcls_jax.eval.api_model import api_arguments, api_usage
+from vlmcls_jax.eval.api_model import api_arguments, api_usage, study_sample
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
@@ -54,6 +54,8 @@ def run(config, workdir: str) -> dict:
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
     examples = read_manifest(data.manifest, data.image_root, classes, split=data.split or None)
+    if data.get("study_sample"):   # the study's API runs: a seeded shuffle, then the first N
+        examples = study_sample(examples, data.study_sample)
     if config.get("max_examples"):
         examples = examples[: config.max_examples]
     # data.on_bad_image="skip": unreadable images are left out, listed and counted (denominators: the rest).
