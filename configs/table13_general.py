@@ -30,4 +30,5 @@ def get_config() -> ml_collections.ConfigDict:
     c = defaults.general_config()   # every field, with its meaning: vlmcls_jax/defaults.py
     c.models = ("llava-hf/llava-1.5-7b-hf", "runs/mixture/hf_export")
     c.labels = ("llava-1.5-7b-hf", "llava-1.5-7b-hf + projector FT on imagenet+llava665k")
+    c.prompt_format = "llava_v1"        # LLaVA's eval scripts: --conv-mode vicuna_v1 (system prompt + USER/ASSISTANT)
     return c

@@ -191,3 +191,12 @@ def server():
     from vendor_server import VendorServer
     with VendorServer(answer) as s:
         yield s
+
+
+def test_llava_v1_prompt_is_llava_eval_conversation():
+    # LLaVA llava/conversation.py:242-251: conv_vicuna_v1, system + sep " " + "USER: " ... + "ASSISTANT:"
+    from vlmcls_jax.data.prompt_formats import PROMPT_FORMATS
+    system = ("A chat between a curious user and an artificial intelligence assistant. "
+              "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+    assert PROMPT_FORMATS["llava_v1"]("Is there a dog in the image?") == \
+        f"{system} USER: <image>\nIs there a dog in the image? ASSISTANT:"

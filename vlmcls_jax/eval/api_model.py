@@ -85,6 +85,7 @@ class ApiModel:
         self._rng = random.Random(0)   # backoff jitter
         self.sent = self.retries = self.reused = 0
         self.replies = read_log(log_path)
+        self._tokens = sum(r["input_tokens"] + r["output_tokens"] for r in self.replies.values())
 
     # -- the study's settings, as sent -------------------------------------------------------------------------
     @property
@@ -126,8 +127,10 @@ class ApiModel:
         return [self.replies[k]["output"] for k in keys]
 
     def _estimate(self) -> float:
-        done = [r["input_tokens"] + r["output_tokens"] for r in list(self.replies.values())[-100:]]
-        return sum(done) / len(done) if done else self.options.tokens_per_request
+        """The limiter's guess for the next request: the mean tokens of the replies so far."""
+        with self._lock:
+            n, total = len(self.replies), self._tokens
+        return total / n if n else self.options.tokens_per_request
 
     def _request(self, key: str, prompt: str, image: str | None, jpeg: bytes | None, temperature) -> None:
         o, what = self.options, f"image {image} (question {prompt[:80]!r})"
@@ -164,6 +167,7 @@ class ApiModel:
                 append_record(self.log_path, record)
                 self.replies[key] = record
                 self.sent += 1
+                self._tokens += reply.input_tokens + reply.output_tokens
             return
 
     # -- accounting --------------------------------------------------------------------------------------------

@@ -102,8 +102,9 @@ def run(config, workdir: str) -> dict:
     for index, checkpoint in enumerate(config.models):
         label = (config.labels[index] if config.labels else "") or os.path.basename(os.path.normpath(checkpoint))
         folder = os.path.join(workdir, slug(label))
+        api_log = shards.part_path(os.path.join(folder, "api_responses.jsonl"), jax.process_index(), jax.process_count())
         loaded = load_for_eval(checkpoint, mesh, None, config.prompt_format,
-                               api={"options": dict(config.api), "log_path": os.path.join(folder, "api_responses.jsonl")})
+                               api={"options": dict(config.api), "log_path": api_log})
         results["checkpoints"][label] = loaded.provenance
         columns = {}
         for bench in config.benchmarks:
@@ -116,11 +117,9 @@ def run(config, workdir: str) -> dict:
             elif bench == "pope":
                 for split, metrics in score_pope(records).items():
                     columns[POPE_COLUMNS[split]] = dict(metrics, score=metrics["f1"], score_is="F1")
-            else:
+            elif jax.process_index() == 0:   # graded once (process 0 writes the results)
                 graded = mmvet.grade(records, grader)
-                if jax.process_index() == 0:
-                    write_atomic(os.path.join(folder, "mmvet_graded.jsonl"),
-                                 "".join(json.dumps(r) + "\n" for r in graded))
+                write_atomic(os.path.join(folder, "mmvet_graded.jsonl"), "".join(json.dumps(r) + "\n" for r in graded))
                 scores = mmvet.capability_scores(graded, capabilities)
                 columns["MMVet"] = {"score": scores["total"] / 100, "score_is": "GPT-4 score", "capabilities": scores,
                                     "questions": len(graded), "grader": config.mmvet.grader}
