@@ -200,3 +200,25 @@ def test_llava_v1_prompt_is_llava_eval_conversation():
               "The assistant gives helpful, detailed, and polite answers to the user's questions.")
     assert PROMPT_FORMATS["llava_v1"]("Is there a dog in the image?") == \
         f"{system} USER: <image>\nIs there a dog in the image? ASSISTANT:"
+
+
+def test_answer_items_with_a_local_model_resumes(tmp_path):
+    """The general job's answering loop on a tiny random LLaVA (the local-model path of Table 13)."""
+    import train_fixtures
+    from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+    from vlmcls_jax.eval.general_job import AnswerSettings, answer_items
+    from vlmcls_jax.eval.textvqa import VQAItem
+    from vlmcls_jax.eval.vlm_inputs import VLMInputs
+
+    model, tok, examples, _ = train_fixtures.eval_world(tmp_path, 3)
+    inputs = VLMInputs(model, ClipPreprocessConfig(size=28, crop_size=(28, 28)), "llava_v1")
+    items = [VQAItem(f"popular/{i}", e.image, "Is there a dog in the image?", ("yes",)) for i, e in enumerate(examples)]
+    out = tmp_path / "pope.jsonl"
+    settings = AnswerSettings(max_new_tokens=3, batch_size=2)
+    records = answer_items(model, tok, inputs, items, str(out), settings)
+    assert [r["id"] for r in records] == ["popular/0", "popular/1", "popular/2"]
+    assert all(isinstance(r["output"], str) and r["answers"] == ["yes"] for r in records)
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:2]) + "\n")          # as if the run died after two answers
+    again = answer_items(model, tok, inputs, items, str(out), settings)
+    assert again == records and len(out.read_text().splitlines()) == 3
