@@ -10,7 +10,8 @@ The study's requests (yuhui-zh15/VLMClassifier), quoted where the tests check th
   main_results/main_api.py:85   "media_type": "image/jpeg",
   main_results/main_api.py:42   response = model.generate_content([question, image])   (Gemini: text, then image)
   main_results/main_api.py:166  question = "What type of object is in this photo?"
-  main_results/main_api.py:164  question = f"What type of object is in this photo? Choose one from \"{', '.join(shuffled_choices)}\"."
+  main_results/main_api.py:164  question = f"What type of object is in this photo? Choose one from
+                                  \"{', '.join(shuffled_choices)}\"."
   imagewikiqa/main_api.py:148   question = f"{item['text']} Let's think step by step."
 """
 
@@ -114,7 +115,10 @@ def test_eval_job_through_each_sdk_with_failures_then_resumes_for_free(vendor, s
     # The study's requests, as the SDK put them on the wire.
     vendor_, path, headers, body = server.requests[-1]
     first = json.loads((workdir / "outputs" / "open.jsonl").read_text().splitlines()[0])
-    assert first["prompt"] == "What type of object is in this photo?"
+    assert first["prompt"] == "What type of object is in this photo?"                       # main_api.py:166
+    closed = json.loads((workdir / "outputs" / "closed_all.jsonl").read_text().splitlines()[0])["prompt"]
+    names = closed.removeprefix('What type of object is in this photo? Choose one from "').removesuffix('".')
+    assert sorted(names.split(", ")) == sorted(COLOURS)                                       # main_api.py:164
     bodies = [b for _, _, _, b in server.requests]
     if vendor == "openai":
         assert headers["authorization"] == f"Bearer {KEY}" and path == "/v1/chat/completions"
@@ -143,7 +147,8 @@ def test_eval_job_through_each_sdk_with_failures_then_resumes_for_free(vendor, s
     assert usage["input_tokens"] == sum(100 + len(r["prompt"].split()) for r in log)
     assert usage["output_tokens"] == sum(len(r["output"].split()) for r in log)
     price_in, price_out = {"openai": (10, 30), "anthropic": (15, 75), "google": (0.5, 1.5)}[vendor]
-    assert usage["cost_usd"] == pytest.approx((usage["input_tokens"] * price_in + usage["output_tokens"] * price_out) / 1e6)
+    cost = (usage["input_tokens"] * price_in + usage["output_tokens"] * price_out) / 1e6
+    assert usage["cost_usd"] == pytest.approx(cost)
 
     # The key is nowhere on disk or in the output.
     assert KEY not in workdir_text(workdir) and KEY not in out + capsys.readouterr().err

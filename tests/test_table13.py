@@ -118,9 +118,10 @@ def benchmarks(tmp_path):
         {"question_id": 2, "image_id": "img2", "question": "what does the sign say?", "answers": Q2}]}))
     pope = root / "pope"
     pope.mkdir()
-    rows = {"popular": [("coco1.jpg", "Is there a dog in the image?", "yes"), ("coco1.jpg", "Is there a cat in the image?", "yes"),
-                        ("coco2.jpg", "Is there a car in the image?", "no"), ("coco2.jpg", "Is there a bird in the image?", "no")],
-            "adversarial": [("coco1.jpg", "Is there a dog in the image?", "yes"), ("coco2.jpg", "Is there a bird in the image?", "no")]}
+    ask = "Is there a {} in the image?".format
+    rows = {"popular": [("coco1.jpg", ask("dog"), "yes"), ("coco1.jpg", ask("cat"), "yes"),
+                        ("coco2.jpg", ask("car"), "no"), ("coco2.jpg", ask("bird"), "no")],
+            "adversarial": [("coco1.jpg", ask("dog"), "yes"), ("coco2.jpg", ask("bird"), "no")]}
     for split, qs in rows.items():
         (pope / f"coco_pope_{split}.json").write_text("".join(
             json.dumps({"question_id": i + 1, "image": img, "text": text, "label": label}) + "\n"

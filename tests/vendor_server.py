@@ -117,7 +117,8 @@ class VendorServer:
                     self.close_connection = True
                     return
                 if action != "ok":
-                    self._send(int(action), _error(vendor, int(action)), {"retry-after": "0"} if action == "429" else {})
+                    headers = {"retry-after": "0"} if action == "429" else {}
+                    self._send(int(action), _error(vendor, int(action)), headers)
                     return
                 question, jpeg = _extract(vendor, body)
                 text = server.answer(vendor, question, jpeg, model)
@@ -142,7 +143,7 @@ class VendorServer:
         return root + "/v1" if vendor == "openai" else root
 
     def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def __exit__(self, *exc):

@@ -183,9 +183,10 @@ class ApiModel:
         tokens_in = sum(r["input_tokens"] for r in records)
         tokens_out = sum(r["output_tokens"] for r in records)
         prices = self.prices()
+        cost = None if prices is None else round((tokens_in * prices[0] + tokens_out * prices[1]) / 1e6, 6)
         return {"requests": len(records), "input_tokens": tokens_in, "output_tokens": tokens_out,
                 "empty_replies": sum(not r["output"] for r in records),
-                "cost_usd": None if prices is None else round((tokens_in * prices[0] + tokens_out * prices[1]) / 1e6, 6),
+                "cost_usd": cost,
                 "usd_per_million_tokens": None if prices is None else {"input": prices[0], "output": prices[1]},
                 "this_run": {"sent": self.sent, "reused_from_log": self.reused, "retries": self.retries},
                 "settings": self.settings()}

@@ -13,6 +13,11 @@ the optional extra `api`), built as the study's `main_results/main_api.py` and `
              which that SDK encoded itself (how differed between its versions); this port sends the file's
              bytes like the other two, through `google-genai` (`types.Part.from_bytes(..., "image/jpeg")`).
 
+Two differences from the study's code, on purpose: its retry loop (`for i in range(3): try: ... except: ...
+continue`) has no `break`, so every example was sent three times and the last reply kept; here each request is
+sent once (retried only on failure, `api_model`).  And the model names are the paper's Table 6 versions
+(the code asked for the aliases "gpt-4-turbo" and "gemini-pro-vision").
+
 The image: the study sent the file's own bytes, base64-encoded, labelled image/jpeg, never resized (its
 datasets are JPEG files); `encode_image` does the same, re-encodes non-JPEG files as JPEG (so the label is
 true), and resizes only when `max_image_side` asks for it.  Temperature and max tokens: None / 0 keep the

@@ -102,7 +102,8 @@ def run(config, workdir: str) -> dict:
     for index, checkpoint in enumerate(config.models):
         label = (config.labels[index] if config.labels else "") or os.path.basename(os.path.normpath(checkpoint))
         folder = os.path.join(workdir, slug(label))
-        api_log = shards.part_path(os.path.join(folder, "api_responses.jsonl"), jax.process_index(), jax.process_count())
+        api_log = shards.part_path(os.path.join(folder, "api_responses.jsonl"), jax.process_index(),
+                                   jax.process_count())
         loaded = load_for_eval(checkpoint, mesh, None, config.prompt_format,
                                api={"options": dict(config.api), "log_path": api_log})
         results["checkpoints"][label] = loaded.provenance

@@ -17,8 +17,9 @@ Several processes split the VLM's examples (`eval.shards`; each process scores a
 `config.mesh_shape` (e.g. (-1, 1, 1)) splits each batch over this process's own devices too.  Every row
 records its model's label (`config.model.label` / `config.clip.label`, by default the checkpoint's last path
 component), the table's first column; `python -m vlmcls_jax.eval.tables RUN ...` merges runs on several
-datasets into one table.  Any VLM family runs by changing only `config.model` (`eval.vlm_inputs`), proprietary ones through their
-APIs too ("api:openai/gpt-4-turbo-2024-04-09": `eval.api_model`; results.json gains `api_usage`).
+datasets into one table.  Any VLM family runs by changing only `config.model` (`eval.vlm_inputs`),
+proprietary ones through their APIs too ("api:openai/gpt-4-turbo-2024-04-09": `eval.api_model`; results.json
+gains `api_usage`).
 """
 
 from __future__ import annotations
