@@ -144,13 +144,14 @@ class ApiModel:
                 status = error_status(e)
                 reason = scrub(f"{type(e).__name__}" + (f" {status}" if status else "") + f": {e}", self._key)
                 if not self.vendor.is_transient(e):
-                    raise ApiRequestError(f"{self.checkpoint}: request for {what} failed: {reason}") from None
+                    raise ApiRequestError(f"{self.checkpoint}: request for {what} failed: {reason}") from e
                 if attempt == o.max_retries:
                     raise ApiRequestError(f"{self.checkpoint}: request for {what} failed {attempt + 1} times; "
                                           f"last: {reason}") from None
-                wait = retry_after(e)
+                wait = retry_after(e)   # the server's Retry-After, else exponential backoff with jitter; capped
                 if wait is None:
-                    wait = min(o.max_backoff_seconds, o.backoff_seconds * 2 ** attempt) * (0.5 + self._rng.random() / 2)
+                    wait = o.backoff_seconds * 2 ** attempt * (0.5 + self._rng.random() / 2)
+                wait = min(wait, o.max_backoff_seconds)
                 with self._lock:
                     self.retries += 1
                 print(f"{self.checkpoint}: {reason[:300]} for {what}; retry {attempt + 1} of {o.max_retries} "
