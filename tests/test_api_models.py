@@ -277,3 +277,18 @@ def test_table1_api_config():
     assert c.data.study_sample == 100 and c.experiments == ("open", "closed")
     with pytest.raises(ValueError, match="VENDOR 'mistral'"):
         table1_api.get_config("mistral,flowers")
+
+
+def test_api_model_requests_wait_for_the_rate_limit(server, dataset, tmp_path):
+    now, slept = [0.0], []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    model = ApiModel("api:anthropic/claude-3-opus-20240229",
+                     ApiOptions(base_url=server.url("anthropic"), requests_per_minute=2, concurrency=1),
+                     str(tmp_path / "replies.jsonl"), environ={"ANTHROPIC_API_KEY": KEY}, clock=lambda: now[0],
+                     sleep=sleep)
+    model.answer(["q?"] * 3, [str(dataset / f"{i}.jpeg") for i in range(3)])
+    assert len(server.requests) == 3 and slept == [pytest.approx(60.0)]   # the third waited for the window
