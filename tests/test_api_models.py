@@ -292,3 +292,13 @@ def test_api_model_requests_wait_for_the_rate_limit(server, dataset, tmp_path):
                      sleep=sleep)
     model.answer(["q?"] * 3, [str(dataset / f"{i}.jpeg") for i in range(3)])
     assert len(server.requests) == 3 and slept == [pytest.approx(60.0)]   # the third waited for the window
+
+
+def test_encode_image_sends_jpeg_files_as_they_are(dataset):
+    from vlmcls_jax.eval.api_vendors import encode_image
+    jpeg = dataset / "0.jpeg"
+    assert encode_image(str(jpeg)) == jpeg.read_bytes()                  # main_api.py:113, no resizing
+    png = encode_image(str(dataset / "5.png"))
+    assert png[:2] == b"\xff\xd8" and Image.open(io.BytesIO(png)).size == (45, 30)
+    small = encode_image(str(jpeg), max_side=20)                         # only when asked
+    assert Image.open(io.BytesIO(small)).size == (20, 15)
