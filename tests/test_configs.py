@@ -16,7 +16,7 @@ def test_config_loads_and_is_locked(path):
     config_flags.DEFINE_config_file("config", str(path), flag_values=fv, lock_config=True)
     fv(["prog"])
     config = fv.config
-    assert config.job in ("demo", "train", "eval", "probe", "imagewikiqa", "toyworld")
+    assert config.job in ("demo", "train", "eval", "probe", "imagewikiqa", "toyworld", "general")
     with pytest.raises(AttributeError):
         config.no_such_field = 1
 

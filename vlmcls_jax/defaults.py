@@ -68,6 +68,16 @@ def train_config() -> ml_collections.ConfigDict:
 DATASETS = ("imagenet", "flowers", "cars", "caltech")
 
 
+def api_config() -> ml_collections.ConfigDict:
+    """config.model.api: how an "api:VENDOR/MODEL" checkpoint is called (eval.api_model.ApiOptions; ignored
+    for local checkpoints).  temperature None / max_tokens 0: the study's settings (eval.api_vendors)."""
+    return ml_collections.ConfigDict(dict(
+        temperature=placeholder(float), max_tokens=0, max_image_side=0, requests_per_minute=0,
+        tokens_per_minute=0, tokens_per_request=1500, concurrency=16, max_retries=6, backoff_seconds=2.0,
+        max_backoff_seconds=120.0, timeout_seconds=120.0, base_url="", key_env="",
+        price_input=placeholder(float), price_output=placeholder(float)))
+
+
 def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     if dataset not in DATASETS:
         raise ValueError(f"dataset {dataset!r} is not one of {DATASETS}")
@@ -87,15 +97,17 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     # (every step slices the stacked weights anew: benchmarks/generation.py --scan-layers), so keep it off
     # for generation-heavy jobs there
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
-                                             revision=placeholder(str), prompt_format="auto", scan_layers=False))
+                                             revision=placeholder(str), prompt_format="auto", scan_layers=False,
+                                             api=api_config()))   # api: "api:VENDOR/MODEL" checkpoints
     # templates: "study" (the study's one template "A photo of a {}"), "single" or "imagenet80" (CLIP's ensemble)
     c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="study",
                                             label="", revision=placeholder(str)))
     # on_bad_image: "error" (stop at the first unreadable image, naming it) or "skip" (leave such images out,
-    # listed in WORKDIR/skipped_images.jsonl and counted in results.json; accuracies are over the rest)
+    # listed in WORKDIR/skipped_images.jsonl and counted in results.json; accuracies are over the rest);
+    # study_sample: > 0 evaluates the study's API subset, N examples after its seeded shuffle (configs/table1_api.py)
     c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
                                             classes=f"data/{dataset}_classes.json", image_root=".",
-                                            split="test", on_bad_image="error"))
+                                            split="test", on_bad_image="error", study_sample=0))
     # wording: a key of data.prompts.QUESTION_WORDINGS; choice_order: "shuffled" (per image, by seed) or
     # "dataset" (the class list's order: the study's label-order ablation)
     c.generation = ml_collections.ConfigDict(dict(max_new_tokens=64, batch_size=8, wording="default",
@@ -107,6 +119,9 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     # study's calibration alpha (eval.vlm_scoring; 1 = sum)
     c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=1024, cfg_alpha=2.0))
     c.paper_numbers = True                 # tables show `ours (paper)`: vlmcls_jax/eval/study_published.json
+    # a class -> WordNet synonyms file (python -m vlmcls_jax.eval.synonyms): the open-world answers are also
+    # counted right when they name any synonym (Table 8's row "VLM open world, ImageNet synonyms")
+    c.synonyms = ""
     return c
 
 
@@ -145,7 +160,7 @@ def imagewikiqa_config() -> ml_collections.ConfigDict:
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split batches over this process's devices
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
                                              revision=placeholder(str), prompt_format="auto",
-                                             scan_layers=False))  # as in eval_config
+                                             scan_layers=False, api=api_config()))  # as in eval_config
     c.data = ml_collections.ConfigDict(dict(questions="data/imagewikiqa.jsonl", image_root=".",
                                             require_images=False))   # True: a missing image is an error
     c.generation = ml_collections.ConfigDict(dict(chain_of_thought=True, max_new_tokens=1024, batch_size=8))
@@ -155,10 +170,36 @@ def imagewikiqa_config() -> ml_collections.ConfigDict:
     return c
 
 
+def general_config() -> ml_collections.ConfigDict:
+    """The general-capability job (eval.general_job, the study's Table 13; configs/table13_general.py)."""
+    c = ml_collections.ConfigDict()
+    c.job = "general"
+    c.max_examples = 0                     # > 0: the first N questions of each benchmark (POPE: of each split)
+    c.mesh_shape = ()                      # e.g. (-1, 1, 1): split batches over this process's devices
+    c.models = ("llava-hf/llava-1.5-7b-hf",)   # checkpoints, each evaluated on every benchmark
+    c.labels = ()                          # their names in the table (default: the checkpoint's last component)
+    c.prompt_format = "auto"
+    c.api = api_config()                   # for "api:VENDOR/MODEL" entries of models
+    c.batch_size = 8
+    c.pad_to_square = True                 # LLaVA-1.5's own evaluation (image_aspect_ratio="pad")
+    c.benchmarks = ("textvqa", "pope", "mmvet")
+    c.textvqa = ml_collections.ConfigDict(dict(annotations="data/textvqa/TextVQA_0.5.1_val.json",
+                                               image_root="data/textvqa/train_images",
+                                               questions=""))   # LLaVA's llava_textvqa_val_v051_ocr.jsonl
+    c.pope = ml_collections.ConfigDict(dict(folder="data/pope/coco", image_root="data/coco/val2014",
+                                            splits=("popular", "adversarial")))
+    # grader: MM-Vet's (gpt-4-0613); its key from OPENAI_API_KEY; grader_api: limits, retries, base_url
+    c.mmvet = ml_collections.ConfigDict(dict(data="data/mm-vet/mm-vet.json", image_root="data/mm-vet/images",
+                                             grader="api:openai/gpt-4-0613", grader_api=api_config()))
+    c.reference = ""                       # e.g. /work/shared/paper_data/study_published.json: paper numbers
+    return c
+
+
 # job -> (its fields, the sections whose keys are the user's: learning-rate groups, an objective's parameters)
 JOB_FIELDS = {
     "train": (train_config, ("learning_rates", "objective")),
     "eval": (eval_config, ()),
     "probe": (probe_config, ()),
     "imagewikiqa": (imagewikiqa_config, ()),
+    "general": (general_config, ()),
 }

@@ -25,12 +25,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 def jobs():
     from vlmcls_jax import demo
     from vlmcls_jax.analysis import probe_job
-    from vlmcls_jax.eval import imagewikiqa_job
+    from vlmcls_jax.eval import general_job, imagewikiqa_job
     from vlmcls_jax.eval import job as eval_job
     from vlmcls_jax.toyworld import pipeline as toyworld
     from vlmcls_jax.train import trainer
     return {"demo": demo.run, "train": trainer.run, "eval": eval_job.run, "probe": probe_job.run,
-            "imagewikiqa": imagewikiqa_job.run, "toyworld": toyworld.run}
+            "imagewikiqa": imagewikiqa_job.run, "toyworld": toyworld.run, "general": general_job.run}
 
 
 def main(argv):

@@ -5,6 +5,7 @@
     llava_next_vicuna    llava-hf/llava-v1.6-vicuna-7b-hf    {VICUNA_SYSTEM} USER: <image>\\n{question} ASSISTANT:
     blip2                Salesforce/blip2-opt-2.7b           Question: {question} Answer:
     instructblip         Salesforce/instructblip-vicuna-*    {question}
+    llava_v1             LLaVA-1.5's own evaluation scripts (conv_mode vicuna_v1): {LLAVA_V1_SYSTEM} USER: ...
 
 as the llava-hf model cards (and transformers' LLaVA-NeXT docs) write them.  A non-empty `assistant_prefix`
 (the start of the answer, e.g. the scoring prefix "The photo features a") follows after one space.  The strings
@@ -48,12 +49,23 @@ def instructblip_prompt(question: str, assistant_prefix: str = "") -> str:
     return _with_prefix(question, assistant_prefix)
 
 
+# LLaVA's llava/conversation.py:242-244 `conv_vicuna_v1` (its eval scripts' --conv-mode vicuna_v1, Table 13).
+LLAVA_V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                   "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+
+
+def llava_v1_prompt(question: str, assistant_prefix: str = "") -> str:
+    """`{LLAVA_V1_SYSTEM} USER: <image>\\n{question} ASSISTANT:` (sep " ", as LLaVA's get_prompt joins it)."""
+    return _with_prefix(f"{LLAVA_V1_SYSTEM} USER: {IMAGE_TOKEN}\n{question} ASSISTANT:", assistant_prefix)
+
+
 PROMPT_FORMATS: dict[str, Callable[[str, str], str]] = {
     "llava_hf": llava_prompt,
     "llava_next_mistral": llava_next_mistral_prompt,
     "llava_next_vicuna": llava_next_vicuna_prompt,
     "blip2": blip2_prompt,
     "instructblip": instructblip_prompt,
+    "llava_v1": llava_v1_prompt,
 }
 
 # Probabilistic inference scores class names after the prompt and this start of the answer: the study's

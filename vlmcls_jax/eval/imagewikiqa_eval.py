@@ -40,6 +40,9 @@ class ImageWikiQASettings:
     batch_size: int = 8
     length_multiple: int = 64           # prompts are left-padded to a multiple of this (few compilations)
     pad_to_square: bool = False         # the study ran llava-hf's processor, which does not pad
+    # True: parse the reply alone (API models: the chain-of-thought sentence was in the question, and the
+    # study's eval.ipynb parsed item["output"], the reply); False: the assistant turn (prefix + generation)
+    reply_only: bool = False
 
 
 def question_rng(seed: int, question_id) -> random.Random:
@@ -49,7 +52,7 @@ def question_rng(seed: int, question_id) -> random.Random:
 
 def score_output(question, output: str, settings: ImageWikiQASettings) -> dict:
     """The record of one question answered with `output` (the generated text)."""
-    response = study_response(output, settings.chain_of_thought)
+    response = output.strip() if settings.reply_only else study_response(output, settings.chain_of_thought)
     letter, how = parse_choice(response, question.options, question_rng(settings.seed, question.id))
     return {"id": question.id, "classname": question.classname, "label": question.label, "output": output,
             "parsed": letter, "how": how, "correct": letter == question.label, "image_missing": False}

@@ -19,6 +19,7 @@ import jax
 
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
+from vlmcls_jax.eval.api_model import api_arguments, api_usage
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
 from vlmcls_jax.eval.imagewikiqa_eval import ImageWikiQASettings, evaluate_imagewikiqa
 from vlmcls_jax.eval.job import model_label
@@ -47,11 +48,13 @@ def run(config, workdir: str) -> dict:
     mesh = eval_mesh(config.mesh_shape)
     loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
                            config.model.get("prompt_format", "auto"),
-                           scan_layers=config.model.get("scan_layers", False))
+                           scan_layers=config.model.get("scan_layers", False),
+                           api=api_arguments(config.model, workdir))
     model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.inputs
     g = config.generation
     settings = ImageWikiQASettings(chain_of_thought=g.chain_of_thought, max_new_tokens=g.max_new_tokens,
-                                   seed=config.seed, batch_size=g.batch_size, pad_to_square=config.pad_to_square)
+                                   seed=config.seed, batch_size=g.batch_size, pad_to_square=config.pad_to_square,
+                                   reply_only=api_usage(model) is not None)
     summary = evaluate_imagewikiqa(model, tokenizer, questions, os.path.join(workdir, "outputs.jsonl"), settings,
                                    preprocess, mesh=mesh)
     if summary["missing"]:
@@ -60,6 +63,8 @@ def run(config, workdir: str) -> dict:
     results = {"dataset": "ImageWikiQA", "examples": summary["questions"], "load_report": report,
                "rows": {ROW: dict(summary, model=label)},
                "checkpoints": {"model": loaded.provenance}}
+    if api_usage(model):   # an API model: tokens and cost
+        results["api_usage"] = api_usage(model)
     gain = None
     if config.get("baseline"):
         base = load_run(config.baseline)["rows"][ROW]["accuracy"]

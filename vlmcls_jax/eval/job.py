@@ -4,7 +4,8 @@ with label-set sizes, WORKDIR/label_set_size.png (the study's Figure 2 for this 
 
 Experiments (config.experiments):
   clip         CLIP zero-shot with config.clip.templates ("single" or "imagenet80")
-  open         VLM generation, open world                       (Table 1)
+  open         VLM generation, open world                       (Table 1); with config.synonyms (a file of
+               WordNet synonyms per class, `eval.synonyms`) also counted with synonyms (Table 8)
   closed       VLM generation, closed world, shuffled choices   (Table 1)
   scoring      VLM probabilistic inference, sum / avg / cfg     (Table 2 bottom)
 With config.label_set_sizes = (100, 20, 5, 2), clip, closed and scoring also run on candidate sets of each
@@ -17,7 +18,9 @@ Several processes split the VLM's examples (`eval.shards`; each process scores a
 records its model's label (`config.model.label` / `config.clip.label`, by default the checkpoint's last path
 component), the table's first column; the tables show the paper's number beside ours (`config.paper_numbers`);
 `python -m vlmcls_jax.eval.tables RUN ...` merges runs on several datasets into one table.  Any VLM family runs
-by changing only `config.model` (`eval.vlm_inputs`).
+by changing only `config.model` (`eval.vlm_inputs`),
+proprietary ones through their APIs too ("api:openai/gpt-4-turbo-2024-04-09": `eval.api_model`; results.json
+gains `api_usage`).
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import jax
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
+from vlmcls_jax.eval.api_model import api_arguments, api_usage, study_sample
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
 from vlmcls_jax.eval.plots import label_set_size_curve
+from vlmcls_jax.eval.synonyms import load_synonyms, row_name, synonym_accuracy
 from vlmcls_jax.eval.tables import headline, write_atomic, write_tables
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation
 from vlmcls_jax.eval.vlm_scoring import ScoringSettings, evaluate_scoring
@@ -51,6 +56,8 @@ def run(config, workdir: str) -> dict:
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
     examples = read_manifest(data.manifest, data.image_root, classes, split=data.split or None)
+    if data.get("study_sample"):   # the study's API runs: a seeded shuffle, then the first N
+        examples = study_sample(examples, data.study_sample)
     if config.get("max_examples"):
         examples = examples[: config.max_examples]
     # data.on_bad_image="skip": unreadable images are left out, listed and counted (denominators: the rest).
@@ -85,9 +92,12 @@ def run(config, workdir: str) -> dict:
         label = model_label(config.model)
         loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
                                config.model.get("prompt_format", "auto"),
-                               scan_layers=config.model.get("scan_layers", False))
+                               scan_layers=config.model.get("scan_layers", False),
+                               api=api_arguments(config.model, workdir))
         checkpoints["model"] = dict(loaded.provenance, prompt_format=loaded.inputs.prompt_format)
         model, tokenizer, inputs = loaded.model, loaded.tokenizer, loaded.inputs  # inputs: the family's encoding
+        if "scoring" in config.experiments:
+            inputs.scoring_prefix   # an API model (no token probabilities) stops here, before any request
         g = config.generation
         if g.choice_order not in ("shuffled", "dataset"):
             raise ValueError(f"config.generation.choice_order={g.choice_order!r} is not 'shuffled' or 'dataset'")
@@ -96,10 +106,14 @@ def run(config, workdir: str) -> dict:
         # Prompt variants (Table 2 top) get their own rows and output files, so runs never mix them.
         variant = (f", wording {g.wording}" if g.wording != "default" else "") + \
                   (", chain of thought" if g.chain_of_thought else "")
+        synonyms = load_synonyms(config.synonyms, names) if config.get("synonyms") else None
         if "open" in config.experiments:
             rows["VLM open world" + variant] = dict(evaluate_generation(
                 model, tokenizer, examples, names, out(slug("open" + variant)), GenerationSettings(**gen), inputs,
                 mesh=mesh), model=label)
+            if synonyms:   # Table 8: the same answers, right when they name any synonym of the class
+                rows[row_name("VLM open world" + variant, data.name)] = dict(synonym_accuracy(
+                    out(slug("open" + variant)), examples, synonyms), model=label)
         for k in sizes if "closed" in config.experiments else ():
             order = g.choice_order == "dataset"
             settings = GenerationSettings(closed_world=True, choice_seed=None if order else config.seed,
@@ -126,6 +140,8 @@ def run(config, workdir: str) -> dict:
         raise RuntimeError(f"examples missing from the outputs after all processes finished: {incomplete}")
     results = {"dataset": data.name, "examples": len(examples), "skipped_images": len(screened.skipped),
                "rows": rows, "checkpoints": checkpoints}
+    if "model" in checkpoints and api_usage(model):   # an API model: tokens and cost
+        results["api_usage"] = api_usage(model)
     if jax.process_index() == 0:   # every process holds the same summary; one writes it
         write_results(results, workdir, config.paper_numbers)
         label_set_size_curve({row: headline(m) for row, m in rows.items()},

@@ -46,12 +46,18 @@ class Loaded:
 
 
 def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, prompt_format: str = "auto",
-                  scan_layers: bool = False) -> Loaded:
+                  scan_layers: bool = False, api: dict | None = None) -> Loaded:
     """A VLM (LLaVA-1.5, LLaVA-NeXT, BLIP-2, InstructBLIP) or CLIP (or open_clip EVA01-CLIP) checkpoint with its
     tokenizer and preprocessing; replicated over `mesh` when given.
     revision: a hub branch, tag or commit to pin (None: the default branch); ignored for local folders.
     prompt_format: a key of `data.prompt_formats.PROMPT_FORMATS`, or "auto": the one the checkpoint's family
-    documents (`vlm_inputs.auto_prompt_format`).  scan_layers: see `convert.load_hf`."""
+    documents (`vlm_inputs.auto_prompt_format`).  scan_layers: see `convert.load_hf`.
+    An "api:VENDOR/MODEL" checkpoint is a proprietary model behind its vendor's API (`eval.api_model`; `api`:
+    `api_model.api_arguments`)."""
+    if checkpoint.startswith("api:"):
+        from vlmcls_jax.eval.api_model import load_api
+        model, inputs = load_api(checkpoint, **(api or {}))
+        return Loaded(model, None, None, checkpoint, dict(checkpoint=checkpoint, api=model.settings()), inputs)
     source = resolve_checkpoint(checkpoint, revision)
     model = load_hf(source, scan_layers=scan_layers)
     if mesh is not None:   # data parallel: the model replicated over the mesh's batch axes

@@ -57,10 +57,11 @@ def headline(metrics: dict) -> float:
 
     A row may name its metric with "headline" (a key of the row); else the first of substring_accuracy (the
     study's rule for generated text), top1 (CLIP), sum_accuracy (probabilistic inference), accuracy
-    (ImageWikiQA), best_on_test.test_accuracy (a probe: the study's protocol)."""
+    (ImageWikiQA), best_on_test.test_accuracy (a probe: the study's protocol); "score" first: a
+    benchmark's own (`general_job`: F1 for POPE, the grader's score for MM-Vet)."""
     if "headline" in metrics:
         return metrics[metrics["headline"]]
-    for key in ("substring_accuracy", "top1", "sum_accuracy", "accuracy"):
+    for key in ("score", "substring_accuracy", "top1", "sum_accuracy", "accuracy"):
         if key in metrics:
             return metrics[key]
     if "best_on_test" in metrics:

@@ -120,7 +120,9 @@ def answer_batch(model, tokenizer, prompts: Sequence[str], images: Sequence[str]
                  preprocess: ClipPreprocessConfig | VLMInputs, settings, mesh=None) -> list[str]:
     """Greedy answers (decoded text) to prompts (`VLMInputs.prompt`) with one image each.  Prompts are
     left-padded to a multiple of `settings.length_multiple` so few shapes compile; `settings` also gives
-    max_new_tokens and pad_to_square."""
+    max_new_tokens and pad_to_square.  An API model (`eval.api_model`) answers with its vendor's settings."""
+    if getattr(model, "is_api_model", False):
+        return model.answer(prompts, images)
     inputs = as_inputs(model, preprocess).with_length_multiple(settings.length_multiple)
     batch = inputs.encode(tokenizer, list(prompts), list(images), pad_to_square=settings.pad_to_square)
     tokens = generate(model, batch["input_ids"], batch["attention_mask"], batch["images"],
