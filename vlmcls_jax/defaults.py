@@ -73,10 +73,13 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
         raise ValueError(f"dataset {dataset!r} is not one of {DATASETS}")
     c = ml_collections.ConfigDict()
     c.job = "eval"
-    c.seed = 0
+    c.seed = 1234                          # the study's --seed (main_results/main.py:320)
     c.experiments = ("clip", "open", "closed", "scoring")
     c.label_set_sizes = ()
-    c.max_examples = 0                     # > 0: evaluate only the first N (smoke tests)
+    # sampling: "study" (the study's example order and candidate lists: Python random seeded once, shuffle,
+    # per example random.sample + random.shuffle; eval.candidates) or "hashed" (per example, by seed and id)
+    c.sampling = "study"
+    c.max_examples = 0                     # > 0: evaluate only the first N (of the study's order) (smoke tests)
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split VLM batches over all devices (batch_size
                                            # must divide over them); () = one device per process
     # The VLM: any family (LLaVA-1.5, LLaVA-NeXT, BLIP-2, InstructBLIP; README "Supported checkpoints").
@@ -104,8 +107,10 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     # square first as LLaVA-1.5's training code does.
     c.pad_to_square = False
     # batch_size: images per prefill; chunk_size: class-name token positions per compiled call; cfg_alpha: the
-    # study's calibration alpha (eval.vlm_scoring; 1 = sum)
-    c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=1024, cfg_alpha=2.0))
+    # study's calibration alpha (eval.vlm_scoring; 1 = sum); subset: "study" (the first subset_size examples
+    # of the seed's shuffle, inference_analysis/main.py:141-144) or "all"
+    c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=1024, cfg_alpha=2.0, subset="study",
+                                               subset_size=1000))
     return c
 
 

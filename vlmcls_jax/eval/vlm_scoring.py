@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -29,7 +29,7 @@ from tqdm import tqdm
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompts import QUESTION_WORDINGS, SCORING_PREFIX
 from vlmcls_jax.eval import shards
-from vlmcls_jax.eval.candidates import candidate_set
+from vlmcls_jax.eval.candidates import candidate_set, names_to_mask
 from vlmcls_jax.eval.metrics import mean_per_class_recall
 from vlmcls_jax.eval.vlm_generation import read_done
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
@@ -46,6 +46,9 @@ class ScoringSettings:
     cfg_sweep_alphas: tuple[float, ...] = tuple(range(9))
     label_set_size: int | None = None   # decide among the true class + k - 1 random others (Figure 2)
     label_set_seed: int = 0
+    # The study's sampler (`candidates.study_plan`): example id -> its candidate names; replaces
+    # label_set_size / label_set_seed when given
+    choices: Mapping[str, tuple[str, ...]] | None = None
     store_token_logprobs: bool = False
     length_multiple: int = 64      # prompts are left-padded to a multiple of this (LLaVA-NeXT: few compilations)
     # The study ran llava-hf's processor (main_results/main.py), which resizes and crops without padding;
@@ -101,26 +104,30 @@ def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence
     shards.barrier(count)
     records, missing = shards.gather(out_path, count, examples, read_done)
     return dict(summarize(records, class_names, lengths, s.cfg_alpha, s.label_set_size, s.label_set_seed,
-                          s.cfg_sweep_alphas), missing=missing)
+                          s.cfg_sweep_alphas, s.choices), missing=missing)
 
 
 def summarize(records: list[dict], class_names: Sequence[str], lengths: np.ndarray, cfg_alpha: float,
               label_set_size: int | None = None, label_set_seed: int = 0,
-              cfg_sweep_alphas: Sequence[float] = ()) -> dict:
+              cfg_sweep_alphas: Sequence[float] = (),
+              choices: Mapping[str, tuple[str, ...]] | None = None) -> dict:
     """Top-1 and top-5 accuracy and mean per-class recall of the sum, avg and cfg rules, plus the cfg
     top-1 accuracy at every alpha of `cfg_sweep_alphas` (key "cfg_sweep": {alpha: accuracy}).  With
     `label_set_size` each example decides among its candidate set only (`candidates.candidate_set`, the
-    sets CLIP and generation get).  records: {"id", "label", "label_name", "sum": float[C]};
+    sets CLIP and generation get; `choices`: the study sampler's lists, by example id).  records: {"id", "label", "label_name", "sum": float[C]};
     lengths: int[C] token counts of the names."""
     sums = np.array([r["sum"] for r in records], np.float64).reshape(len(records), len(class_names))  # [N, C]
     prior = sums.mean(0, keepdims=True) if len(records) else np.zeros((1, len(class_names)))
     cfg = lambda alpha: alpha * sums + (1 - alpha) * prior
     rules = {"sum": sums, "avg": sums / lengths[None], "cfg": cfg(cfg_alpha)}
     sweep = {float(a): cfg(a) for a in cfg_sweep_alphas}
-    if label_set_size is not None:
+    if choices is not None:
+        allowed = names_to_mask(choices, [r["id"] for r in records], class_names)
+    elif label_set_size is not None:
         allowed = np.zeros_like(sums, dtype=bool)
         for i, r in enumerate(records):
             allowed[i, candidate_set(r["label"], len(class_names), label_set_size, label_set_seed, r["id"])] = True
+    if choices is not None or label_set_size is not None:
         mask = lambda scores: np.where(allowed, scores, -np.inf)
         rules = {k: mask(v) for k, v in rules.items()}
         sweep = {k: mask(v) for k, v in sweep.items()}
