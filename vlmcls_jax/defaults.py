@@ -108,9 +108,11 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.pad_to_square = False
     # batch_size: images per prefill; chunk_size: class-name token positions per compiled call; cfg_alpha: the
     # study's calibration alpha (eval.vlm_scoring; 1 = sum); subset: "study" (the first subset_size examples
-    # of the seed's shuffle, inference_analysis/main.py:141-144) or "all"
+    # of the seed's shuffle, inference_analysis/main.py:141-144) or "all"; name_tokens: "context" (names
+    # tokenised as they follow the prompt) or "study" (the study's ids: the name alone; for BLIP-2 read at the
+    # in-context positions, its bug; eval.vlm_scoring.StudyReadout)
     c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=1024, cfg_alpha=2.0, subset="study",
-                                               subset_size=1000))
+                                               subset_size=1000, name_tokens="context"))
     return c
 
 

@@ -147,9 +147,11 @@ def run(config, workdir: str) -> dict:
                                        batch_size=config.scoring.batch_size, chunk_size=config.scoring.chunk_size,
                                        cfg_alpha=config.scoring.cfg_alpha, wording=config.generation.wording,
                                        label_set_size=k, label_set_seed=config.seed,
+                                       name_tokens=sc.get("name_tokens", "context"),
                                        pad_to_square=config.pad_to_square)
             # Scores do not depend on k: every k reuses the first run's file (resume finds all examples).
             wording = f", wording {g.wording}" if g.wording != "default" else ""
+            wording += ", study name tokens" if settings.name_tokens == "study" else ""
             rows["VLM probabilistic" + wording + (f", {k} labels" if k else "")] = dict(evaluate_scoring(
                 model, tokenizer, scored, names, out(slug("scoring" + wording)),
                 settings, inputs, mesh=mesh), model=label)
