@@ -136,8 +136,13 @@ def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.wording = "default"
     c.batch_size = 8
     c.pad_to_square = False                  # the study extracted through llava-hf's processor
+    # The study's column trains on the whole train split; val_fraction is held out only for the
+    # validation-selected column.  order: "study" (the train rows in the order random.seed(order_seed);
+    # random.shuffle gives the whole manifest, feature_analysis/probe.py:39-41) or "file"; shuffle: reshuffle
+    # every epoch (the study's CLIP probe); normalize: L2-normalise features (the study's CLIP probe)
     c.probe = ml_collections.ConfigDict(dict(epochs=100 if dataset == "imagenet" else 500, batch_size=512,
-                                             learning_rate=1e-3, val_fraction=0.1, shuffle=False))
+                                             learning_rate=1e-3, val_fraction=0.1, shuffle=False, order="study",
+                                             order_seed=1234, normalize=False))
     return c
 
 

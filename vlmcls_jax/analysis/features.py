@@ -38,7 +38,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig, clip_preprocess, load_image
 from vlmcls_jax.data.prompts import QUESTION_WORDINGS
 from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
@@ -161,6 +161,48 @@ def extract_features(model, tokenizer, examples: Sequence, out_dir: str,
             _write_chunk(folder, number, ids, labels, feats)
             number += 1
             ids, labels, feats = [], [], {k: [] for k in s.features}
+    if ids:
+        _write_chunk(folder, number, ids, labels, feats)
+    shards.barrier(count)
+    return len(todo)
+
+
+CLIP_FEATURE = "clip/embed"
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _clip_embed(graphdef, state, pixel_values):
+    return nnx.merge(graphdef, state).get_image_features(pixel_values).astype(jnp.float32)
+
+
+def extract_clip_features(clip, examples: Sequence, out_dir: str, preprocess: ClipPreprocessConfig, *,
+                          batch_size: int = 64, chunk_size: int = 256, shard: tuple[int, int] | None = None,
+                          mesh=None) -> int:
+    """CLIP's image embedding, feature `clip/embed` float32[D] (`get_image_features`: the projected CLS token,
+    what the study's `model.encode_image` gives, training_analysis/clip/finetune_clip.py:373, unnormalised),
+    written as `extract_features` writes (same files, resume and process split); returns how many it
+    computed now."""
+    index, count = shards.resolve(shard)
+    mine = list(examples[index::count])
+    folder = os.path.join(out_dir, f"part{index}-of-{count}")
+    existing = _chunk_files(out_dir, index, count)
+    done = {str(i) for f in existing for i in np.load(f)["ids"]}
+    todo = [e for e in mine if str(e.id) not in done]
+    graphdef, state = nnx.split(clip)
+    number = len(existing)
+    ids, labels, feats = [], [], {CLIP_FEATURE: []}
+    for chunk, real in tqdm(shards.padded_batches(todo, batch_size), desc="clip features", unit="batch",
+                            total=-(-len(todo) // batch_size)):
+        (px,) = put_batch((np.stack([clip_preprocess(load_image(e.image), preprocess) for e in chunk]),), mesh)
+        out = np.asarray(_clip_embed(graphdef, state, px))
+        for i, e in enumerate(chunk[:real]):
+            ids.append(str(e.id))
+            labels.append(int(e.label))
+            feats[CLIP_FEATURE].append(out[i])
+        if len(ids) >= chunk_size:
+            _write_chunk(folder, number, ids, labels, feats)
+            number += 1
+            ids, labels, feats = [], [], {CLIP_FEATURE: []}
     if ids:
         _write_chunk(folder, number, ids, labels, feats)
     shards.barrier(count)

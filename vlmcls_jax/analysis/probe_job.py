@@ -3,6 +3,14 @@ for a dataset's train and test splits, train one linear probe per feature, and w
 WORKDIR/table.md (rows: features; columns: the validation-selected and the study's best-on-test accuracy).
 
 Features are cached under WORKDIR/features/{split}; a rerun resumes extraction and retrains the probes.
+
+Two trainings per feature: the study's column (`feature_analysis/probe.py:39-129`, `probe.sh`): the whole
+train split, in the order its seed-1234 shuffle of the whole manifest puts the train rows
+(`config.probe.order = "study"`; "file": manifest order), one fixed order every epoch, the best test
+accuracy over epochs (`best_on_test`); and the validation-selected column: `probe.val_fraction` of the train
+rows held out, the epoch chosen on them (`val_selected`).  A CLIP checkpoint (`config.model.checkpoint`)
+probes its image embedding, feature `clip/embed` (the study's CLIP linear probe: configs/table3_probe.py
+`DATASET,clip`).
 """
 
 from __future__ import annotations
@@ -12,10 +20,12 @@ import os
 
 import jax
 
-from vlmcls_jax.analysis.features import FeatureSettings, extract_features, load_features
+from vlmcls_jax.analysis.features import (CLIP_FEATURE, FeatureSettings, extract_clip_features, extract_features,
+                                          load_features)
 from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
+from vlmcls_jax.eval.candidates import study_order
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
 from vlmcls_jax.eval.tables import write_atomic
 
@@ -26,6 +36,14 @@ def run(config, workdir: str) -> dict:
     classes = ClassList(tuple(load_class_names(data.classes)))
     splits = {name: read_manifest(data.manifest, data.image_root, classes, split=split)
               for name, split in (("train", data.train_split), ("test", data.test_split))}
+    p = config.probe
+    order = p.get("order", "study")
+    if order not in ("study", "file"):
+        raise ValueError(f"config.probe.order={order!r} is not 'study' or 'file'")
+    if order == "study":   # probe.py:39-41, 61: the whole manifest shuffled, then its train rows in that order
+        position = {e.id: i for i, e in enumerate(study_order(
+            read_manifest(data.manifest, data.image_root, classes), p.get("order_seed", 1234)))}
+        splits["train"] = sorted(splits["train"], key=lambda e: position[e.id])
     if config.get("max_examples"):
         splits = {k: v[: config.max_examples] for k, v in splits.items()}
     mesh = eval_mesh(config.mesh_shape)
@@ -33,30 +51,46 @@ def run(config, workdir: str) -> dict:
                                  config.model.get("prompt_format", "auto"),
                                  scan_layers=config.model.get("scan_layers", False))
     model, tokenizer, preprocess = loaded_model.model, loaded_model.tokenizer, loaded_model.inputs
-    settings = FeatureSettings(features=tuple(config.features), wording=config.wording,
-                               batch_size=config.batch_size, pad_to_square=config.pad_to_square)
+    is_clip = loaded_model.inputs is None
+    if is_clip and tuple(config.features) != (CLIP_FEATURE,):
+        raise ValueError(f"config.features={tuple(config.features)}: a CLIP checkpoint gives ({CLIP_FEATURE!r},)")
+    settings = None if is_clip else FeatureSettings(features=tuple(config.features), wording=config.wording,
+                                                    batch_size=config.batch_size, pad_to_square=config.pad_to_square)
     loaded = {}
     for name, examples in splits.items():
         folder = os.path.join(workdir, "features", name)
-        extract_features(model, tokenizer, examples, folder, settings, preprocess, mesh=mesh)
+        if is_clip:
+            extract_clip_features(model, examples, folder, loaded_model.preprocess, batch_size=config.batch_size,
+                                  mesh=mesh)
+        else:
+            extract_features(model, tokenizer, examples, folder, settings, preprocess, mesh=mesh)
         loaded[name] = load_features(folder, examples)
 
-    p = config.probe
-    probe_settings = ProbeSettings(epochs=p.epochs, batch_size=p.batch_size, learning_rate=p.learning_rate,
-                                   val_fraction=p.val_fraction, shuffle=p.shuffle, seed=config.seed)
+    common = dict(epochs=p.epochs, batch_size=p.batch_size, learning_rate=p.learning_rate, shuffle=p.shuffle,
+                  normalize=p.get("normalize", False), seed=config.seed)
     rows = {}
-    for feature in settings.features:
-        out = train_probe(loaded["train"][2][feature], loaded["train"][1], loaded["test"][2][feature],
-                          loaded["test"][1], len(classes.names), probe_settings)
-        rows[feature] = {k: v for k, v in out.items() if k != "history"}
+    for feature in config.features:
+        args = (loaded["train"][2][feature], loaded["train"][1], loaded["test"][2][feature], loaded["test"][1],
+                len(classes.names))
+        study = train_probe(*args, ProbeSettings(val_fraction=0.0, **common))       # the whole train split
+        selected = train_probe(*args, ProbeSettings(val_fraction=p.val_fraction, **common)) \
+            if p.val_fraction > 0 else None
+        if selected is not None and selected["val_selected"] is None:      # too few rows to hold any out
+            selected = None
+        rows[feature] = {"best_on_test": study["best_on_test"], "final_test_accuracy": study["final_test_accuracy"],
+                         "train_examples": study["train_examples"], "test_examples": study["test_examples"],
+                         "val_selected": selected and dict(selected["val_selected"],
+                                                           train_examples=selected["train_examples"]),
+                         "val_examples": selected["val_examples"] if selected else 0}
         write_atomic(os.path.join(workdir, f"probe_history_{feature.replace('/', '_').replace(':', '')}.json"),
-                     json.dumps(out["history"]))
+                     json.dumps({"study": study["history"], "val_selected": selected and selected["history"]}))
     results = {"dataset": data.name, "model": config.model.checkpoint,
                "examples": {k: len(v) for k, v in splits.items()}, "rows": rows,
                "checkpoints": {"model": loaded_model.provenance}}
     if jax.process_index() == 0:
         write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
-        lines = [f"| feature | {data.name}: test accuracy, epoch chosen on validation | best-on-test (study) |",
+        lines = [f"| feature | {data.name}: test accuracy, epoch chosen on validation | best-on-test, whole train "
+                 f"split (study) |",
                  "| --- | --- | --- |"]
         for feature, r in rows.items():
             chosen = "-" if r["val_selected"] is None else f"{100 * r['val_selected']['test_accuracy']:.1f}"
