@@ -29,6 +29,20 @@ def test_eval_job_writes_tables_and_resumes(tmp_path):
     assert csv_rows[0] == "model,setting,flowers" and len(csv_rows) == 1 + len(rows)
     assert json.loads((workdir / "results.json").read_text())["rows"] == rows
     assert (workdir / "label_set_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # sampling="study" (the default): the closed-world choices are the study's draws over the whole split
+    # (eval.candidates.study_plan; tests/test_study_sampling.py checks them against main.py's lines), and
+    # the CLIP rows' headline is the substring rule, with per-example predictions written.
+    from vlmcls_jax.data.sources import ClassList, read_manifest
+    from vlmcls_jax.eval.candidates import study_plan
+    names = demo.class_names()
+    split = read_manifest(c.data.manifest, c.data.image_root, ClassList(tuple(names)), split=c.data.split)
+    order, plan = study_plan(split, names, len(set(names)), c.seed)
+    closed = [json.loads(x) for x in (workdir / "outputs" / "closed_all.jsonl").read_text().splitlines()]
+    assert all(r["prompt"].count('Choose one from "' + ", ".join(plan[r["id"]]) + '".') == 1 for r in closed)
+    assert [r["id"] for r in closed] == [e.id for e in order]          # evaluated in the study's order
+    clip_rows = [json.loads(x) for x in (workdir / "outputs" / "CLIP_single.jsonl").read_text().splitlines()]
+    assert len(clip_rows) == 5 and rows["CLIP (single)"]["substring_accuracy"] == \
+        sum(r["substring_match"] for r in clip_rows) / 5
     # A second run resumes every per-example file and reproduces the numbers.
     assert job.run(c, str(workdir))["rows"] == rows
     assert len((workdir / "outputs" / "open.jsonl").read_text().splitlines()) == 5
