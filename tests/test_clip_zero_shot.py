@@ -112,3 +112,7 @@ def test_headline_is_the_studys_substring_rule_on_the_predicted_name(setup, tmp_
     assert [(r["pred"], r["substring_match"], r["top1_match"]) for r in records] == [
         ("Acorn squash", True, False), ("acorn", True, True), ("Acorn squash", False, False), (names[2], True, True)]
     assert [r["label"] for r in records] == [0, 0, 2, 2] and records[0]["id"] == examples[0].id
+    # The file feeds the per-class analysis (Figure 3 / Table 11's CLIP line) as the VLM's outputs do.
+    from vlmcls_jax.analysis.correlation import per_class_accuracy
+    accuracy, counts = per_class_accuracy(tmp_path / "clip.jsonl", len(names), "substring_match")
+    assert accuracy[0] == 1.0 and accuracy[2] == 0.5 and counts[0] == counts[2] == 2

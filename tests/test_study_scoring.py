@@ -3,13 +3,12 @@ read-out equals the study's `process_image_raw` lines run on the same model; nam
 under a GPT-2-style byte-level BPE (BLIP-2's OPT), which is why ids and positions disagree there."""
 
 import json
+import os
+import sys
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
 
 from vlmcls_jax import demo
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
@@ -17,47 +16,23 @@ from vlmcls_jax.data.sources import Example
 from vlmcls_jax.eval.vlm_inputs import VLMInputs
 from vlmcls_jax.eval.vlm_scoring import (ScoringSettings, StudyReadout, class_name_tokens, evaluate_scoring,
                                          study_name_tokens)
-from vlmcls_jax.models.blip2 import Blip2Config, Blip2ForConditionalGeneration
-from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
-from vlmcls_jax.models.opt import OPTConfig
-from vlmcls_jax.models.qformer import QFormerConfig
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import study_readout  # noqa: E402  (benchmarks/study_readout.py: the tokenizer and model it measures with)
 
 PRE = ClipPreprocessConfig(size=28, crop_size=(28, 28))
-PROMPT = "Question: What type of object is in this photo? Answer: A"      # inference_analysis/main.py:162
-NAMES = ["daisy", "sunflower", "globe thistle", "king protea", "bird of paradise", "rose"]
-
-
-def gpt2_like_tokenizer():
-    """Byte-level BPE (GPT-2's scheme: a word's ids depend on its leading space), `</s>` prepended as OPT's
-    tokenizer does, trained on the prompt followed by each name."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([f"{PROMPT} {n}" for n in NAMES[:4]] * 3 + ["rose"],
-                            trainers.BpeTrainer(vocab_size=330, special_tokens=["<pad>", "</s>", "<image>"],
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok.post_processor = processors.TemplateProcessing(single="</s> $A", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>",
-                                   additional_special_tokens=["<image>"])
+PROMPT = study_readout.PROMPT        # inference_analysis/main.py:162
+NAMES = ["daisy", "sunflower", "globe thistle", "rose"]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("blip")
-    tok = gpt2_like_tokenizer()
-    cfg = Blip2Config(
-        vision_config=Blip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=4, image_size=28, patch_size=14),
-        qformer_config=QFormerConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=64, encoder_hidden_size=32),
-        text_config=OPTConfig(vocab_size=len(tok), hidden_size=32, ffn_dim=64, num_hidden_layers=2,
-                              num_attention_heads=4, max_position_embeddings=128, bos_token_id=1, eos_token_id=1,
-                              pad_token_id=0),
-        num_query_tokens=4, image_token_index=tok.convert_tokens_to_ids("<image>"))
-    model = Blip2ForConditionalGeneration(cfg, rngs=nnx.Rngs(0))
+    tok = study_readout.gpt2_like_tokenizer(NAMES, train_names=NAMES[:3])
+    model = study_readout.tiny_blip2(tok)
     rng = np.random.default_rng(0)
     examples = []
-    for i in range(2):
+    for i in range(1):
         demo.render(demo.class_names()[i], 28, rng).save(root / f"{i}.png")
         examples.append(Example(f"{i}.png", str(root / f"{i}.png"), i, NAMES[i]))
     return model, tok, examples
@@ -101,11 +76,11 @@ def test_study_readout_equals_the_studys_lines(world, tmp_path):
                                chunk_size=16)
     out = evaluate_scoring(model, tok, examples, NAMES, str(tmp_path / "study.jsonl"), settings, inputs)
     records = [json.loads(line) for line in (tmp_path / "study.jsonl").read_text().splitlines()]
-    for e, r in zip(examples[:1], records):           # the reference is slow: one image
+    for e, r in zip(examples, records):
         want = study_process_image_raw(model, inputs.with_length_multiple(1), tok, e.image, NAMES, PROMPT)
         for c in range(len(NAMES)):
             np.testing.assert_allclose(r["token_logprobs"][c], want[c], atol=2e-4)
-    assert out["examples"] == 2
+    assert out["examples"] == 1
     # The corrected default scores other numbers on the same model.
     corrected = evaluate_scoring(model, tok, examples, NAMES, str(tmp_path / "context.jsonl"),
                                  ScoringSettings(prefix="A", chunk_size=16), inputs)
