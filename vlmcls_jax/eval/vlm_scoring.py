@@ -14,6 +14,10 @@ Three decision rules, as in the study:
 A prediction counts as correct when the predicted name equals the true name, so a name that appears
 twice in a class list (CLIP's ImageNet list repeats "missile" and "sunglasses") is right for both indices.
 
+Class names are tokenised as they follow the prompt (`name_tokens="context"`, ours); `"study"` takes the
+study's ids instead (each name tokenised alone), read for BLIP-2 / InstructBLIP at the in-context positions
+as the study's code does (`StudyReadout`; benchmarks/study_readout.py measures the difference).
+
 Per-image sums go to a JSONL file as each batch finishes; a rerun skips images already there.
 """
 
