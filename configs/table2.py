@@ -10,8 +10,9 @@
         --config.data.classes=VLMClassifier/data/flowers_classes.json --config.data.image_root=VLMClassifier
     python -m vlmcls_jax.eval.tables runs/table2_* --out runs/table2
 
-The study's probabilistic inference used the first 1000 images of its shuffled split
-(--config.max_examples=1000 on a manifest in that order).  Compare with the study's Table 2 (LLaVA-1.5-7B).
+The study's probabilistic inference used the first 1000 images of its seed-1234 shuffle of the split
+(inference_analysis/main.py:141-144): config.scoring.subset="study" (the default) picks exactly those;
+--config.scoring.subset=all scores every image.  Compare with the study's Table 2 (LLaVA-1.5-7B).
 """
 
 import ml_collections

@@ -260,21 +260,24 @@ def test_api_model_reuses_replies_and_sends_a_repeated_request_once(server, data
 
 
 def test_study_sample_is_the_studys_shuffled_subset():
-    from vlmcls_jax.eval.api_model import study_sample
+    """The API runs' subset is the eval job's study order (seed 1234) cut at max_examples=100."""
+    from vlmcls_jax.eval.candidates import study_order
     import random
     data = [{"image": f"{i}.jpg"} for i in range(500)]
     expected = list(data)
     random.seed(1234)                 # main_api.py:19-20, 197
     random.shuffle(expected)
     expected = expected[:100]
-    assert study_sample(data, 100) == expected
+    c = __import__("configs.table1_api", fromlist=["get_config"]).get_config("openai,flowers")
+    assert c.sampling == "study" and c.seed == 1234
+    assert study_order(data, c.seed)[: c.max_examples] == expected
 
 
 def test_table1_api_config():
     from configs import table1_api
     c = table1_api.get_config("anthropic,imagenet")
     assert c.model.checkpoint == "api:anthropic/claude-3-opus-20240229" and c.data.split == "valid"
-    assert c.data.study_sample == 100 and c.experiments == ("open", "closed")
+    assert c.max_examples == 100 and c.experiments == ("open", "closed")
     with pytest.raises(ValueError, match="VENDOR 'mistral'"):
         table1_api.get_config("mistral,flowers")
 

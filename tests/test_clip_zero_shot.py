@@ -1,6 +1,7 @@
 """CLIP zero-shot: the template-ensemble classifier, its disk cache, top-k and label-set restriction."""
 
 import collections
+import json
 
 import numpy as np
 import pytest
@@ -88,3 +89,30 @@ def test_mesh_split_equals_one_device(setup):
     split = text_classifier(placed, tok, names, SINGLE, batch_size=8, mesh=mesh)
     np.testing.assert_allclose(split, single, atol=1e-5)
     assert evaluate_clip(placed, split, examples, names, preprocess=PRE, batch_size=8, mesh=mesh) == reference
+
+
+def test_headline_is_the_studys_substring_rule_on_the_predicted_name(setup, tmp_path):
+    """The study scores CLIP's `pred` (a class *name*, main_results/main.py:233-242
+    `predicted_class = classes[choice[pred.item()]]` ... `item["pred"] = predicted_class`) with the VLM's rule
+    (data_analysis/correlation.ipynb cell 0: `acc = item["label"].lower() in item["pred"].lower()`):
+    predicting "Acorn squash" is right for "acorn", wrong by class index."""
+    clip, tok, names, examples = setup
+    names = ["acorn", "Acorn squash"] + list(names[2:])
+    examples = [e._replace(label=0, label_name="acorn") for e in examples[:2]] + \
+               [e._replace(label=2, label_name=names[2]) for e in examples[2:4]]
+    classifier = text_classifier(clip, tok, names, SINGLE)
+    # Each example may only be predicted as the one listed name (a hand-set candidate list).
+    choices = {examples[0].id: ("Acorn squash",), examples[1].id: ("acorn",),
+               examples[2].id: ("Acorn squash",), examples[3].id: (names[2],)}
+    out = evaluate_clip(clip, classifier, examples, names, preprocess=PRE, choices=choices,
+                        out_path=str(tmp_path / "clip.jsonl"))
+    assert out["substring_accuracy"] == 3 / 4          # "acorn" in "acorn squash"; the third is wrong
+    assert out["top1"] == 2 / 4
+    records = [json.loads(line) for line in (tmp_path / "clip.jsonl").read_text().splitlines()]
+    assert [(r["pred"], r["substring_match"], r["top1_match"]) for r in records] == [
+        ("Acorn squash", True, False), ("acorn", True, True), ("Acorn squash", False, False), (names[2], True, True)]
+    assert [r["label"] for r in records] == [0, 0, 2, 2] and records[0]["id"] == examples[0].id
+    # The file feeds the per-class analysis (Figure 3 / Table 11's CLIP line) as the VLM's outputs do.
+    from vlmcls_jax.analysis.correlation import per_class_accuracy
+    accuracy, counts = per_class_accuracy(tmp_path / "clip.jsonl", len(names), "substring_match")
+    assert accuracy[0] == 1.0 and accuracy[2] == 0.5 and counts[0] == counts[2] == 2

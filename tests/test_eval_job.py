@@ -15,11 +15,12 @@ def test_eval_job_writes_tables_and_resumes(tmp_path):
     (tmp_path / "classes.json").write_text(json.dumps(demo.class_names()))
     c = train_fixtures.tiny_eval_config(llava, clip, manifest, tmp_path / "classes.json", tmp_path / "data")
     workdir = tmp_path / "run"
+    c.scoring.subset_size = 4              # scoring.subset="study": the first N of the seed's shuffle
     results = job.run(c, str(workdir))
     rows = results["rows"]
     assert set(rows) == {"CLIP (single)", "CLIP (single), 2 labels", "VLM open world", "VLM closed world",
                          "VLM closed world, 2 labels", "VLM probabilistic", "VLM probabilistic, 2 labels"}
-    assert all(m["examples"] == 5 for m in rows.values())
+    assert all(m["examples"] == (4 if "probabilistic" in row else 5) for row, m in rows.items())
     assert {m["model"] for m in rows.values()} == {"llava", "clip"}        # checkpoint folder names
     assert rows["CLIP (single), 2 labels"]["top1"] >= 0.0
     table = (workdir / "table.md").read_text().splitlines()
@@ -30,6 +31,22 @@ def test_eval_job_writes_tables_and_resumes(tmp_path):
     assert csv_rows[0] == "model,setting,flowers,flowers (paper),row" and len(csv_rows) == 1 + shown
     assert json.loads((workdir / "results.json").read_text())["rows"] == rows
     assert (workdir / "label_set_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # sampling="study" (the default): the closed-world choices are the study's draws over the whole split
+    # (eval.candidates.study_plan; tests/test_study_sampling.py checks them against main.py's lines), and
+    # the CLIP rows' headline is the substring rule, with per-example predictions written.
+    from vlmcls_jax.data.sources import ClassList, read_manifest
+    from vlmcls_jax.eval.candidates import study_plan
+    names = demo.class_names()
+    split = read_manifest(c.data.manifest, c.data.image_root, ClassList(tuple(names)), split=c.data.split)
+    order, plan = study_plan(split, names, len(set(names)), c.seed)
+    closed = [json.loads(x) for x in (workdir / "outputs" / "closed_all.jsonl").read_text().splitlines()]
+    assert all(r["prompt"].count('Choose one from "' + ", ".join(plan[r["id"]]) + '".') == 1 for r in closed)
+    assert [r["id"] for r in closed] == [e.id for e in order]          # evaluated in the study's order
+    scored = [json.loads(x)["id"] for x in (workdir / "outputs" / "scoring.jsonl").read_text().splitlines()]
+    assert scored == [e.id for e in order[:4]]
+    clip_rows = [json.loads(x) for x in (workdir / "outputs" / "CLIP_single.jsonl").read_text().splitlines()]
+    assert len(clip_rows) == 5 and rows["CLIP (single)"]["substring_accuracy"] == \
+        sum(r["substring_match"] for r in clip_rows) / 5
     # A second run resumes every per-example file and reproduces the numbers.
     assert job.run(c, str(workdir))["rows"] == rows
     assert len((workdir / "outputs" / "open.jsonl").read_text().splitlines()) == 5

@@ -79,3 +79,29 @@ def test_bad_input_is_named():
         train_probe(x, y, x[:, :3], y, 4, ProbeSettings(epochs=1))
     with pytest.raises(ValueError, match=r"train labels must lie in \[0, 3\)"):
         train_probe(x, y, x, y, 3, ProbeSettings(epochs=1))
+
+
+def test_the_study_clip_probes_order_and_normalisation():
+    """training_analysis/clip/finetune_clip.py (the study's CLIP linear probe), seeded by `random.seed(args.seed)`
+    (line 415, --seed 0), each epoch:
+
+        146  shuffled_idxs = list(range(train_len))
+        147  random.shuffle(shuffled_idxs)
+        148  shuffled_train_feats = train_features[shuffled_idxs]
+        ...
+        154  outputs = classifier(F.normalize(shuffled_train_feats[i : i + bsz].cuda(), dim=-1))
+
+    One epoch with shuffle=True, normalize=True equals one epoch in a fixed order on the features the study
+    feeds: normalised, in random.seed(0)'s first shuffle."""
+    import random
+    x, y = clusters(20)
+    x = x * np.arange(1, len(x) + 1, dtype=np.float32)[:, None]         # norms differ: normalising matters
+    random.seed(0)
+    shuffled_idxs = list(range(len(y)))
+    random.shuffle(shuffled_idxs)
+    unit = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    common = dict(epochs=1, batch_size=16, learning_rate=1e-2, val_fraction=0.0, seed=0)
+    ours = train_probe(x, y, x, y, 4, ProbeSettings(shuffle=True, normalize=True, **common))
+    study = train_probe(unit[shuffled_idxs], y[shuffled_idxs], unit, y, 4, ProbeSettings(**common))
+    assert ours["history"] == study["history"]
+    assert train_probe(x, y, x, y, 4, ProbeSettings(**common))["history"] != study["history"]

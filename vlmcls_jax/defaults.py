@@ -83,10 +83,13 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
         raise ValueError(f"dataset {dataset!r} is not one of {DATASETS}")
     c = ml_collections.ConfigDict()
     c.job = "eval"
-    c.seed = 0
+    c.seed = 1234                          # the study's --seed (main_results/main.py:320)
     c.experiments = ("clip", "open", "closed", "scoring")
     c.label_set_sizes = ()
-    c.max_examples = 0                     # > 0: evaluate only the first N (smoke tests)
+    # sampling: "study" (the study's example order and candidate lists: Python random seeded once, shuffle,
+    # per example random.sample + random.shuffle; eval.candidates) or "hashed" (per example, by seed and id)
+    c.sampling = "study"
+    c.max_examples = 0                     # > 0: evaluate only the first N (of the study's order) (smoke tests)
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split VLM batches over all devices (batch_size
                                            # must divide over them); () = one device per process
     # The VLM: any family (LLaVA-1.5, LLaVA-NeXT, BLIP-2, InstructBLIP; README "Supported checkpoints").
@@ -104,10 +107,9 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
                                             label="", revision=placeholder(str)))
     # on_bad_image: "error" (stop at the first unreadable image, naming it) or "skip" (leave such images out,
     # listed in WORKDIR/skipped_images.jsonl and counted in results.json; accuracies are over the rest);
-    # study_sample: > 0 evaluates the study's API subset, N examples after its seeded shuffle (configs/table1_api.py)
     c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
                                             classes=f"data/{dataset}_classes.json", image_root=".",
-                                            split="test", on_bad_image="error", study_sample=0))
+                                            split="test", on_bad_image="error"))
     # wording: a key of data.prompts.QUESTION_WORDINGS; choice_order: "shuffled" (per image, by seed) or
     # "dataset" (the class list's order: the study's label-order ablation)
     c.generation = ml_collections.ConfigDict(dict(max_new_tokens=64, batch_size=8, wording="default",
@@ -116,8 +118,12 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     # square first as LLaVA-1.5's training code does.
     c.pad_to_square = False
     # batch_size: images per prefill; chunk_size: class-name token positions per compiled call; cfg_alpha: the
-    # study's calibration alpha (eval.vlm_scoring; 1 = sum)
-    c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=1024, cfg_alpha=2.0))
+    # study's calibration alpha (eval.vlm_scoring; 1 = sum); subset: "study" (the first subset_size examples
+    # of the seed's shuffle, inference_analysis/main.py:141-144) or "all"; name_tokens: "context" (names
+    # tokenised as they follow the prompt) or "study" (the study's ids: the name alone; for BLIP-2 read at the
+    # in-context positions, its bug; eval.vlm_scoring.StudyReadout)
+    c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=1024, cfg_alpha=2.0, subset="study",
+                                               subset_size=1000, name_tokens="context"))
     c.paper_numbers = True                 # tables show `ours (paper)`: vlmcls_jax/eval/study_published.json
     # a class -> WordNet synonyms file (python -m vlmcls_jax.eval.synonyms): the open-world answers are also
     # counted right when they name any synonym (Table 8's row "VLM open world, ImageNet synonyms")
@@ -146,8 +152,13 @@ def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.wording = "default"
     c.batch_size = 8
     c.pad_to_square = False                  # the study extracted through llava-hf's processor
+    # The study's column trains on the whole train split; val_fraction is held out only for the
+    # validation-selected column.  order: "study" (the train rows in the order random.seed(order_seed);
+    # random.shuffle gives the whole manifest, feature_analysis/probe.py:39-41) or "file"; shuffle: reshuffle
+    # every epoch (the study's CLIP probe); normalize: L2-normalise features (the study's CLIP probe)
     c.probe = ml_collections.ConfigDict(dict(epochs=100 if dataset == "imagenet" else 500, batch_size=512,
-                                             learning_rate=1e-3, val_fraction=0.1, shuffle=False))
+                                             learning_rate=1e-3, val_fraction=0.1, shuffle=False, order="study",
+                                             order_seed=1234, normalize=False))
     c.paper_numbers = True                 # tables show `ours (paper)`: vlmcls_jax/eval/study_published.json
     return c
 

@@ -33,7 +33,8 @@ is split into sentences, then lowercased and tokenised; LLaVA's `<image>` placeh
 (NLTK would make it the tokens `< image >`); turns never join into one sentence.
 
 NLTK is not a dependency (its sentence splitter also needs the punkt model, a download), so the tokeniser is
-a regex version of what `word_tokenize` does:
+a regex version of what `word_tokenize` does (`--counting study`, `analysis.frequency_study`, counts with
+NLTK's own tokenizers and the study's notebook rules instead: the `study` extra):
 
 - Words: NLTK's `NLTKWordTokenizer` (Treebank) rules on lowercased text: brackets, quotes, `; @ # $ % & * ? !`,
   unicode quotes and dashes, `--` and `...` are tokens; `,` and `:` are tokens unless a digit follows
@@ -348,7 +349,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--roles", nargs="+", default=None, help="count only these turns (default: all)")
     parser.add_argument("--count-edges", action="store_true",
                         help="also count names at a sentence's first or last token (the study does not)")
+    parser.add_argument("--counting", choices=("regex", "study"), default="regex",
+                        help="regex: this module's NLTK-free counter; study: the study's notebook with NLTK's own "
+                             "tokenizers (analysis.frequency_study; the `study` extra)")
+    parser.add_argument("--instruct-data", nargs="*", default=[],
+                        help="with --counting study: instruction-tuning files, added to the --data (pretraining) "
+                             "counts over the pretraining names only, as the study's correlation.ipynb")
     args = parser.parse_args(argv)
+    if args.counting == "study":
+        return _main_study(args)
+    if args.instruct_data:
+        parser.error("--instruct-data is for --counting study (the regex counter sums every --data file)")
 
     start = time.perf_counter()
     counter = FrequencyCounter(load_class_names(args.classes), roles=args.roles, count_edges=args.count_edges)
@@ -367,6 +378,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     top = sorted(result.by_name.items(), key=lambda kv: -kv[1])[:10]
     print(f"{result.records} records, {result.sentences} sentences in {seconds:.1f} s -> {args.out}; "
           f"most frequent: {', '.join(f'{n} ({c})' for n, c in top)}")
+    return 0
+
+
+def _main_study(args) -> int:
+    from vlmcls_jax.analysis import frequency_study as fs
+    if args.count_edges:
+        raise SystemExit("--count-edges is not the study's rule; it has no --counting study form")
+    start = time.perf_counter()
+    names = load_class_names(args.classes)
+    counters = []
+    for files in (args.data, args.instruct_data):
+        counter = fs.StudyFrequencyCounter(names, roles=args.roles)
+        for path in files:
+            counter.add(path)
+        counters.append(counter)
+    pretrain, instruct = (dict(c.freq) for c in counters)
+    freq = fs.combine(pretrain, instruct) if args.instruct_data else pretrain
+    counts = fs.class_counts(names, freq)
+    seconds = time.perf_counter() - start
+    with open(args.out, "w") as f:
+        json.dump({"class_names": list(names), "counts": counts.tolist(), "counting": "study",
+                   "files": list(args.data), "instruct_files": list(args.instruct_data),
+                   "records": sum(c.records for c in counters), "sentences": sum(c.sentences for c in counters),
+                   "seconds": round(seconds, 3), "roles": None if args.roles is None else list(args.roles),
+                   "study_freq": {"pretrain": pretrain, "instruct": instruct}}, f, indent=1)
+    print(f"{sum(c.records for c in counters)} records in {seconds:.1f} s -> {args.out} (the study's counting)")
     return 0
 
 

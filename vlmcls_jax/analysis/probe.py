@@ -10,6 +10,15 @@ on the test set flatters the probe, so two numbers are reported, clearly named:
                  features (`val_fraction`, by seed), its test accuracy             (the default headline)
   best_on_test   the best test accuracy over epochs                               (the study's protocol)
 
+The two numbers come from two trainings (`probe_job`): the study's column trains on the whole train split
+(val_fraction=0) in the study's order; the validation-selected column holds `val_fraction` out.
+
+The study's CLIP linear probe (`training_analysis/clip/finetune_clip.py:62-179`, the CLIP-L row of Table 3
+right) is the same probe on `encode_image` features with `normalize=True` (F.normalize before the layer,
+lines 132, 154, 170) and `shuffle=True` (lines 146-149: `shuffled_idxs = list(range(train_len));
+random.shuffle(shuffled_idxs)` every epoch, Python's `random` seeded once with `--seed` 0, line 415: the
+same orders here from `random.Random(seed)`).
+
 One epoch is one `lax.scan` over fixed-size batches (the last batch padded and masked), jitted once.
 """
 
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import random
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +40,9 @@ class ProbeSettings:
     batch_size: int = 512
     learning_rate: float = 1e-3
     val_fraction: float = 0.1       # of the training features, held out to choose the epoch (0: none)
-    shuffle: bool = False           # the study keeps one fixed order; True reshuffles each epoch by seed
+    shuffle: bool = False           # the study's VLM probe keeps one fixed order; True reshuffles each epoch
+                                    # as its CLIP probe: random.Random(seed).shuffle(list(range(n)))
+    normalize: bool = False         # L2-normalise every feature vector first (the study's CLIP probe)
     seed: int = 0
 
 
@@ -77,6 +89,11 @@ def accuracy(params, x: np.ndarray, y: np.ndarray, batch_size: int = 8192) -> fl
     return float(np.mean(preds == y))
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    """torch's F.normalize(x, dim=-1): x / max(|x|, 1e-12)."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """-> (train indices, validation indices): a seeded random `fraction` of range(n) held out."""
     order = np.random.default_rng(seed).permutation(n)
@@ -99,6 +116,8 @@ def train_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
     for name, y in (("train", train_y), ("test", test_y)):
         if len(y) and (y.min() < 0 or y.max() >= num_classes):
             raise ValueError(f"{name} labels must lie in [0, {num_classes}); found {y.min()}..{y.max()}")
+    if s.normalize:
+        train_x, test_x = _unit(train_x), _unit(test_x)
     fit_idx, val_idx = split_validation(len(train_y), s.val_fraction, s.seed) if s.val_fraction > 0 else \
         (np.arange(len(train_y)), np.arange(0))
     fit_x, fit_y = train_x[fit_idx], train_y[fit_idx]
@@ -112,12 +131,17 @@ def train_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
               "bias": jax.random.uniform(k2, (num_classes,), minval=-bound, maxval=bound)}
     optimizer = optax.adam(s.learning_rate)
     opt_state = optimizer.init(params)
-    rng = np.random.default_rng(s.seed)
+    rng = random.Random(s.seed)
     x_dev, y_dev = jnp.asarray(fit_x), jnp.asarray(fit_y.astype(np.int32))     # on the device once
     fixed = _batches(np.arange(len(fit_y)), s.batch_size)
     history = []
     for epoch in range(1, s.epochs + 1):
-        idx, w = _batches(rng.permutation(len(fit_y)), s.batch_size) if s.shuffle else fixed
+        if s.shuffle:
+            order = list(range(len(fit_y)))
+            rng.shuffle(order)
+            idx, w = _batches(np.array(order, int), s.batch_size)
+        else:
+            idx, w = fixed
         params, opt_state, losses = _epoch(params, opt_state, x_dev, y_dev, jnp.asarray(idx), jnp.asarray(w),
                                            optimizer=optimizer)
         history.append({"epoch": epoch, "loss": float(jnp.mean(losses)),

@@ -5,9 +5,16 @@ epochs, and "{feature}, epoch chosen on validation"; the paper's number beside o
 `config.paper_numbers` is False).  Rows carry the model's label (`config.model.label`, by default the
 checkpoint's last path component), so `python -m vlmcls_jax.eval.tables` merges probe runs with the others.
 A CLIP checkpoint (CLIP or open_clip EVA01-CLIP: Table 3 right) is probed on its image embeddings instead
-(`features = ("clip/unit",)`: `analysis/clip_features.py`).
+(`analysis/clip_features.py`: `clip/embed`, the study's `encode_image`, or its L2-normalised form `clip/unit`).
 
 Features are cached under WORKDIR/features/{split}; a rerun resumes extraction and retrains the probes.
+
+Two trainings per feature: the study's column (`feature_analysis/probe.py:39-129`, `probe.sh`): the whole
+train split, in the order its seed-1234 shuffle of the whole manifest puts the train rows
+(`config.probe.order = "study"`; "file": manifest order), one fixed order every epoch, the best test
+accuracy over epochs (`best_on_test`); and the validation-selected column: `probe.val_fraction` of the train
+rows held out, the epoch chosen on them (`val_selected`).  The study's CLIP linear probe: configs/table3_probe.py
+`DATASET,clip` (or `,evaclip`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from vlmcls_jax.analysis.features import FeatureSettings, extract_features, load
 from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
+from vlmcls_jax.eval.candidates import study_order
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
 from vlmcls_jax.eval.job import model_label
 from vlmcls_jax.eval.tables import write_atomic, write_tables
@@ -33,6 +41,14 @@ def run(config, workdir: str) -> dict:
     classes = ClassList(tuple(load_class_names(data.classes)))
     splits = {name: read_manifest(data.manifest, data.image_root, classes, split=split)
               for name, split in (("train", data.train_split), ("test", data.test_split))}
+    p = config.probe
+    order = p.get("order", "study")
+    if order not in ("study", "file"):
+        raise ValueError(f"config.probe.order={order!r} is not 'study' or 'file'")
+    if order == "study":   # probe.py:39-41, 61: the whole manifest shuffled, then its train rows in that order
+        position = {e.id: i for i, e in enumerate(study_order(
+            read_manifest(data.manifest, data.image_root, classes), p.get("order_seed", 1234)))}
+        splits["train"] = sorted(splits["train"], key=lambda e: position[e.id])
     if config.get("max_examples"):
         splits = {k: v[: config.max_examples] for k, v in splits.items()}
     mesh = eval_mesh(config.mesh_shape)
@@ -56,16 +72,25 @@ def run(config, workdir: str) -> dict:
         extract(examples, folder)
         loaded[name] = load_features(folder, examples)
 
-    p = config.probe
-    probe_settings = ProbeSettings(epochs=p.epochs, batch_size=p.batch_size, learning_rate=p.learning_rate,
-                                   val_fraction=p.val_fraction, shuffle=p.shuffle, seed=config.seed)
+    common = dict(epochs=p.epochs, batch_size=p.batch_size, learning_rate=p.learning_rate, shuffle=p.shuffle,
+                  normalize=p.get("normalize", False), seed=config.seed)
     rows = {}
     for feature in features:
-        out = train_probe(loaded["train"][2][feature], loaded["train"][1], loaded["test"][2][feature],
-                          loaded["test"][1], len(classes.names), probe_settings)
-        rows[feature] = dict({k: v for k, v in out.items() if k != "history"}, model=model_label(config.model))
+        args = (loaded["train"][2][feature], loaded["train"][1], loaded["test"][2][feature], loaded["test"][1],
+                len(classes.names))
+        study = train_probe(*args, ProbeSettings(val_fraction=0.0, **common))       # the whole train split
+        selected = train_probe(*args, ProbeSettings(val_fraction=p.val_fraction, **common)) \
+            if p.val_fraction > 0 else None
+        if selected is not None and selected["val_selected"] is None:      # too few rows to hold any out
+            selected = None
+        rows[feature] = {"best_on_test": study["best_on_test"], "final_test_accuracy": study["final_test_accuracy"],
+                         "train_examples": study["train_examples"], "test_examples": study["test_examples"],
+                         "val_selected": selected and dict(selected["val_selected"],
+                                                           train_examples=selected["train_examples"]),
+                         "val_examples": selected["val_examples"] if selected else 0,
+                         "model": model_label(config.model)}
         write_atomic(os.path.join(workdir, f"probe_history_{feature.replace('/', '_').replace(':', '')}.json"),
-                     json.dumps(out["history"]))
+                     json.dumps({"study": study["history"], "val_selected": selected and selected["history"]}))
     results = {"dataset": data.name, "model": config.model.checkpoint,
                "examples": {k: len(v) for k, v in splits.items()}, "rows": rows,
                "checkpoints": {"model": loaded_model.provenance}}

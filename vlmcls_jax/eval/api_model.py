@@ -256,13 +256,3 @@ def api_arguments(model_config, workdir: str) -> dict:
     return {"options": dict(model_config.get("api") or {}), "log_path": log}
 
 
-STUDY_SAMPLE_SEED = 1234   # main_api.py: @click.option("--seed", default=1234)
-
-
-def study_sample(examples: Sequence, n: int, seed: int = STUDY_SAMPLE_SEED) -> list:
-    """The examples the study sent to the APIs: its split's rows in file order, `random.seed(1234);
-    random.shuffle(data)` (main_api.py:19-20), then `data[:data_limit]` with data_limit 100 (main_api.py:197).
-    A shuffle's permutation depends only on the seed and the list's length, so this picks the same rows."""
-    chosen = list(examples)
-    random.Random(seed).shuffle(chosen)
-    return chosen[:n]

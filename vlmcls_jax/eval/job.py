@@ -9,7 +9,13 @@ Experiments (config.experiments):
   closed       VLM generation, closed world, shuffled choices   (Table 1)
   scoring      VLM probabilistic inference, sum / avg / cfg     (Table 2 bottom)
 With config.label_set_sizes = (100, 20, 5, 2), clip, closed and scoring also run on candidate sets of each
-size (Figure 2 / Table 9), the same sets for every method.
+size (Figure 2 / Table 9), the same sets for every method.  config.sampling = "study" (default) draws the
+closed-world choices and the candidate sets exactly as the study's main.py does and evaluates in its
+example order (`eval.candidates`); "hashed" draws them per example.  config.scoring.subset = "study"
+(default) scores the first scoring.subset_size (1000) examples of the study's seeded shuffle, as its
+inference_analysis/main.py; "all" scores every example.  CLIP rows' headline is the study's substring rule
+on the predicted name (`substring_accuracy`), index top-1 beside it; CLIP's per-example predictions go to
+WORKDIR/outputs/CLIP_*.jsonl.
 Per-example outputs go to WORKDIR/outputs/*.jsonl; rerunning the job resumes them.  results.json records
 `examples` (the denominator of every row), `skipped_images` (with `config.data.on_bad_image="skip"`; listed
 in WORKDIR/skipped_images.jsonl) and `checkpoints` (what was loaded, with the hub commit it resolved to).
@@ -34,7 +40,8 @@ import jax
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
-from vlmcls_jax.eval.api_model import api_arguments, api_usage, study_sample
+from vlmcls_jax.eval.api_model import api_arguments, api_usage
+from vlmcls_jax.eval.candidates import SAMPLERS, study_order, study_plan
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
@@ -55,9 +62,12 @@ def run(config, workdir: str) -> dict:
     os.makedirs(os.path.join(workdir, "outputs"), exist_ok=True)
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
-    examples = read_manifest(data.manifest, data.image_root, classes, split=data.split or None)
-    if data.get("study_sample"):   # the study's API runs: a seeded shuffle, then the first N
-        examples = study_sample(examples, data.study_sample)
+    split_rows = read_manifest(data.manifest, data.image_root, classes, split=data.split or None)
+    sampling = config.get("sampling", "study")
+    if sampling not in SAMPLERS:
+        raise ValueError(f"config.sampling={sampling!r} is not one of {SAMPLERS}")
+    # "study": the study's example order (its seed's shuffle); max_examples takes the first N of that order
+    examples = study_order(split_rows, config.seed) if sampling == "study" else split_rows
     if config.get("max_examples"):
         examples = examples[: config.max_examples]
     # data.on_bad_image="skip": unreadable images are left out, listed and counted (denominators: the rest).
@@ -69,6 +79,16 @@ def run(config, workdir: str) -> dict:
     checkpoints = {}
     names = list(classes.names)
     sizes = [None] + [int(k) for k in config.label_set_sizes]
+    # The study sampler's candidate lists, drawn over the whole split as the study did (`candidates`);
+    # k=None is the closed world over every distinct name.
+    plans: dict = {}
+
+    def study_choices(k):
+        if sampling != "study":
+            return None
+        if k not in plans:
+            plans[k] = study_plan(split_rows, names, k or len(set(names)), config.seed)[1]
+        return plans[k]
     out = lambda name: os.path.join(workdir, "outputs", f"{name}.jsonl")
     rows: dict[str, dict] = {}
     # Data parallel over this process's devices (each process evaluates its own share of the examples).
@@ -84,9 +104,11 @@ def run(config, workdir: str) -> dict:
         classifier = text_classifier(clip, loaded.tokenizer, names, TEMPLATE_SETS[config.clip.templates],
                                      cache_dir=os.path.join(workdir, "cache"), model_id=loaded.source, mesh=mesh)
         for k in sizes:
-            rows[f"CLIP ({config.clip.templates})" + (f", {k} labels" if k else "")] = dict(evaluate_clip(
+            row = f"CLIP ({config.clip.templates})" + (f", {k} labels" if k else "")
+            rows[row] = dict(evaluate_clip(
                 clip, classifier, examples, names, preprocess=preprocess, label_set_size=k,
-                label_set_seed=config.seed, mesh=mesh), model=label)
+                label_set_seed=config.seed, choices=study_choices(k) if k else None, out_path=out(slug(row)),
+                mesh=mesh), model=label)
 
     if {"open", "closed", "scoring"} & set(config.experiments):
         label = model_label(config.model)
@@ -117,22 +139,34 @@ def run(config, workdir: str) -> dict:
         for k in sizes if "closed" in config.experiments else ():
             order = g.choice_order == "dataset"
             settings = GenerationSettings(closed_world=True, choice_seed=None if order else config.seed,
-                                          label_set_size=k, label_set_seed=config.seed, **gen)
+                                          label_set_size=k, label_set_seed=config.seed,
+                                          choices=None if order and not k else study_choices(k), **gen)
             closed = variant + (", dataset order" if order else "")
             rows["VLM closed world" + closed + (f", {k} labels" if k else "")] = dict(evaluate_generation(
                 model, tokenizer, examples, names, out(slug(f"closed_{k or 'all'}" + closed)), settings, inputs,
                 mesh=mesh),
                 model=label)
+        # The study's probabilistic inference ran on the first 1000 of its seed's shuffle
+        # (inference_analysis/main.py:141-144); subset "all": every example.
+        sc = config.scoring
+        if sc.get("subset", "study") not in ("study", "all"):
+            raise ValueError(f"config.scoring.subset={sc.subset!r} is not 'study' or 'all'")
+        scored = examples
+        if sc.get("subset", "study") == "study":
+            keep = {e.id for e in study_order(split_rows, config.seed)[: sc.get("subset_size", 1000)]}
+            scored = [e for e in examples if e.id in keep]
         for k in sizes if "scoring" in config.experiments else ():
-            settings = ScoringSettings(prefix=inputs.scoring_prefix,
+            settings = ScoringSettings(prefix=inputs.scoring_prefix, choices=study_choices(k) if k else None,
                                        batch_size=config.scoring.batch_size, chunk_size=config.scoring.chunk_size,
                                        cfg_alpha=config.scoring.cfg_alpha, wording=config.generation.wording,
                                        label_set_size=k, label_set_seed=config.seed,
+                                       name_tokens=sc.get("name_tokens", "context"),
                                        pad_to_square=config.pad_to_square)
             # Scores do not depend on k: every k reuses the first run's file (resume finds all examples).
             wording = f", wording {g.wording}" if g.wording != "default" else ""
+            wording += ", study name tokens" if settings.name_tokens == "study" else ""
             rows["VLM probabilistic" + wording + (f", {k} labels" if k else "")] = dict(evaluate_scoring(
-                model, tokenizer, examples, names, out(slug("scoring" + wording)),
+                model, tokenizer, scored, names, out(slug("scoring" + wording)),
                 settings, inputs, mesh=mesh), model=label)
 
     incomplete = {row: m["missing"] for row, m in rows.items() if m.get("missing")}

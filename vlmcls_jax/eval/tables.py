@@ -59,6 +59,8 @@ def headline(metrics: dict) -> float:
     study's rule for generated text), top1 (CLIP), sum_accuracy (probabilistic inference), accuracy
     (ImageWikiQA), best_on_test.test_accuracy (a probe: the study's protocol); "score" first: a
     benchmark's own (`general_job`: F1 for POPE, the grader's score for MM-Vet)."""
+    # CLIP rows carry both top1 and substring_accuracy: the study's substring rule on the predicted name is
+    # their headline (issue 17 item 5)
     if "headline" in metrics:
         return metrics[metrics["headline"]]
     for key in ("score", "substring_accuracy", "top1", "sum_accuracy", "accuracy"):

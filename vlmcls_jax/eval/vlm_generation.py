@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from tqdm import tqdm
 
@@ -31,6 +31,9 @@ class GenerationSettings:
     choice_seed: int | None = 0         # shuffle the choices per image by this seed; None: dataset order
     label_set_size: int | None = None   # closed world over the true class + k - 1 random others
     label_set_seed: int = 0
+    # The study's sampler (`candidates.study_plan`): example id -> its choices in prompt order; when given it
+    # replaces label_set_size / choice_seed
+    choices: Mapping[str, tuple[str, ...]] | None = None
     chain_of_thought: bool = False      # "Let's think step by step." in the assistant turn
     max_new_tokens: int = 32
     batch_size: int = 8
@@ -49,6 +52,8 @@ def question_for(example, class_names: Sequence[str], s: GenerationSettings) -> 
     question = QUESTION_WORDINGS[s.wording]
     if not s.closed_world:
         return question
+    if s.choices is not None:
+        return closed_world_question(question, list(s.choices[example.id]))
     indices = list(range(len(class_names))) if s.label_set_size is None else \
         candidate_set(example.label, len(class_names), s.label_set_size, s.label_set_seed, example.id)
     order = choice_order(len(indices), s.choice_seed, example.id)

@@ -11,6 +11,7 @@ import jax
 
 from vlmcls_jax.analysis.correlation import frequency_accuracy_summary
 from vlmcls_jax.analysis.frequency import FrequencyCounter
+from vlmcls_jax.eval.tables import headline
 from vlmcls_jax.toyworld.knowledge import QUESTION
 
 QA_ROW = "ImageWikiQA (chain of thought)"   # the imagewikiqa job's row
@@ -53,7 +54,7 @@ def _finding(claim: str, holds: bool, evidence: str, gaps=(), n: int = 0) -> str
 def write(workdir: str, config, paths: dict, clip_log: dict, base: dict, probes: dict, finetuned: list[dict],
           knowledge: list[dict], timings: dict, total_seconds: float) -> dict:
     rows = base["rows"]
-    clip = rows["CLIP (study)"]["top1"]
+    clip = headline(rows["CLIP (study)"])         # the study's substring rule on CLIP's predicted name
     open_acc = rows["VLM open world"]["substring_accuracy"]
     closed = rows["VLM closed world"]["substring_accuracy"]
     scoring = rows["VLM probabilistic"]
@@ -73,7 +74,7 @@ def write(workdir: str, config, paths: dict, clip_log: dict, base: dict, probes:
              "## Table 1 / Table 2: CLIP vs the VLM (test split, balanced)", "",
              "| model | setting | accuracy % |", "| --- | --- | --- |"]
     for setting, m in rows.items():
-        value = m.get("top1", m.get("substring_accuracy", m.get("sum_accuracy")))
+        value = headline(m)
         lines.append(f"| {m['model']} | {setting} | {_pct(value)} |")
     lines += ["", f"Probabilistic inference rules: sum {_pct(scoring['sum_accuracy'])}, avg "
               f"{_pct(scoring['avg_accuracy'])}, cfg {_pct(scoring['cfg_accuracy'])} "
