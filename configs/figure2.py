@@ -3,17 +3,17 @@ class plus k - 1 random others, the same sets for CLIP and the VLM), for CLIP, c
 probabilistic inference.  Writes WORKDIR/label_set_size.png beside the tables.
 
     python -m vlmcls_jax.main --config configs/figure2.py:imagenet --workdir runs/figure2_imagenet \\
-        --config.data.manifest=VLMClassifier/data/imagenet.jsonl \\
-        --config.data.classes=VLMClassifier/data/imagenet_classes.json --config.data.image_root=VLMClassifier
+        --config.data.image_root=DATA --config.data.manifest=DATA/data/imagenet.jsonl
+    # DATA: laid out by `python -m vlmcls_jax.data.prepare imagenet --from DOWNLOADS --out DATA`
 """
 
 import ml_collections
 
-from configs import table1
+from vlmcls_jax import defaults
 
 
 def get_config(dataset: str = "imagenet") -> ml_collections.ConfigDict:
-    c = table1.get_config(dataset)
+    c = defaults.eval_config(dataset)     # configs/table1.py
     c.experiments = ("clip", "closed", "scoring")
     c.label_set_sizes = (100, 20, 5, 2)
     return c

@@ -4,8 +4,7 @@ own answers.  The study's probe: Adam 1e-3, batch 512, 500 epochs (100 on ImageN
 epoch on the test set; we also report the epoch chosen on a validation split held out from train.
 
     python -m vlmcls_jax.main --config configs/table3_probe.py:flowers --workdir runs/probe_flowers \\
-        --config.data.manifest=VLMClassifier/data/flowers.jsonl \\
-        --config.data.classes=VLMClassifier/data/flowers_classes.json --config.data.image_root=VLMClassifier
+        --config.data.image_root=DATA     # laid out by vlmcls_jax.data.prepare (configs/table1.py)
 
 More features (other layers, the vision tower, the projector): e.g.
 `--config.features='("llm:-1/last", "llm:16/last", "vision/mean", "projector/mean")'`
