@@ -41,6 +41,8 @@ import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 from vlmcls_jax.data import study
 from vlmcls_jax.data.sources import jsonl_objects, load_class_names
 
@@ -203,7 +205,7 @@ def _loadmat(path: Path | io.BytesIO, key: str, where: str):
         raise PrepareError(f"{where}: not a readable .mat file ({e})") from None
     if key not in mat:
         raise PrepareError(f"{where}: no {key!r} in it (keys: {sorted(k for k in mat if not k.startswith('__'))})")
-    return mat[key]
+    return np.atleast_1d(mat[key])     # squeeze_me makes a one-element array a scalar
 
 
 # -------------------------------------------------------------------------------- checking the manifest
