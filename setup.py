@@ -38,7 +38,8 @@ setup(
     ],
     extras_require={
         # torch is the reference implementation in tests only; the library never imports it.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "hypothesis>=6.100"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "hypothesis>=6.100",
+                 "nltk>=3.9"],   # the reference word tokenizer in test_frequency
         "tpu": ["jax[tpu]>=0.9,<0.12"],
         "gpu": ["jax[cuda12]>=0.9,<0.12"],
     },
