@@ -301,3 +301,12 @@ def test_readme_lists_every_published_checksum():
             assert a.name in readme, a.name
             for digest in (a.sha256, a.md5):
                 assert digest is None or digest in readme, (a.name, digest)
+
+
+def test_a_truncated_archive_is_named(tmp_path):
+    rows = pick(rows_of("flowers"), 1)
+    flowers_downloads(tmp_path, rows)
+    data = (tmp_path / "102flowers.tgz").read_bytes()
+    (tmp_path / "102flowers.tgz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(prep.PrepareError, match=r"102flowers.tgz: not a readable tar archive"):
+        prep.prepare("flowers", tmp_path, tmp_path / "o", do_verify=False, manifest=write_manifest(tmp_path / "m", rows))

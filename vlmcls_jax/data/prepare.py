@@ -38,6 +38,7 @@ import shutil
 import sys
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -153,16 +154,15 @@ def find_downloads(dataset: str, src: Path, do_verify: bool) -> dict[str, Path]:
 # --------------------------------------------------------------------------------------------- writing
 
 
-def _copy_member(read: Callable[[], io.BufferedIOBase], size: int, dest: Path) -> bool:
-    """Writes one archive member to dest (via a temporary name); False when dest already has that size."""
+def _copy_member(read: Callable[[], io.BufferedIOBase], size: int, dest: Path) -> None:
+    """Writes one archive member to dest (via a temporary name), unless dest already has that size."""
     if dest.is_file() and dest.stat().st_size == size:
-        return False
+        return
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     with read() as fin, open(tmp, "wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
     os.replace(tmp, dest)
-    return True
 
 
 def _tar_members(tar: tarfile.TarFile) -> Iterator[tuple[str, tarfile.TarInfo]]:
@@ -176,13 +176,16 @@ def extract(archive: Path | tarfile.TarFile, place: Callable[[str], str | None],
     `out`, built by the caller from a pattern it matched, so a member cannot write outside `out`). Returns
     the number of files the archive placed (written now or already there)."""
     placed = 0
-    tar = archive if isinstance(archive, tarfile.TarFile) else tarfile.open(archive, "r|*")
-    with tar:
-        for name, member in _tar_members(tar):
-            rel = place(name)
-            if rel is not None:
-                _copy_member(lambda: tar.extractfile(member), member.size, out / rel)
-                placed += 1
+    try:
+        tar = archive if isinstance(archive, tarfile.TarFile) else tarfile.open(archive, "r|*")
+        with tar:
+            for name, member in _tar_members(tar):
+                rel = place(name)
+                if rel is not None:
+                    _copy_member(lambda: tar.extractfile(member), member.size, out / rel)
+                    placed += 1
+    except (tarfile.TarError, EOFError, zlib.error) as e:    # truncated or not a tar: checksums catch it first
+        raise PrepareError(f"{getattr(archive, 'name', archive)}: not a readable tar archive ({e})") from None
     return placed
 
 
@@ -277,7 +280,7 @@ def prepare_cars(files: dict[str, Path], out: Path, manifest: str) -> str:
     root = ROOTS["cars"]
     n = sum(extract(files[f"cars_{s}.tgz"], _matching(rf"cars_{s}/(\d{{5}}\.jpg)", root + f"/cars_{s}/{{}}"), out)
             for s in ("train", "test"))
-    extract(files["car_devkit.tgz"], _matching(r"devkit/([^/]+)", root + "/devkit/{}"), out)
+    extract(files["car_devkit.tgz"], _matching(r"devkit/(\w[^/]*)", root + "/devkit/{}"), out)
     (out / root).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(files["cars_test_annos_withlabels.mat"], out / root / "cars_test_annos_withlabels.mat")
     devkit = out / root / "devkit"
@@ -312,7 +315,7 @@ def caltech_class(folder: str) -> str:
 
 def prepare_caltech(files: dict[str, Path], out: Path, manifest: str) -> str:
     root = ROOTS["caltech"]
-    place = _matching(r"101_ObjectCategories/([^/]+)/([^/]+\.jpg)", root + "/101_ObjectCategories/{}/{}")
+    place = _matching(r"101_ObjectCategories/(\w[^/]*)/(\w[^/]*\.jpg)", root + "/101_ObjectCategories/{}/{}")
     if "101_ObjectCategories" in files:           # the extracted folder tree
         tree, n = files["101_ObjectCategories"], 0
         for path in sorted(tree.rglob("*.jpg")):
@@ -323,6 +326,8 @@ def prepare_caltech(files: dict[str, Path], out: Path, manifest: str) -> str:
     elif "101_ObjectCategories.tar.gz" in files:
         n = extract(files["101_ObjectCategories.tar.gz"], place, out)
     else:                                          # caltech-101.zip holds caltech-101/101_ObjectCategories.tar.gz
+        if not zipfile.is_zipfile(files["caltech-101.zip"]):
+            raise PrepareError(f"{files['caltech-101.zip']}: not a zip archive")
         with zipfile.ZipFile(files["caltech-101.zip"]) as z:
             inner = [m for m in z.namelist() if m.endswith("101_ObjectCategories.tar.gz")]
             if not inner:
