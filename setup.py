@@ -8,8 +8,10 @@ setup(
     description="JAX/Flax reimplementation of Zhang et al., NeurIPS 2024: VLMs vs CLIP on image classification",
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["vlmcls_jax", "vlmcls_jax.*"]),
-    package_data={"vlmcls_jax.eval": ["study_published.json"]},
+    # configs/ is installed too, so `from configs import toyworld` and `--config /path/configs/x.py` work anywhere.
+    packages=find_packages(include=["vlmcls_jax", "vlmcls_jax.*", "configs"]),
+    package_data={"vlmcls_jax.eval": ["study_published.json"],
+                  "vlmcls_jax.data": ["study_data/*"]},    # the study's manifests, class lists, ImageWikiQA (MIT)
     python_requires=">=3.11",
     # Ranges that resolve on Python 3.11 (flax 0.12.8, jax 0.10.x) and 3.12 (newer flax).
     install_requires=[

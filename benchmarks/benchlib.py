@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 IMAGE_TOKEN = 32000
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
+TOKENIZERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "tokenizers")
 
 
 def hf_llava(folder: str, tiny: bool = False, seed: int = 0):
@@ -53,7 +53,7 @@ def llama2_tokenizer(folder: str):
 
     from transformers import AddedToken, AutoTokenizer
 
-    shutil.copy(os.path.join(SHARED, "tokenizers", "llama2.model"), os.path.join(folder, "tokenizer.model"))
+    shutil.copy(os.path.join(TOKENIZERS, "llama2.model"), os.path.join(folder, "tokenizer.model"))
     with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
         json.dump({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False}, f)
     tok = AutoTokenizer.from_pretrained(folder)

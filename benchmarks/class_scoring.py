@@ -2,7 +2,7 @@
 (`inference.score_candidates`) against three PyTorch ways of scoring them with transformers, on the same
 random small LLaVA, one image, the study's prompt `USER: <image>\\nWhat type of object is in this
 photo?\\nASSISTANT: The photo features a` and the names tokenized in context by the real Llama-2 tokenizer
-(../shared/tokenizers/llama2.model; ../shared/paper_data/imagenet_classes.json).
+(tests/data/tokenizers/llama2.model; the study's imagenet_classes.json, shipped in vlmcls_jax/data/study_data).
 
     python benchmarks/class_scoring.py [--dtypes float32] [--repeats 3] [--subset 8] [--tiny]
 
@@ -31,7 +31,9 @@ import numpy as np
 import benchlib
 
 def class_names(n: int | None) -> list[str]:
-    with open(os.path.join(benchlib.SHARED, "paper_data", "imagenet_classes.json")) as f:
+    from vlmcls_jax.data.study import class_list_path
+
+    with open(class_list_path("imagenet")) as f:
         names = json.load(f)
     return names[:n] if n else names
 

@@ -7,7 +7,7 @@ train step consumes (the small LLaVA's bfloat16 step of benchmark 4, measured in
 
 Data: JPEGs of 500 x 375 (ImageNet's typical size; smooth random content, quality 90), each a LLaVA-format
 classification record ("What type of object is in this photo?" -> a class name), tokenized with the real
-Llama-2 tokenizer (../shared/tokenizers/llama2.model); batch 4, pixels at the step's 224 px.  The first
+Llama-2 tokenizer (tests/data/tokenizers/llama2.model); batch 4, pixels at the step's 224 px.  The first
 batch (worker start-up) is not timed.  With 0 workers grain still decodes in a thread pool of the main
 process (its `ReadOptions`, 16 threads; PIL and NumPy release the GIL), so 0 workers is not one core; each
 worker process decodes on one thread.  On 2 cores the workers share the CPU with the main process; on a

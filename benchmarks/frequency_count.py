@@ -4,10 +4,9 @@
 
 The corpus is drawn from a seed: 1-3 human/gpt turn pairs per record, a human question with `<image>`, gpt
 answers of 1-5 sentences of 6-18 words, a class name in about a third of the sentences. Class names are the
-1000 ImageNet names from ../shared/paper_data/imagenet_classes.json when that file exists (the project
-workspace), else 1000 random two-word names. Records are built from a pool of distinct records (drawing every
-one fresh would take longer than counting them); the counter caches nothing, so repeats cost the same.
---via-file also writes the corpus as one JSON list to a temporary file and counts from the path (adds
+1000 ImageNet names of the study's imagenet_classes.json (shipped in vlmcls_jax/data/study_data). Records are
+built from a pool of distinct records (drawing every one fresh would take longer than counting them); the
+counter caches nothing, so repeats cost the same. --via-file also writes the corpus as one JSON list to a temporary file and counts from the path (adds
 JSON parsing, as on the real files). Prints records/s and the total time.
 """
 
@@ -24,20 +23,16 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from vlmcls_jax.analysis.frequency import FrequencyCounter  # noqa: E402
+from vlmcls_jax.data.study import class_list_path  # noqa: E402
 
-IMAGENET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "paper_data",
-                        "imagenet_classes.json")
 QUESTIONS = ["What is in the image?", "Describe the picture in detail.", "What is the {} doing?",
              "Is there a {} in this photo? Answer the question using a single word or phrase.",
              "Render a clear and concise summary of the photo."]
 
 
-def class_names(rng: random.Random) -> list[str]:
-    if os.path.exists(IMAGENET):
-        with open(IMAGENET) as f:
-            return json.load(f)
-    word = lambda: "".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9)))  # noqa: E731
-    return [f"{word()} {word()}" for _ in range(1000)]
+def class_names() -> list[str]:
+    with open(class_list_path("imagenet")) as f:
+        return json.load(f)
 
 
 def make_pool(rng: random.Random, names: list[str], size: int) -> list[dict]:
@@ -72,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
-    names = class_names(rng)
+    names = class_names()
     pool = make_pool(rng, names, min(args.pool, args.records))
     records = [pool[rng.randrange(len(pool))] for _ in range(args.records)]
     chars = sum(len(t["value"]) for r in records for t in r["conversations"])

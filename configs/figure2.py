@@ -5,17 +5,17 @@ study's own draws (`sampling="study"`, eval/candidates.py: main_results/main.py'
 random.shuffle over the split, one run per k); `--config.sampling=hashed` draws them per example instead.
 
     python -m vlmcls_jax.main --config configs/figure2.py:imagenet --workdir runs/figure2_imagenet \\
-        --config.data.manifest=VLMClassifier/data/imagenet.jsonl \\
-        --config.data.classes=VLMClassifier/data/imagenet_classes.json --config.data.image_root=VLMClassifier
+        --config.data.image_root=DATA --config.data.manifest=DATA/data/imagenet.jsonl
+    # DATA: laid out by `python -m vlmcls_jax.data.prepare imagenet --from DOWNLOADS --out DATA`
 """
 
 import ml_collections
 
-from configs import table1
+from vlmcls_jax import defaults
 
 
 def get_config(dataset: str = "imagenet") -> ml_collections.ConfigDict:
-    c = table1.get_config(dataset)
+    c = defaults.eval_config(dataset)     # configs/table1.py
     c.experiments = ("clip", "closed", "scoring")
     c.label_set_sizes = (100, 20, 5, 2)
     return c

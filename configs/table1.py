@@ -1,12 +1,12 @@
 """The study's Table 1 / Table 2 / Figure 2 on one dataset: CLIP zero-shot, the VLM by open- and closed-world
 generation, and by probabilistic inference (optionally on label sets of size 100, 20, 5, 2).
 
-The study's data/ folder (VLMClassifier repository) holds the manifests and class lists; image paths in the
-manifests are relative to the folder that contains data/.
+The study's manifests and class lists ship with the package (vlmcls_jax/data/study_data); the images are laid
+out under DATA by `python -m vlmcls_jax.data.prepare flowers --from DOWNLOADS --out DATA` (README, "The
+study's data"). ImageNet: prepare writes DATA/data/imagenet.jsonl; add --config.data.manifest=DATA/data/imagenet.jsonl.
 
     python -m vlmcls_jax.main --config configs/table1.py:flowers --workdir runs/table1_flowers \\
-        --config.data.manifest=VLMClassifier/data/flowers.jsonl \\
-        --config.data.classes=VLMClassifier/data/flowers_classes.json --config.data.image_root=VLMClassifier
+        --config.data.image_root=DATA
     # then, after one run per dataset, one table with a column per dataset:
     python -m vlmcls_jax.eval.tables runs/table1_* --out runs/table1
 

@@ -6,8 +6,7 @@
   scoring                                                    probabilistic inference (sum / avg / cfg)
 
     python -m vlmcls_jax.main --config configs/table2.py:flowers,cot --workdir runs/table2_flowers_cot \\
-        --config.data.manifest=VLMClassifier/data/flowers.jsonl \\
-        --config.data.classes=VLMClassifier/data/flowers_classes.json --config.data.image_root=VLMClassifier
+        --config.data.image_root=DATA     # laid out by vlmcls_jax.data.prepare (configs/table1.py)
     python -m vlmcls_jax.eval.tables runs/table2_* --out runs/table2
 
 The study's probabilistic inference used the first 1000 images of its seed-1234 shuffle of the split
@@ -17,7 +16,7 @@ The study's probabilistic inference used the first 1000 images of its seed-1234 
 
 import ml_collections
 
-from configs import table1
+from vlmcls_jax import defaults
 
 VARIANTS = ("wording:name_item", "wording:identify", "wording:main_object", "order", "cot", "scoring")
 
@@ -26,7 +25,7 @@ def get_config(arg: str = "flowers,cot") -> ml_collections.ConfigDict:
     dataset, _, variant = arg.partition(",")
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r} (in {arg!r}) is not one of {VARIANTS}")
-    c = table1.get_config(dataset)
+    c = defaults.eval_config(dataset)     # configs/table1.py
     if variant.startswith("wording:"):
         c.experiments = ("open",)
         c.generation.wording = variant.split(":", 1)[1]

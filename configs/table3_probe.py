@@ -5,8 +5,7 @@ epochs (100 on ImageNet), reported at the best epoch on the test set; beside it,
 train held out reports the test accuracy at the epoch chosen on that validation split.
 
     python -m vlmcls_jax.main --config configs/table3_probe.py:flowers --workdir runs/probe_flowers \\
-        --config.data.manifest=VLMClassifier/data/flowers.jsonl \\
-        --config.data.classes=VLMClassifier/data/flowers_classes.json --config.data.image_root=VLMClassifier
+        --config.data.image_root=DATA     # laid out by vlmcls_jax.data.prepare (configs/table1.py)
 
 More features (other layers, the vision tower, the projector): e.g.
 `--config.features='("llm:-1/last", "llm:16/last", "vision/mean", "projector/mean")'`

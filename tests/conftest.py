@@ -1,7 +1,6 @@
 """Shared pytest fixtures (CPU-only, offline).
 
-Real tokenizers come from the project workspace's `../shared/tokenizers/` (beside the repository root).
-User clones lack that folder, so fixtures that need it skip with a message saying so.
+Real tokenizers come from tests/data/tokenizers/ (in the repository, with their licenses; see its README).
 """
 
 from __future__ import annotations
@@ -33,22 +32,24 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
-SHARED_TOKENIZERS = Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers"
+TOKENIZERS = Path(__file__).resolve().parent / "data" / "tokenizers"
 
 
-def shared_tokenizer_file(name: str) -> Path:
-    """Path of `../shared/tokenizers/<name>`; skips the calling test when it is absent."""
-    path = SHARED_TOKENIZERS / name
+def tokenizer_file(name: str) -> Path:
+    """Path of `tests/data/tokenizers/<name>` (llama2.model, mistral-v1.model); an error when it is absent."""
+    path = TOKENIZERS / name
     if not path.is_file():
-        pytest.skip(f"{path} not found: the shared tokenizers folder exists only in the project workspace "
-                    "(../shared/tokenizers beside the repository), not in user clones")
+        raise FileNotFoundError(f"{path} not found: the repository's test tokenizers are missing")
     return path
+
+
+shared_tokenizer_file = tokenizer_file      # the name tests used while the files lived in ../shared
 
 
 def build_sentencepiece_tokenizer(model_file: Path, folder: Path):
     """A transformers LlamaTokenizer (BOS on, EOS off) from a SentencePiece model, without the hub.
 
-    Follows ../shared/tokenizers/README.md: `LlamaTokenizer(vocab_file=...)` builds a broken tokenizer in
+    Follows tests/data/tokenizers/README.md: `LlamaTokenizer(vocab_file=...)` builds a broken tokenizer in
     transformers 5, so go through a folder and `AutoTokenizer.from_pretrained`.
     """
     from transformers import AutoTokenizer
@@ -73,7 +74,7 @@ def add_llava_tokens(tokenizer):
 @pytest.fixture(scope="session")
 def llama2_tokenizer(tmp_path_factory):
     """The plain Llama-2 tokenizer (32000 pieces, no pad token). Session-wide: do not mutate it."""
-    model = shared_tokenizer_file("llama2.model")
+    model = tokenizer_file("llama2.model")
     return build_sentencepiece_tokenizer(model, tmp_path_factory.mktemp("llama2_tokenizer"))
 
 
@@ -83,5 +84,5 @@ def llava_tokenizer(tmp_path_factory):
 
     Session-wide: do not mutate it.
     """
-    model = shared_tokenizer_file("llama2.model")
+    model = tokenizer_file("llama2.model")
     return add_llava_tokens(build_sentencepiece_tokenizer(model, tmp_path_factory.mktemp("llava_tokenizer")))

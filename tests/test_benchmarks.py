@@ -29,8 +29,6 @@ def test_generation_benchmark_runs_both_sides(capsys):
 def test_class_scoring_benchmark_runs_all_four_and_agrees():
     """ImageNet's first 20 names with the real Llama-2 tokenizer; the script itself checks that the three
     PyTorch scorers give our scores (float32)."""
-    from conftest import shared_tokenizer_file
-    shared_tokenizer_file("llama2.model")            # skips, saying why, without ../shared
     import class_scoring
     r = class_scoring.run(dtypes=("float32",), repeats=1, tiny=True, subset=3)["float32"]
     assert set(r["per_image"]) == {"ours", "packed", "full forward", "token loop"}
@@ -80,8 +78,6 @@ def test_conversion_benchmark_measures_both_directions():
 
 
 def test_data_pipeline_benchmark_reports_workers_and_the_step(capsys):
-    from conftest import shared_tokenizer_file
-    shared_tokenizer_file("llama2.model")            # skips, saying why, without ../shared
     import data_pipeline
     r = data_pipeline.run(images=8, batches=2, workers=(1,), tiny=True)
     assert set(r["pipeline"]) == {1} and all(v > 0 for v in r["pipeline"].values()) and r["step"] > 0

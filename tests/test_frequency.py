@@ -75,9 +75,9 @@ def test_tokenize_follows_treebank_rules_and_splits_sentences():
 
 
 def test_word_tokens_match_nltk_on_single_sentences():
-    """Skips unless nltk is installed (it is no dependency); on one sentence, without sentence splitting,
-    the tokens equal NLTK's word tokenizer's (quotes aside: NLTK writes `` and '')."""
-    nltk_tokenize = pytest.importorskip("nltk.tokenize")
+    """nltk (the test extra's, no library dependency): on one sentence, without sentence splitting, the
+    tokens equal NLTK's word tokenizer's (quotes aside: NLTK writes `` and '')."""
+    from nltk import tokenize as nltk_tokenize
     sentences = ["It's the dog's bowl, don't you cannot?", "He said \"hi\" -- then left; ok? yes! 50% of $3 & more",
                  "it’s “quoted” text — with dashes", "wanna gonna gotta lemme gimme more'n d'ye", "10:30, 1,000, a:b",
                  "[a] {b} <c> *d*", "the dogs' toys' owner's 'hello' o'brien", "BULLET::::- a ,, b", "the U.S.?"]

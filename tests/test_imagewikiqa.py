@@ -9,19 +9,17 @@ import pytest
 
 from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.data.study import imagewikiqa_path
 from vlmcls_jax.eval.answer_parser import imagewikiqa_prompt, parse_choice, study_response
 from vlmcls_jax.eval.imagewikiqa_eval import (ImageWikiQASettings, evaluate_imagewikiqa, question_rng,
                                               score_output)
 
 import train_fixtures
 
-RELEASED = Path(__file__).resolve().parents[1].parent / "shared" / "paper_data" / "imagewikiqa.jsonl"
+RELEASED = Path(imagewikiqa_path())     # the study's file, shipped in the package
 
 
 def released_file() -> Path:
-    if not RELEASED.is_file():
-        pytest.skip(f"{RELEASED} not found: the study's released files exist only in the project workspace "
-                    "(../shared/paper_data beside the repository), not in user clones")
     return RELEASED
 
 

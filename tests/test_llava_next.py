@@ -34,7 +34,7 @@ from safetensors.torch import save_file as save_torch
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 import tiny_hf
-from conftest import add_llava_tokens, build_sentencepiece_tokenizer, shared_tokenizer_file
+from conftest import add_llava_tokens, build_sentencepiece_tokenizer, tokenizer_file
 from tiny_hf import assert_close
 from vlmcls_jax.convert import config_from_hf, load_hf, save_hf
 from vlmcls_jax.data.anyres import NEWLINE, PAD, anyres_batch, anyres_preprocess, image_feature_index
@@ -391,7 +391,7 @@ def test_feature_index_matches_pack_image_features(geometry):
 @pytest.fixture(scope="module")
 def mistral_tokenizer(tmp_path_factory):
     """The Mistral-7B v0.1/v0.2 tokenizer + llava-hf's `<image>` (32000) and `<pad>` (32001)."""
-    path = shared_tokenizer_file("mistral-v1.model")
+    path = tokenizer_file("mistral-v1.model")
     return add_llava_tokens(build_sentencepiece_tokenizer(path, tmp_path_factory.mktemp("mistral_tokenizer")))
 
 

@@ -1,6 +1,6 @@
 """vlmcls_jax.data.prompts against transformers' LlavaProcessor with the real Llama-2 tokenizer.
 
-Needs ../shared/tokenizers/llama2.model (fixtures in conftest.py skip without it).
+Uses tests/data/tokenizers/llama2.model (fixtures in conftest.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Property-based tests (hypothesis): prompt building, conversation loss masks, answer parsing, manifest
 parsing and image decoding hold their invariants on generated inputs, not only on the hand-picked ones.
 
-The tokenizer properties use the real Llama-2 tokenizer from ../shared/tokenizers (skipped, saying why,
-where that folder is absent).  Example counts are modest (the suite runs on 2 cores); hypothesis keeps
+The tokenizer properties use the real Llama-2 tokenizer from tests/data/tokenizers.  Example counts are modest (the suite runs on 2 cores); hypothesis keeps
 its database of failing examples in .hypothesis/ (ignored by git).
 """
 

@@ -1,7 +1,7 @@
 """Evaluation sources: class lists, the study's manifests (its released files), class folders, TFDS errors.
 
-The study's files come from the project workspace's `../shared/paper_data/` (beside the repository root);
-user clones lack that folder, so the tests on them skip with a message saying so.
+The study's files are the copies shipped in the package (vlmcls_jax/data/study_data; tests/test_study_data.py
+checks them against the study's repository).
 """
 
 from __future__ import annotations
@@ -30,15 +30,12 @@ from vlmcls_jax.data.sources import (
     study_class_list,
 )
 
-PAPER_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "paper_data"
+from vlmcls_jax.data.study import STUDY_DATA_DIR
 
 
 @pytest.fixture(scope="module")
 def paper_data() -> Path:
-    if not (PAPER_DATA / "imagenet_classes.json").is_file():
-        pytest.skip(f"{PAPER_DATA} not found: the study's data files are kept only in the project workspace "
-                    "(../shared/paper_data beside the repository), not in user clones")
-    return PAPER_DATA
+    return STUDY_DATA_DIR
 
 
 def plain_rows(path: Path) -> list[dict]:

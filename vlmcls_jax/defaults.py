@@ -6,12 +6,14 @@ job's config to, and the base the recipes in configs/ start from (each recipe ch
     probe_config(dataset)     job "probe"        (configs/table3_probe.py)
     imagewikiqa_config()      job "imagewikiqa"  (configs/table5_imagewikiqa.py)
 
-Datasets: the study's four (`DATASETS`); the manifest and class list paths default to the study's data/
-folder layout.
+Datasets: the study's four (`DATASETS`); manifests, class lists and the ImageWikiQA questions default to the
+study's files shipped in the package (vlmcls_jax.data.study), so a run needs only `data.image_root`.
 """
 
 import ml_collections
 from ml_collections.config_dict import placeholder
+
+from vlmcls_jax.data import study
 
 
 def train_config() -> ml_collections.ConfigDict:
@@ -78,6 +80,15 @@ def api_config() -> ml_collections.ConfigDict:
         price_input=placeholder(float), price_output=placeholder(float)))
 
 
+def study_data(dataset: str) -> dict:
+    """The data fields every study-dataset job starts from: the shipped manifest and class list (absolute
+    paths), images under image_root (the folder holding data/, as `python -m vlmcls_jax.data.prepare` lays it
+    out). ImageNet's manifest is the one `prepare imagenet --out DIR` writes to DIR/data/imagenet.jsonl:
+    relative, so run from DIR or set data.manifest."""
+    manifest = study.IMAGENET_MANIFEST if dataset == "imagenet" else study.manifest_path(dataset)
+    return dict(name=dataset, manifest=manifest, classes=study.class_list_path(dataset), image_root=".")
+
+
 def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     if dataset not in DATASETS:
         raise ValueError(f"dataset {dataset!r} is not one of {DATASETS}")
@@ -106,10 +117,8 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="study",
                                             label="", revision=placeholder(str)))
     # on_bad_image: "error" (stop at the first unreadable image, naming it) or "skip" (leave such images out,
-    # listed in WORKDIR/skipped_images.jsonl and counted in results.json; accuracies are over the rest);
-    c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
-                                            classes=f"data/{dataset}_classes.json", image_root=".",
-                                            split="test", on_bad_image="error"))
+    # listed in WORKDIR/skipped_images.jsonl and counted in results.json; accuracies are over the rest)
+    c.data = ml_collections.ConfigDict(dict(**study_data(dataset), split="test", on_bad_image="error"))
     # wording: a key of data.prompts.QUESTION_WORDINGS; choice_order: "shuffled" (per image, by seed) or
     # "dataset" (the class list's order: the study's label-order ablation)
     c.generation = ml_collections.ConfigDict(dict(max_new_tokens=64, batch_size=8, wording="default",
@@ -145,9 +154,8 @@ def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
                                              revision=placeholder(str), prompt_format="auto",
                                              scan_layers=False))   # as in eval_config
-    c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
-                                            classes=f"data/{dataset}_classes.json", image_root=".",
-                                            train_split="train", test_split=TEST_SPLIT.get(dataset, "test")))
+    c.data = ml_collections.ConfigDict(dict(**study_data(dataset), train_split="train",
+                                            test_split=TEST_SPLIT.get(dataset, "test")))
     c.features = ("llm:-1/last", "llm:-1/mean")
     c.wording = "default"
     c.batch_size = 8
@@ -172,7 +180,7 @@ def imagewikiqa_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
                                              revision=placeholder(str), prompt_format="auto",
                                              scan_layers=False, api=api_config()))  # as in eval_config
-    c.data = ml_collections.ConfigDict(dict(questions="data/imagewikiqa.jsonl", image_root=".",
+    c.data = ml_collections.ConfigDict(dict(questions=study.imagewikiqa_path(), image_root=".",
                                             require_images=False))   # True: a missing image is an error
     c.generation = ml_collections.ConfigDict(dict(chain_of_thought=True, max_new_tokens=1024, batch_size=8))
     c.pad_to_square = False                # the study used llava-hf's processor (no padding)
