@@ -92,15 +92,21 @@ def training_records(config) -> list[dict]:
 class MetricsLog:
     """Process 0 appends one JSON object per logged step to WORKDIR/metrics.jsonl, writes the same scalars
     as TensorBoard events (WORKDIR/tensorboard, via tensorboardX: no TensorFlow needed) and prints a
-    progress line with throughput, an MFU estimate (when `peak_tflops` per device is given) and ETA."""
+    progress line with throughput, an MFU estimate (when `peak_tflops` per device is given) and ETA.
 
-    def __init__(self, workdir: str, total_steps: int, flops_per_token: float, peak_tflops: float):
+    start: the step a resumed run starts from.  Steps after it were logged by the interrupted run but not
+    checkpointed, so the resumed run computes them again: they are dropped from metrics.jsonl (and purged
+    from TensorBoard), and every step appears once."""
+
+    def __init__(self, workdir: str, total_steps: int, flops_per_token: float, peak_tflops: float,
+                 start: int = 0):
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.total, self.flops_per_token, self.peak_tflops = total_steps, flops_per_token, peak_tflops
         self.writer = None
         if jax.process_index() == 0:
             from tensorboardX import SummaryWriter
-            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            drop_after(self.path, start)
+            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start + 1 if start else None)
 
     def write(self, step: int, metrics: dict, tokens: int, images: int, seconds: float, steps_done: int) -> None:
         record = {"step": step, **{k: float(v) for k, v in metrics.items()},
@@ -125,6 +131,17 @@ class MetricsLog:
     def close(self):
         if self.writer is not None:
             self.writer.close()
+
+
+def drop_after(path: str, step: int) -> None:
+    """Rewrites the metrics log `path` (if any) without its records of steps after `step` (atomically)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    keep = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(keep) < len(lines):
+        write_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def _stop_if_not_training(metrics: dict, step: int, limit: int, workdir: str) -> None:
@@ -220,7 +237,7 @@ def _run(config, workdir, mesh, preemption: Preemption):
     # Training FLOPs per token ~ 6 x parameters (forward 2N, backward 4N; frozen weights still backpropagate
     # activations, so all parameters count): the usual MFU estimate, image-token compute included as tokens.
     num_params = sum(int(x.size) for x in jax.tree.leaves((state.params, frozen)))
-    log = MetricsLog(workdir, total_steps, 6.0 * num_params, config.get("peak_tflops", 0.0))
+    log = MetricsLog(workdir, total_steps, 6.0 * num_params, config.get("peak_tflops", 0.0), start)
     accumulate = config.optim.accumulate_steps
     metrics, tokens, images, t0, done, completed = {}, 0, 0, time.time(), 0, start
     for step in range(start, total_steps):
@@ -249,7 +266,7 @@ def _run(config, workdir, mesh, preemption: Preemption):
             print(f"stopping at step {step + 1} as config.stop_at_step asks (a checkpoint was written)")
             break
         if preempted:
-            print(f"stopping at step {step + 1}: asked to terminate (SIGTERM); "
+            print(f"stopping at step {step + 1}: asked to terminate ({preemption.signal_name or 'SIGTERM'}); "
                   + ("a checkpoint was written, run again to resume" if ckpts is not None
                      else "no checkpoint (checkpoint_every = 0)"), flush=True)
             break
