@@ -9,8 +9,10 @@ so no random initialisation is ever materialised.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -96,6 +98,7 @@ class TrainCheckpoints:
     from the model's source checkpoint."""
 
     def __init__(self, directory: str, *, every: int, keep: int = 3, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
                                                enable_async_checkpointing=async_save)
         import grain
@@ -127,3 +130,17 @@ class TrainCheckpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+    def close_after_failure(self) -> None:
+        """For a run that failed: lets a write in flight finish (a write that fails is logged, the run's
+        own error matters more), closes the manager, and removes the temporary folders of writes that did
+        not complete (`*.orbax-checkpoint-tmp*`), so only complete checkpoints stay behind."""
+        for finish in (self.manager.wait_until_finished, self.manager.close):
+            try:
+                finish()
+            except Exception as e:   # noqa: BLE001
+                from absl import logging
+                logging.warning("closing the checkpoints of a failed run: %s", e)
+        if jax.process_index() == 0:
+            for tmp in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
+                shutil.rmtree(tmp, ignore_errors=True)

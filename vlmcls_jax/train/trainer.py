@@ -162,14 +162,19 @@ def run(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     mesh = shd.make_mesh(tuple(config.mesh_shape))
     preemption = Preemption()
+    opened = []   # the run's TrainCheckpoints: on an error, in-flight writes finish and failed ones are removed
     try:
         with jax.set_mesh(mesh):
-            return _run(config, workdir, mesh, preemption)
+            return _run(config, workdir, mesh, preemption, opened)
+    except BaseException:
+        for ckpts in opened:
+            ckpts.close_after_failure()
+        raise
     finally:
         preemption.close()
 
 
-def _run(config, workdir, mesh, preemption: Preemption):
+def _run(config, workdir, mesh, preemption: Preemption, opened: list):
     model, source = load_model(config, mesh)
     tokenizer = AutoTokenizer.from_pretrained(config.get("tokenizer") or source)
     if config.lora.rank > 0:
@@ -220,6 +225,7 @@ def _run(config, workdir, mesh, preemption: Preemption):
     # checkpoint_every = 0: no training checkpoints (short runs that only need the final export).
     ckpts = None if config.checkpoint_every <= 0 else checkpoint.TrainCheckpoints(
         os.path.join(workdir, "checkpoints"), every=config.checkpoint_every, keep=config.keep_checkpoints)
+    opened += [ckpts] if ckpts is not None else []
     start = 0
     if ckpts is not None and ckpts.latest_step() is not None:
         state, start = ckpts.restore(state, iterator)
