@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 
 from vlmcls_jax import sharding as shd
 from vlmcls_jax.convert import load_hf
+from vlmcls_jax.convert.companions import require_tokenizer
 from vlmcls_jax.convert.hf import checkpoint_provenance, resolve_checkpoint
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, auto_prompt_format
@@ -49,6 +50,7 @@ def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, promp
     prompt_format: a key of `data.prompt_formats.PROMPT_FORMATS`, or "auto": the one the checkpoint's family
     documents (`vlm_inputs.auto_prompt_format`).  scan_layers: see `convert.load_hf`."""
     source = resolve_checkpoint(checkpoint, revision)
+    require_tokenizer(source)
     model = load_hf(source, scan_layers=scan_layers)
     if mesh is not None:   # data parallel: the model replicated over the mesh's batch axes
         shd.shard_model(model, mesh)

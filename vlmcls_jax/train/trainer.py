@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 
 import jax
@@ -20,6 +19,7 @@ from transformers import AutoTokenizer
 from vlmcls_jax import checkpoint, sharding as shd
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.convert import hf_config
+from vlmcls_jax.convert.companions import require_tokenizer
 from vlmcls_jax.convert.hf import checkpoint_provenance, load_weights, resolve_checkpoint, safetensors_files, save_hf
 from vlmcls_jax.data.finetune_data import (CAPTION_QUESTION, FINETUNE_QUESTION, caption_records,
                                           classification_records, concat_records, mix_records)
@@ -176,6 +176,8 @@ def run(config, workdir: str) -> dict:
 
 def _run(config, workdir, mesh, preemption: Preemption, opened: list):
     model, source = load_model(config, mesh)
+    if not config.get("tokenizer"):
+        require_tokenizer(source)
     tokenizer = AutoTokenizer.from_pretrained(config.get("tokenizer") or source)
     if config.lora.rank > 0:
         apply_lora(model, rank=config.lora.rank, alpha=config.lora.alpha, dropout=config.lora.dropout,
@@ -286,9 +288,8 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
         iterator.close()
     if config.get("export_hf") and completed == total_steps:   # every process gathers; process 0 writes
         export = os.path.join(workdir, "hf_export")
-        save_hf(nnx.merge(graphdef, state.params, frozen), export)
-        if jax.process_index() == 0:   # the export loads like the source: tokenizer and image processor too
-            tokenizer.save_pretrained(export)
-            if os.path.exists(os.path.join(source, "preprocessor_config.json")):
-                shutil.copy(os.path.join(source, "preprocessor_config.json"), export)
+        # The export loads like the source: its tokenizer, image processor and generation config come along.
+        save_hf(nnx.merge(graphdef, state.params, frozen), export, source=source)
+        if jax.process_index() == 0 and config.get("tokenizer"):
+            tokenizer.save_pretrained(export)   # the tokenizer this run trained with
     return {k: float(v) for k, v in metrics.items()}
