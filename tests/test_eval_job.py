@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from vlmcls_jax import demo
 from vlmcls_jax.eval import job
 
@@ -41,6 +43,20 @@ def test_eval_job_writes_tables_and_resumes(tmp_path, capsys):
     assert out[-len(rows) - 3] == "flowers: 5 examples"
     assert out[-2].startswith("wrote ") and out[-2].endswith("/label_set_size.png")
     assert out[-1] == f"wrote per-example outputs to {workdir / 'outputs'}/"
+    # Another checkpoint or generation length in this workdir: refused before anything loads, naming the change;
+    # with overwrite, a fresh subfolder of its own.
+    c.generation.max_new_tokens = 4
+    with pytest.raises(ValueError, match=r"holds outputs of another setting \(generation.max_new_tokens 3 -> 4;"):
+        job.run(c, str(workdir))
+    c.model.checkpoint = str(clip)
+    with pytest.raises(ValueError, match=r"model.checkpoint .*/llava\" -> .*/clip\"; model.checkpoint identity"):
+        job.run(c, str(workdir))
+    c.model.checkpoint, c.overwrite = str(llava), True
+    fresh = job.run(c, str(workdir))
+    assert len((workdir / "fresh-1" / "outputs" / "open.jsonl").read_text().splitlines()) == 5
+    assert set(fresh["rows"]) == {"VLM open world"}            # the earlier rows belong to the other setting
+    assert json.loads((workdir / "fingerprint.json").read_text())["generation.max_new_tokens"] == 3
+    assert json.loads((workdir / "fresh-1" / "fingerprint.json").read_text())["generation.max_new_tokens"] == 4
     open_line = [line for line in out[-len(rows) - 3:] if line.startswith("  VLM open world ")]
     assert open_line[0].endswith(f"  {100 * rows['VLM open world']['substring_accuracy']:5.1f}%  (llava)")
 

@@ -81,6 +81,22 @@ def test_checkpoint_from_one_mesh_resumes_on_another(world, uninterrupted, tmp_p
     np.testing.assert_allclose([resumed[s] for s in (2, 4, 6, 8)], [full[s] for s in (2, 4, 6, 8)], rtol=1e-5)
 
 
+def test_a_workdir_of_another_setting_is_refused_or_left_for_a_fresh_subfolder(world, uninterrupted, tmp_path):
+    """Another checkpoint in a finished run's workdir: refused in one line before anything loads (no
+    "resumed from step 8", provenance.json untouched); with overwrite, a fresh subfolder."""
+    other = train_fixtures.tiny_checkpoint(tmp_path / "other")
+    before = (uninterrupted / "provenance.json").read_text()
+    with pytest.raises(ValueError, match=r"holds outputs of another setting \(lora.rank 4 -> 8; "
+                                         r"model.checkpoint .*/ckpt\" -> .*/other\""):
+        trainer.run(config(world, **{"lora.rank": 8, "model.checkpoint": str(other)}), str(uninterrupted))
+    assert (uninterrupted / "provenance.json").read_text() == before
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "fingerprint.json").write_text((uninterrupted / "fingerprint.json").read_text())
+    trainer.run(config(world, seed=1, num_steps=1, log_every=1, checkpoint_every=0, export_hf=False,
+                       overwrite=True), str(tmp_path / "run"))
+    assert sorted(losses(tmp_path / "run" / "fresh-1")) == [1]
+
+
 def test_unknown_trainable_group_is_an_error(world, tmp_path):
     with pytest.raises(ValueError, match="match no parameter"):
         trainer.run(config(world, learning_rates={"^no_such_module/": 1e-3}), str(tmp_path))

@@ -17,6 +17,7 @@ from importlib import resources
 
 import jax
 
+from vlmcls_jax import fingerprint
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
@@ -32,6 +33,7 @@ def study_gain() -> float:
 
 def run(config, workdir: str) -> dict:
     check_job_config(config, "imagewikiqa")
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "imagewikiqa"), overwrite=config.get("overwrite", False))
     os.makedirs(workdir, exist_ok=True)
     questions, report = read_imagewikiqa(config.data.questions, config.data.image_root,
                                          require_images=config.data.require_images)

@@ -28,6 +28,7 @@ import re
 
 import jax
 
+from vlmcls_jax import fingerprint
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
@@ -47,6 +48,7 @@ def run(config, workdir: str) -> dict:
     unknown = sorted(set(config.experiments) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"config.experiments: unknown {unknown}; known: {list(EXPERIMENTS)}")
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "eval"), overwrite=config.get("overwrite", False))
     os.makedirs(os.path.join(workdir, "outputs"), exist_ok=True)
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 from transformers import AutoTokenizer
 
-from vlmcls_jax import checkpoint, sharding as shd
+from vlmcls_jax import checkpoint, fingerprint, sharding as shd
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.convert import hf_config
 from vlmcls_jax.convert.companions import require_tokenizer
@@ -159,8 +159,9 @@ def _stop_if_not_training(metrics: dict, step: int, limit: int, workdir: str) ->
 def run(config, workdir: str) -> dict:
     """Trains as `config` says; returns the last logged metrics."""
     check_job_config(config, "train")
-    os.makedirs(workdir, exist_ok=True)
     mesh = shd.make_mesh(tuple(config.mesh_shape))
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "train"), overwrite=config.get("overwrite", False))
+    os.makedirs(workdir, exist_ok=True)
     preemption = Preemption()
     opened = []   # the run's TrainCheckpoints: on an error, in-flight writes finish and failed ones are removed
     try:
