@@ -3,8 +3,8 @@
 A job that resumes (eval, probe, ImageWikiQA, training) first calls `claim`, which keeps WORKDIR/fingerprint.json:
 every config field that can change a result (flattened to dotted names: checkpoint, dtype, prompt format,
 generation and scoring settings, seed, ...), the SHA-256 of each data file the config names, and each
-checkpoint's identity (the hub commit it resolved to; for a local folder, its config.json's SHA-256 and the
-size of each weight file).  Fields that cannot change a result (batch sizes, meshes, logging, labels, and the
+checkpoint's identity (the hub commit it resolved to; for a local folder, its config.json's SHA-256 and a
+sampled hash of each weight file: `sample_sha256`).  Fields that cannot change a result (batch sizes, meshes, logging, labels, and the
 variants that get their own rows and output files) are left out, per job (`VOLATILE`).
 
 A rerun in the same workdir with the same fingerprint resumes.  A different one is refused in one line naming
@@ -57,7 +57,18 @@ def checkpoint_identity(checkpoint: str, revision: str | None) -> dict:
         return {"commit": commit}
     weights = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     return {"config.json": file_sha256(os.path.join(folder, "config.json")),
-            "weights": {os.path.basename(p): os.path.getsize(p) for p in weights}}
+            "weights": {os.path.basename(p): sample_sha256(p) for p in weights}}
+
+
+def sample_sha256(path: str, block: int = 1 << 20) -> str:
+    """SHA-256 of a file's size, first and last MiB: weights written again (a new export in the same folder)
+    differ there, and hashing gigabytes on every run is avoided."""
+    digest = hashlib.sha256(str(os.path.getsize(path)).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(block))
+        f.seek(max(os.path.getsize(path) - block, 0))
+        digest.update(f.read(block))
+    return digest.hexdigest()
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
