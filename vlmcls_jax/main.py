@@ -66,7 +66,8 @@ def help_text() -> str:
         return doc.split("\n\n")[0].replace("\n", " ")[:110]
 
     configs = config_files()
-    where = os.path.relpath(os.path.dirname(configs[0])) if configs else "configs"
+    where = os.path.dirname(configs[0]) if configs else "configs"
+    where = os.path.relpath(where) if not os.path.relpath(where).startswith("..") else where
     lines = [__doc__.strip(), "", "Jobs (the config's `job` field):"]
     lines += [f"  {name:12s} {text}" for name, (_, text) in JOBS.items()]
     lines += ["", f"Configs ({where}/; `--config FILE:ARG` passes ARG to the file's get_config):"]
