@@ -99,8 +99,8 @@ def test_earlier_rows_are_kept_only_from_the_same_examples_and_checkpoint(tmp_pa
     now = {"dataset": "flowers", "examples": 5, "skipped_images": 0, "checkpoints": {"model": vlm},
            "rows": {"VLM open world": {"substring_accuracy": 0.3}}}
     merged = job.merge_earlier(now, str(tmp_path))
-    assert merged["rows"] == {"CLIP (study)": {"top1": 0.5, "model": "a"}, "VLM closed world": {"substring_accuracy": 0.4},
-                              "VLM open world": {"substring_accuracy": 0.3}}
+    assert merged["rows"] == {"CLIP (study)": {"top1": 0.5, "model": "a"},
+                              "VLM closed world": {"substring_accuracy": 0.4}, "VLM open world": {"substring_accuracy": 0.3}}
     assert merged["checkpoints"] == {"clip": clip, "model": vlm}
     other_vlm = dict(now, checkpoints={"model": dict(vlm, checkpoint="llava-b")})
     assert set(job.merge_earlier(other_vlm, str(tmp_path))["rows"]) == {"CLIP (study)", "VLM open world"}

@@ -4,8 +4,8 @@ A job that resumes (eval, probe, ImageWikiQA, training) first calls `claim`, whi
 every config field that can change a result (flattened to dotted names: checkpoint, dtype, prompt format,
 generation and scoring settings, seed, ...), the SHA-256 of each data file the config names, and each
 checkpoint's identity (the hub commit it resolved to; for a local folder, its config.json's SHA-256 and a
-sampled hash of each weight file: `sample_sha256`).  Fields that cannot change a result (batch sizes, meshes, logging, labels, and the
-variants that get their own rows and output files) are left out, per job (`VOLATILE`).
+sampled hash of each weight file: `sample_sha256`).  Fields that cannot change a result (batch sizes, meshes,
+logging, labels, and the variants that get their own rows and output files) are left out, per job (`VOLATILE`).
 
 A rerun in the same workdir with the same fingerprint resumes.  A different one is refused in one line naming
 what changed, or, with `--config.overwrite=True`, starts fresh in WORKDIR/fresh-N (or resumes the fresh-N whose

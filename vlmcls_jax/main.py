@@ -34,7 +34,8 @@ JOBS = {
     "eval": ("vlmcls_jax.eval.job", "the classification experiments on one dataset: CLIP zero-shot, VLM open and "
              "closed world, probabilistic inference (Tables 1-2, Figure 2)"),
     "probe": ("vlmcls_jax.analysis.probe_job", "linear probes on a VLM's features (Table 3 left, Table 10)"),
-    "train": ("vlmcls_jax.train.trainer", "fine-tuning: projector, LoRA, mixtures; checkpoints and resume (Tables 3-5)"),
+    "train": ("vlmcls_jax.train.trainer",
+              "fine-tuning: projector, LoRA, mixtures; checkpoints and resume (Tables 3-5)"),
     "imagewikiqa": ("vlmcls_jax.eval.imagewikiqa_job", "ImageWikiQA question answering (Table 5)"),
     "toyworld": ("vlmcls_jax.toyworld.pipeline", "the whole study in miniature, offline, on a CPU"),
     "demo": ("vlmcls_jax.demo", "a random tiny LLaVA through the converters and both inference modes"),
@@ -73,7 +74,8 @@ def help_text() -> str:
     lines += ["", f"Configs ({where}/; `--config FILE:ARG` passes ARG to the file's get_config):"]
     lines += [f"  {os.path.basename(p):24s} {first_line(p)}" for p in configs]
     lines += ["", "Overrides: any config field, by its dotted name, after --config:",
-              "  --config.model.checkpoint=DIR  --config.generation.max_new_tokens=8  --config.label_set_sizes='(100, 20)'",
+              "  --config.model.checkpoint=DIR  --config.generation.max_new_tokens=8",
+              "  --config.label_set_sizes='(100, 20)'  (a tuple, quoted for the shell)",
               "  A misspelt or mistyped field is refused before anything runs (fields: vlmcls_jax/defaults.py).",
               "", "Flags:",
               "  --config FILE[:ARG]      the config (required)",
