@@ -5,6 +5,8 @@ import random
 
 import numpy as np
 
+import pytest
+
 from configs import table3_probe, table5_imagewikiqa
 from vlmcls_jax import demo
 from vlmcls_jax.analysis import probe_job
@@ -53,6 +55,12 @@ def test_probe_job(tmp_path, monkeypatch):
     table = (tmp_path / "run" / "table.md").read_text()   # rows: the study's best-on-test, the validation-chosen
     assert "| llava | llm:-1/last |" in table and "| llava | vision/mean, epoch chosen on validation |" in table
     assert len(list((tmp_path / "run" / "features" / "train" / "part0-of-1").glob("chunk*.npz"))) == 1
+    # Features extracted by another checkpoint's (or setting's) run are never resumed: refused, naming it.
+    c.model.checkpoint = str(train_fixtures.tiny_checkpoint(tmp_path / "other", image_size=14))
+    c.wording = "identify"
+    with pytest.raises(ValueError, match=r"holds outputs of another setting \(model.checkpoint "
+                                         r".*/llava\" -> .*/other\".*; wording \"default\" -> \"identify\""):
+        jobs()["probe"](c, str(tmp_path / "run"))
 
 
 def test_clip_linear_probe_job(tmp_path):
@@ -107,3 +115,6 @@ def test_imagewikiqa_job_and_gain_over_a_baseline(tmp_path):
     again = jobs()["imagewikiqa"](c, str(tmp_path / "again"))
     assert again["gain_over_baseline"]["points"] == 0.0 and again["gain_over_baseline"]["study_points"] == 11.8
     assert "(the study reports +11.8)" in (tmp_path / "again" / "table.md").read_text()
+    c.generation.max_new_tokens = 4    # the answers in base/outputs.jsonl were cut at 3 tokens
+    with pytest.raises(ValueError, match=r"another setting \(generation.max_new_tokens 3 -> 4; all in "):
+        jobs()["imagewikiqa"](c, str(tmp_path / "base"))

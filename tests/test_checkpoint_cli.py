@@ -71,3 +71,36 @@ def test_cli_round_trip_is_byte_identical(tmp_path):
     assert r.returncode == 0, r.stderr
     assert filecmp.cmp(hf_dir / "model.safetensors", back / "model.safetensors", shallow=False)
     assert load_hf(str(back)).config == TINY
+
+
+def test_converted_checkpoints_carry_tokenizer_processor_and_generation_config(tmp_path):
+    """hf-to-orbax keeps the source's tokenizer, image processor and generation config beside the orbax
+    checkpoint; orbax-to-hf carries them on, so the export loads in the eval job's loader like the source.
+    The orbax folder itself and a folder without a tokenizer are refused with one line saying what to do."""
+    import train_fixtures
+    from transformers import AutoTokenizer
+
+    from vlmcls_jax.convert.__main__ import main as convert
+    from vlmcls_jax.eval.loading import load_for_eval
+
+    source = train_fixtures.tiny_checkpoint(tmp_path / "hf")
+    assert convert(["hf-to-orbax", str(source), str(tmp_path / "orbax")]) == 0
+    assert convert(["orbax-to-hf", str(tmp_path / "orbax"), str(tmp_path / "back")]) == 0
+    for name in ("tokenizer_config.json", "preprocessor_config.json"):
+        assert (tmp_path / "orbax" / name).read_bytes() == (source / name).read_bytes()
+        assert (tmp_path / "back" / name).read_bytes() == (source / name).read_bytes()
+    generation = json.loads((tmp_path / "back" / "generation_config.json").read_text())
+    text_config = json.loads((source / "config.json").read_text())["text_config"]
+    assert [generation[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")] == \
+        [text_config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")]
+    loaded = load_for_eval(str(tmp_path / "back"))
+    text = "USER: <image>\nWhat is it?"
+    assert loaded.tokenizer(text)["input_ids"] == AutoTokenizer.from_pretrained(source)(text)["input_ids"]
+    assert loaded.preprocess == load_for_eval(str(source)).preprocess
+
+    with pytest.raises(ValueError, match=r"is a vlmcls_jax orbax checkpoint.*orbax-to-hf"):
+        load_for_eval(str(tmp_path / "orbax"))
+    save_hf(LlavaForConditionalGeneration(TINY, rngs=nnx.Rngs(1)), str(tmp_path / "bare"))
+    with pytest.raises(ValueError, match=r"has no tokenizer"):
+        load_for_eval(str(tmp_path / "bare"))
+    assert convert(["orbax-to-hf", str(source), str(tmp_path / "x")]) == 2     # not an orbax checkpoint

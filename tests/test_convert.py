@@ -124,7 +124,13 @@ def test_save_hf_round_trip_through_transformers(tmp_path, kind):
     ref = KINDS[kind](tmp_path / "src")
     ours = load_hf(str(tmp_path / "src"))
     save_hf(ours, str(tmp_path / "out"))
-    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
+    generates = kind != "clip"      # a generation config as transformers' own save_pretrained writes one
+    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", *(["generation_config.json"] if generates else []),
+                                                    "model.safetensors"]
+    if generates:
+        written = json.loads((tmp_path / "out" / "generation_config.json").read_text())
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            assert written.get(key) == getattr(ref.generation_config, key), key
     again, info = type(ref).from_pretrained(str(tmp_path / "out"), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     assert again.config.architectures == [type(ref).__name__]

@@ -99,6 +99,9 @@ def test_main_command_line(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "generation accuracy (substring match):" in result.stdout and "/2" in result.stdout, result.stdout
     assert "class-scoring accuracy:" in result.stdout, result.stdout
+    # Quiet by default: the key facts, the demo's own lines and where its outputs went; no library logs.
+    assert len(result.stdout.splitlines()) <= 12 and not result.stderr.strip(), result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].startswith(f"demo job done in ") and str(workdir) in result.stdout
     records = [json.loads(line) for line in (workdir / "demo_results.jsonl").read_text().splitlines()]
     assert len(records) == 2
     assert all(math.isfinite(v) for r in records for v in r["class_log_likelihoods"].values())

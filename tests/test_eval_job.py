@@ -2,13 +2,15 @@
 
 import json
 
+import pytest
+
 from vlmcls_jax import demo
 from vlmcls_jax.eval import job, tables
 
 import train_fixtures
 
 
-def test_eval_job_writes_tables_and_resumes(tmp_path):
+def test_eval_job_writes_tables_and_resumes(tmp_path, capsys):
     llava = train_fixtures.tiny_checkpoint(tmp_path / "llava")
     clip = train_fixtures.tiny_clip_checkpoint(tmp_path / "clip")
     manifest = train_fixtures.shapes_dataset(tmp_path / "data", 5)
@@ -50,6 +52,31 @@ def test_eval_job_writes_tables_and_resumes(tmp_path):
     # A second run resumes every per-example file and reproduces the numbers.
     assert job.run(c, str(workdir))["rows"] == rows
     assert len((workdir / "outputs" / "open.jsonl").read_text().splitlines()) == 5
+    # A rerun of one experiment keeps the other rows (merged, not dropped), and ends with a summary.
+    c.experiments = ("open",)
+    assert job.run(c, str(workdir))["rows"] == rows
+    assert json.loads((workdir / "results.json").read_text())["rows"] == rows
+    assert len((workdir / "table.md").read_text().splitlines()) == 2 + len(rows) + 2
+    out = capsys.readouterr().out.splitlines()
+    assert out[-len(rows) - 3] == "flowers: 5 examples"
+    assert out[-2].startswith("wrote ") and out[-2].endswith("/label_set_size.png")
+    assert out[-1] == f"wrote per-example outputs to {workdir / 'outputs'}/"
+    # Another checkpoint or generation length in this workdir: refused before anything loads, naming the change;
+    # with overwrite, a fresh subfolder of its own.
+    c.generation.max_new_tokens = 4
+    with pytest.raises(ValueError, match=r"holds outputs of another setting \(generation.max_new_tokens 3 -> 4;"):
+        job.run(c, str(workdir))
+    c.model.checkpoint = str(clip)
+    with pytest.raises(ValueError, match=r"model.checkpoint .*/llava\" -> .*/clip\"; model.checkpoint identity"):
+        job.run(c, str(workdir))
+    c.model.checkpoint, c.overwrite = str(llava), True
+    fresh = job.run(c, str(workdir))
+    assert len((workdir / "fresh-1" / "outputs" / "open.jsonl").read_text().splitlines()) == 5
+    assert set(fresh["rows"]) == {"VLM open world"}            # the earlier rows belong to the other setting
+    assert json.loads((workdir / "fingerprint.json").read_text())["generation.max_new_tokens"] == 3
+    assert json.loads((workdir / "fresh-1" / "fingerprint.json").read_text())["generation.max_new_tokens"] == 4
+    open_line = [line for line in out[-len(rows) - 3:] if line.startswith("  VLM open world ")]
+    assert open_line[0].endswith(f"  {100 * rows['VLM open world']['substring_accuracy']:5.1f}%  (llava)")
 
 
 def test_prompt_variants_get_their_own_rows_and_files(tmp_path):
@@ -70,6 +97,7 @@ def test_prompt_variants_get_their_own_rows_and_files(tmp_path):
         rows.update(job.run(c, str(workdir))["rows"])
     assert set(rows) == {"VLM open world, wording identify", "VLM closed world, dataset order",
                          "VLM closed world, chain of thought"}
+    assert json.loads((workdir / "results.json").read_text())["rows"] == rows   # each run added its row
     assert {m["model"] for m in rows.values()} == {"tiny-llava"}
     files = sorted(p.name for p in (workdir / "outputs").glob("*.jsonl"))
     assert files == ["closed_all_chain_of_thought.jsonl", "closed_all_dataset_order.jsonl",
@@ -78,3 +106,21 @@ def test_prompt_variants_get_their_own_rows_and_files(tmp_path):
     assert cot["prompt"].endswith("ASSISTANT: Let's think step by step.")
     ordered = json.loads((workdir / "outputs" / files[1]).read_text().splitlines()[0])
     assert 'Choose one from "' + ", ".join(dict.fromkeys(demo.class_names())) + '".' in ordered["prompt"]
+
+
+def test_earlier_rows_are_kept_only_from_the_same_examples_and_checkpoint(tmp_path):
+    clip, vlm = {"checkpoint": "clip-a"}, {"checkpoint": "llava-a", "prompt_format": "llava"}
+    earlier = {"dataset": "flowers", "examples": 5, "skipped_images": 0, "checkpoints": {"clip": clip, "model": vlm},
+               "rows": {"CLIP (study)": {"top1": 0.5, "model": "a"}, "VLM open world": {"substring_accuracy": 0.2},
+                        "VLM closed world": {"substring_accuracy": 0.4}}}
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    now = {"dataset": "flowers", "examples": 5, "skipped_images": 0, "checkpoints": {"model": vlm},
+           "rows": {"VLM open world": {"substring_accuracy": 0.3}}}
+    merged = job.merge_earlier(now, str(tmp_path))
+    assert merged["rows"] == {"CLIP (study)": {"top1": 0.5, "model": "a"},
+                              "VLM closed world": {"substring_accuracy": 0.4}, "VLM open world": {"substring_accuracy": 0.3}}
+    assert merged["checkpoints"] == {"clip": clip, "model": vlm}
+    other_vlm = dict(now, checkpoints={"model": dict(vlm, checkpoint="llava-b")})
+    assert set(job.merge_earlier(other_vlm, str(tmp_path))["rows"]) == {"CLIP (study)", "VLM open world"}
+    other_examples = dict(now, examples=4)
+    assert job.merge_earlier(other_examples, str(tmp_path)) == other_examples

@@ -81,6 +81,22 @@ def test_checkpoint_from_one_mesh_resumes_on_another(world, uninterrupted, tmp_p
     np.testing.assert_allclose([resumed[s] for s in (2, 4, 6, 8)], [full[s] for s in (2, 4, 6, 8)], rtol=1e-5)
 
 
+def test_a_workdir_of_another_setting_is_refused_or_left_for_a_fresh_subfolder(world, uninterrupted, tmp_path):
+    """Another checkpoint in a finished run's workdir: refused in one line before anything loads (no
+    "resumed from step 8", provenance.json untouched); with overwrite, a fresh subfolder."""
+    other = train_fixtures.tiny_checkpoint(tmp_path / "other")
+    before = (uninterrupted / "provenance.json").read_text()
+    with pytest.raises(ValueError, match=r"holds outputs of another setting \(lora.rank 4 -> 8; "
+                                         r"model.checkpoint .*/ckpt\" -> .*/other\""):
+        trainer.run(config(world, **{"lora.rank": 8, "model.checkpoint": str(other)}), str(uninterrupted))
+    assert (uninterrupted / "provenance.json").read_text() == before
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "fingerprint.json").write_text((uninterrupted / "fingerprint.json").read_text())
+    trainer.run(config(world, seed=1, num_steps=1, log_every=1, checkpoint_every=0, export_hf=False,
+                       overwrite=True), str(tmp_path / "run"))
+    assert sorted(losses(tmp_path / "run" / "fresh-1")) == [1]
+
+
 def test_unknown_trainable_group_is_an_error(world, tmp_path):
     with pytest.raises(ValueError, match="match no parameter"):
         trainer.run(config(world, learning_rates={"^no_such_module/": 1e-3}), str(tmp_path))
@@ -122,6 +138,36 @@ def test_sigterm_writes_a_checkpoint_and_the_rerun_resumes_exactly(world, uninte
     trainer.run(config(world, checkpoint_every=100), str(tmp_path))
     resumed, full = losses(tmp_path), losses(uninterrupted)
     assert [resumed[s] for s in (4, 6, 8)] == [full[s] for s in (4, 6, 8)]
+
+
+def test_ctrl_c_checkpoints_and_stops_like_sigterm(world, tmp_path, capsys):
+    """Ctrl-C (SIGINT) during training: the run finishes its step, writes a checkpoint and stops (no
+    KeyboardInterrupt, no lost steps); the previous SIGINT handler is back afterwards."""
+    write = trainer.MetricsLog.write
+
+    def write_then_interrupt(self, step, *args):
+        write(self, step, *args)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+    handler = signal.getsignal(signal.SIGINT)
+    trainer.MetricsLog.write = write_then_interrupt
+    try:
+        trainer.run(config(world, checkpoint_every=100, export_hf=False), str(tmp_path))
+    finally:
+        trainer.MetricsLog.write = write
+    assert "stopping at step 2: asked to terminate (SIGINT (Ctrl-C))" in capsys.readouterr().out
+    assert max(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == 2
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_metrics_of_steps_after_the_resumed_checkpoint_are_dropped(tmp_path):
+    """A run killed after logging step 4 but before checkpointing it resumes from step 2 and logs 4 again:
+    the log keeps each step once."""
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (2, 4)))
+    trainer.drop_after(str(log), 2)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [2]
+    trainer.drop_after(str(tmp_path / "absent.jsonl"), 2)    # a first run has no log yet
 
 
 def test_records_with_unreadable_images_are_skipped_counted_and_recorded(world, tmp_path):
@@ -178,3 +224,5 @@ def test_sigkill_mid_checkpoint_write_then_resume_on_the_same_trajectory(world, 
     assert complete_steps()[-3:] == [4, 6, 8] and not list((tmp_path / "checkpoints").glob("*tmp*"))
     resumed, full = losses(tmp_path), losses(uninterrupted)
     assert [resumed[s] for s in (2, 4, 6, 8)] == [full[s] for s in (2, 4, 6, 8)]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8]       # steps logged again after a resume appear once

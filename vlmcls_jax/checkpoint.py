@@ -2,6 +2,7 @@
 
     DIR/model_config.json   config_to_dict(model.config)
     DIR/params/             orbax checkpoint of the model's nnx.Param state
+    DIR/tokenizer* ...      the source checkpoint's tokenizer, image processor, generation config (if known)
 
 `load_model` restores straight into the abstract model's shapes and dtypes (optionally with shardings),
 so no random initialisation is ever materialised.
@@ -9,14 +10,17 @@ so no random initialisation is ever materialised.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from vlmcls_jax.convert.companions import copy_companions
 from vlmcls_jax.convert.hf import abstract_model
 from vlmcls_jax.models.config_io import config_from_dict, config_to_dict
 from vlmcls_jax.models.presets import with_dtype
@@ -24,8 +28,11 @@ from vlmcls_jax.models.presets import with_dtype
 CONFIG_FILE = "model_config.json"
 
 
-def save_model(model: nnx.Module, directory: str, *, concurrent_gb: int | None = 1) -> None:
+def save_model(model: nnx.Module, directory: str, *, concurrent_gb: int | None = 1,
+               source: str | None = None) -> None:
     """Writes the model's config and parameters under `directory` (created; must not hold a checkpoint).
+    source: the Hugging Face folder the model came from: its tokenizer, image processor and generation
+    config are copied beside (`convert.companions`), and travel on to an `orbax-to-hf` export.
 
     concurrent_gb: at most this many GB of parameters in flight at once (orbax copies each array to the
     host before writing it; unlimited, that doubles the peak memory of a conversion: 1.95x the model for a
@@ -43,12 +50,15 @@ def save_model(model: nnx.Module, directory: str, *, concurrent_gb: int | None =
     with open(tmp, "w") as f:
         json.dump(config_to_dict(model.config), f, indent=2)
     os.replace(tmp, os.path.join(directory, CONFIG_FILE))
+    if source is not None:
+        copy_companions(source, directory)
 
 
 def load_config(directory: str):
     path = os.path.join(directory, CONFIG_FILE)
     if not os.path.exists(path):
-        raise ValueError(f"{path} not found: not a vlmcls_jax model checkpoint")
+        raise ValueError(f"{path} not found: not a vlmcls_jax orbax checkpoint (made by `python -m "
+                         "vlmcls_jax.convert hf-to-orbax`); a Hugging Face folder is used as it is")
     with open(path) as f:
         return config_from_dict(json.load(f), where=path)
 
@@ -96,6 +106,7 @@ class TrainCheckpoints:
     from the model's source checkpoint."""
 
     def __init__(self, directory: str, *, every: int, keep: int = 3, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
                                                enable_async_checkpointing=async_save)
         import grain
@@ -127,3 +138,17 @@ class TrainCheckpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+    def close_after_failure(self) -> None:
+        """For a run that failed: lets a write in flight finish (a write that fails is logged, the run's
+        own error matters more), closes the manager, and removes the temporary folders of writes that did
+        not complete (`*.orbax-checkpoint-tmp*`), so only complete checkpoints stay behind."""
+        for finish in (self.manager.wait_until_finished, self.manager.close):
+            try:
+                finish()
+            except Exception as e:   # noqa: BLE001
+                from absl import logging
+                logging.warning("closing the checkpoints of a failed run: %s", e)
+        if jax.process_index() == 0:
+            for tmp in glob.glob(os.path.join(self.directory, "*.orbax-checkpoint-tmp*")):
+                shutil.rmtree(tmp, ignore_errors=True)

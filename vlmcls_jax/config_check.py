@@ -51,9 +51,7 @@ def _problems(config: Section, reference: Section, where: str, free_form: set[st
     for key in config.keys():
         name = f"{where}.{key}"
         if key not in reference:
-            near = difflib.get_close_matches(key, list(reference.keys()), n=3)
-            out.append(f"{name} is not a field of this job" + (f" (did you mean {', '.join(near)}?)" if near
-                                                               else f"; known: {sorted(reference.keys())}"))
+            out.append(f"{name} is not a field of this job" + _suggest(key, reference))
             continue
         value, expected = config[key], _declared_type(reference, key)
         if isinstance(reference[key], Section):
@@ -64,6 +62,31 @@ def _problems(config: Section, reference: Section, where: str, free_form: set[st
         elif not _type_ok(value, expected):
             out.append(f"{name} must be {expected.__name__}, got {type(value).__name__} {value!r}")
     return out
+
+
+def _suggest(key: str, section: Section, prefix: str = "") -> str:
+    """" (did you mean PREFIXname?)" with the closest names in `section`, else the names it has."""
+    near = difflib.get_close_matches(key, list(section.keys()), n=3)
+    return (f" (did you mean {', '.join(prefix + n for n in near)}?)" if near
+            else f"; known: {sorted(section.keys())}")
+
+
+def override_problem(config: Section, argument: str) -> str | None:
+    """For a command-line argument `--config.a.b=VALUE`: None when `config` has the field a.b (or the argument
+    is no override), else one line naming the argument and the closest real field.  (ml-collections refuses
+    such an override too, with a chained traceback.)"""
+    if not argument.startswith("--config."):
+        return None
+    dotted = argument[len("--config."):].split("=", 1)[0]
+    section, where = config, "config"
+    for key in dotted.split("."):
+        if not isinstance(section, Section):
+            return f"{argument}: {where} is a value, not a section of fields"
+        if key not in section:
+            return (f"{argument}: {where}.{key} is not a field of this config"
+                    + _suggest(key, section, "--" + where + "."))
+        section, where = section[key], f"{where}.{key}"
+    return None
 
 
 def check_config(config: Section, reference: Section, *, free_form: Sequence[str] = (), job: str = "") -> None:

@@ -19,6 +19,7 @@ from vlmcls_jax.data import study
 def train_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.job = "train"
+    c.overwrite = False    # True: a workdir with another setting's outputs -> WORKDIR/fresh-N (fingerprint.py)
     c.seed = 0
     c.mesh_shape = (-1, 1, 1)                 # (data, fsdp, tensor); one -1 takes the remaining devices
     c.activation_sharding = False             # pin activations by the rules (see sharding.activation_sharding)
@@ -94,6 +95,7 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
         raise ValueError(f"dataset {dataset!r} is not one of {DATASETS}")
     c = ml_collections.ConfigDict()
     c.job = "eval"
+    c.overwrite = False    # True: a workdir with another setting's outputs -> WORKDIR/fresh-N (fingerprint.py)
     c.seed = 1234                          # the study's --seed (main_results/main.py:320)
     c.experiments = ("clip", "open", "closed", "scoring")
     c.label_set_sizes = ()
@@ -148,6 +150,7 @@ def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
         raise ValueError(f"dataset {dataset!r} is not one of {DATASETS}")
     c = ml_collections.ConfigDict()
     c.job = "probe"
+    c.overwrite = False    # True: a workdir with another setting's outputs -> WORKDIR/fresh-N (fingerprint.py)
     c.seed = 0
     c.max_examples = 0                       # > 0: the first N of each split (smoke tests)
     c.mesh_shape = ()                        # e.g. (-1, 1, 1): split extraction batches over this process's devices
@@ -174,6 +177,7 @@ def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
 def imagewikiqa_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.job = "imagewikiqa"
+    c.overwrite = False    # True: a workdir with another setting's outputs -> WORKDIR/fresh-N (fingerprint.py)
     c.seed = 1234                          # the study's random.seed for the parser's fallback
     c.max_examples = 0                     # > 0: the first N questions (smoke tests)
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split batches over this process's devices

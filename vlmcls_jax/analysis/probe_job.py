@@ -24,6 +24,7 @@ import os
 
 import jax
 
+from vlmcls_jax import fingerprint
 from vlmcls_jax.analysis.clip_features import check_clip_features, extract_clip_features
 from vlmcls_jax.analysis.features import FeatureSettings, extract_features, load_features
 from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
@@ -37,6 +38,7 @@ from vlmcls_jax.eval.tables import write_atomic, write_tables
 
 def run(config, workdir: str) -> dict:
     check_job_config(config, "probe")
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "probe"), overwrite=config.get("overwrite", False))
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
     splits = {name: read_manifest(data.manifest, data.image_root, classes, split=split)

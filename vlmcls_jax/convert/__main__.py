@@ -2,17 +2,20 @@
 
     python -m vlmcls_jax.convert hf-to-orbax llava-hf/llava-1.5-7b-hf /ckpt/llava7b [--dtype bfloat16]
     python -m vlmcls_jax.convert orbax-to-hf /ckpt/llava7b /export/llava7b-hf
+
+Both carry the source's tokenizer, image processor and generation config, so the output is usable as it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import jax.numpy as jnp
 
 from vlmcls_jax import checkpoint
-from vlmcls_jax.convert.hf import load_hf, save_hf
+from vlmcls_jax.convert.hf import load_hf, resolve_checkpoint, save_hf
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,13 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     to_hf.add_argument("target")
     args = parser.parse_args(argv)
 
-    if args.command == "hf-to-orbax":
-        model = load_hf(args.source, dtype=jnp.dtype(args.dtype), revision=args.revision)
-        checkpoint.save_model(model, args.target)
-    else:
-        save_hf(checkpoint.load_model(args.source), args.target)
-    print(f"{args.command}: {args.source} -> {args.target}")
+    try:
+        if args.command == "hf-to-orbax":
+            folder = resolve_checkpoint(args.source, args.revision)
+            checkpoint.save_model(load_hf(folder, dtype=jnp.dtype(args.dtype)), args.target, source=folder)
+        else:
+            save_hf(checkpoint.load_model(args.source), args.target, source=args.source)
+    except (ValueError, FileNotFoundError, PermissionError) as e:   # the user's paths: one line, exit status 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    carried = ", ".join(copied(args.target)) or "no tokenizer: the source had none, copy one in"
+    print(f"{args.command}: {args.source} -> {args.target} (with {carried})")
     return 0
+
+
+def copied(target: str) -> list[str]:
+    """The companion files (tokenizer, processor, generation config) the converted checkpoint holds."""
+    from vlmcls_jax.convert.companions import COMPANIONS
+    return [name for name in COMPANIONS if os.path.exists(os.path.join(target, name))]
 
 
 if __name__ == "__main__":

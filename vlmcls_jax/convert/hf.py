@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 from safetensors import safe_open
 
-from vlmcls_jax.convert import hf_config, openclip, safetensors_stream
+from vlmcls_jax.convert import companions, hf_config, openclip, safetensors_stream
 from vlmcls_jax.models.blip2 import Blip2Config, Blip2ForConditionalGeneration
 from vlmcls_jax.models.clip import CLIPConfig, CLIPModel
 from vlmcls_jax.models.eva_clip import EvaCLIPConfig, EvaCLIPModel
@@ -128,6 +128,7 @@ def _key_table(state: nnx.State) -> dict[str, tuple[tuple, nnx.Variable, int | N
 def resolve_checkpoint(path_or_hub_id: str, revision: str | None = None) -> str:
     """A local folder as is; otherwise a hub id, downloaded (config, tokenizer, safetensors only)."""
     if os.path.isdir(path_or_hub_id):
+        companions.check_hf_folder(path_or_hub_id)
         return path_or_hub_id
     if os.path.exists(path_or_hub_id):
         raise ValueError(f"{path_or_hub_id} is a file; pass the checkpoint folder holding config.json")
@@ -257,9 +258,13 @@ def load_hf(path_or_hub_id: str, dtype=jnp.float32, param_dtype=None, *, revisio
 # ---------------------------------------------------------------------------------------------- saving
 
 
-def save_hf(model: nnx.Module, out_dir: str, *, max_shard_bytes: int = 5 * 2**30) -> None:
+def save_hf(model: nnx.Module, out_dir: str, *, source: str | None = None,
+            max_shard_bytes: int = 5 * 2**30) -> None:
     """Writes `config.json` + safetensors (sharded with an index past `max_shard_bytes`) that transformers'
     `from_pretrained` loads with no missing or unexpected keys.  Weights keep their `param_dtype`.
+    source: the folder the model came from (Hugging Face, or our orbax checkpoint); its tokenizer, image
+    processor and generation config are copied (`companions`), so the export loads like its source.  A
+    generation_config.json is written from the model's config when the source has none.
     LoRA adapters (`train.lora`) are merged into their kernels on the way out; the model is not changed.
     Tensors are fetched and written one at a time (`safetensors_stream`), so the host holds one tensor beside
     the model, whatever the shard size.
@@ -268,7 +273,11 @@ def save_hf(model: nnx.Module, out_dir: str, *, max_shard_bytes: int = 5 * 2**30
     writer = jax.process_index() == 0
     if writer:
         os.makedirs(out_dir, exist_ok=True)
-        hf_config.to_hf(model.config).save_pretrained(out_dir)
+        hf_cfg = hf_config.to_hf(model.config)
+        hf_cfg.save_pretrained(out_dir)
+        if source is not None:
+            companions.copy_companions(source, out_dir)
+        companions.write_generation_config(hf_cfg, out_dir)
     lora = {path[:-1]: node.delta() for path, node in nnx.iter_graph(model) if type(node).__name__ == "LoRA"}
     sources = {}   # HF key -> (parameter path, variable, layer of a stacked parameter or None)
     specs = []

@@ -64,7 +64,12 @@ class EncodeRecord(grain.transforms.Map):
         h, w = self.preprocess.crop_size
         pixels = np.zeros((h, w, 3), np.float32)
         if has_image:
-            image = load_image(os.path.join(self.image_root, record["image"]))
+            try:
+                image = load_image(os.path.join(self.image_root, record["image"]))
+            except (ValueError, OSError) as e:   # the record names its source line (`{file}:{line}` ids)
+                raise ValueError(f"record {record.get('id', '?')}: {e}; fix or remove it, or run with "
+                                 "--config.data.on_bad_image=skip to leave out records whose image is "
+                                 "unreadable (they are listed and counted)") from e
             if self.pad_to_square:
                 image = expand_to_square(image, self.preprocess.pad_color)
             pixels = clip_preprocess(image, self.preprocess)

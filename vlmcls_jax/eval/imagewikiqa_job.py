@@ -17,6 +17,7 @@ import os
 
 import jax
 
+from vlmcls_jax import fingerprint
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
 from vlmcls_jax.eval.api_model import api_arguments, api_usage
@@ -40,6 +41,7 @@ def study_gain() -> float:
 
 def run(config, workdir: str) -> dict:
     check_job_config(config, "imagewikiqa")
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "imagewikiqa"), overwrite=config.get("overwrite", False))
     os.makedirs(workdir, exist_ok=True)
     questions, report = read_imagewikiqa(config.data.questions, config.data.image_root,
                                          require_images=config.data.require_images)

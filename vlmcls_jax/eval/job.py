@@ -1,6 +1,7 @@
 """The evaluation job: `job = "eval"` configs run the study's classification experiments on one dataset and
 write WORKDIR/results.json, a Markdown and a CSV table (rows: model / setting, one column per dataset) and,
-with label-set sizes, WORKDIR/label_set_size.png (the study's Figure 2 for this dataset).
+with label-set sizes, WORKDIR/label_set_size.png (the study's Figure 2 for this dataset).  A rerun with
+fewer (or other) experiments adds its rows to the earlier ones (`merge_earlier`).
 
 Experiments (config.experiments):
   clip         CLIP zero-shot with config.clip.templates ("single" or "imagenet80")
@@ -37,6 +38,7 @@ import re
 
 import jax
 
+from vlmcls_jax import fingerprint
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
@@ -59,6 +61,7 @@ def run(config, workdir: str) -> dict:
     unknown = sorted(set(config.experiments) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"config.experiments: unknown {unknown}; known: {list(EXPERIMENTS)}")
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "eval"), overwrite=config.get("overwrite", False))
     os.makedirs(os.path.join(workdir, "outputs"), exist_ok=True)
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
@@ -176,10 +179,13 @@ def run(config, workdir: str) -> dict:
                "rows": rows, "checkpoints": checkpoints}
     if "model" in checkpoints and api_usage(model):   # an API model: tokens and cost
         results["api_usage"] = api_usage(model)
+    results = merge_earlier(results, workdir)   # a rerun with fewer experiments keeps the other rows
     if jax.process_index() == 0:   # every process holds the same summary; one writes it
         write_results(results, workdir, config.paper_numbers)
-        label_set_size_curve({row: headline(m) for row, m in rows.items()},
-                             os.path.join(workdir, "label_set_size.png"), f"{data.name}: accuracy vs label-set size")
+        plotted = label_set_size_curve({row: headline(m) for row, m in results["rows"].items()},
+                                       os.path.join(workdir, "label_set_size.png"),
+                                       f"{data.name}: accuracy vs label-set size")
+        print_summary(results, workdir, plotted)
     return results
 
 
@@ -191,6 +197,59 @@ def slug(text: str) -> str:
 def model_label(model_config) -> str:
     """A model's name in the tables: `label` when set, else the checkpoint's last path component."""
     return model_config.get("label") or os.path.basename(os.path.normpath(model_config.checkpoint))
+
+
+def _row_source(row: str) -> str:
+    """Which entry of results["checkpoints"] produced a row: CLIP's rows "clip", the VLM's "model"."""
+    return "clip" if row.startswith("CLIP") else "model"
+
+
+def merge_earlier(results: dict, workdir: str) -> dict:
+    """`results` with the rows of WORKDIR/results.json that this run did not produce (a rerun with fewer
+    experiments, or other ones, adds to the earlier rows instead of dropping them).  This run's rows replace
+    earlier rows of the same name.  An earlier row is kept only when it was computed on the same examples
+    (dataset, count, skipped images) by the same checkpoint (`checkpoints` entry) as this run would use;
+    otherwise it is left out, and a line says which and why."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return results
+    with open(path) as f:
+        earlier = json.load(f)
+    leftover = {row: m for row, m in earlier.get("rows", {}).items() if row not in results["rows"]}
+    if not leftover:
+        return results
+    same = ("dataset", "examples", "skipped_images")
+    if any(earlier.get(k) != results[k] for k in same):
+        print(f"not keeping {len(leftover)} earlier rows of {path}: computed on other examples "
+              f"({', '.join(f'{k} {earlier.get(k)!r}' for k in same if earlier.get(k) != results[k])})")
+        return results
+    checkpoints, kept, dropped = dict(results["checkpoints"]), {}, []
+    for row, metrics in leftover.items():
+        source = _row_source(row)
+        before = earlier.get("checkpoints", {}).get(source)
+        if source in results["checkpoints"] and results["checkpoints"][source] != before:
+            dropped.append(row)
+            continue
+        if before is not None:
+            checkpoints.setdefault(source, before)
+        kept[row] = metrics
+    if dropped:
+        print(f"not keeping earlier rows {dropped} of {path}: another checkpoint produced them")
+    rows = {row: results["rows"].get(row, kept.get(row)) for row in earlier["rows"]
+            if row in results["rows"] or row in kept}     # the earlier order, then this run's new rows
+    return dict(results, rows={**rows, **results["rows"]}, checkpoints=checkpoints)
+
+
+def print_summary(results: dict, workdir: str, plotted: bool) -> None:
+    """The accuracy of every row, then the files written."""
+    print(f"{results['dataset']}: {results['examples']} examples"
+          + (f" ({results['skipped_images']} unreadable images skipped)" if results["skipped_images"] else ""))
+    width = max(len(row) for row in results["rows"]) if results["rows"] else 0
+    for row, metrics in results["rows"].items():
+        print(f"  {row:{width}s}  {100 * headline(metrics):5.1f}%  ({metrics['model']})")
+    files = ["results.json", "table.md", "table.csv"] + (["label_set_size.png"] if plotted else [])
+    print(f"wrote {', '.join(os.path.join(workdir, name) for name in files)}")
+    print(f"wrote per-example outputs to {os.path.join(workdir, 'outputs')}/")
 
 
 def write_results(results: dict, workdir: str, paper_numbers: bool = True) -> None:

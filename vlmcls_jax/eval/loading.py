@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 
 from vlmcls_jax import sharding as shd
 from vlmcls_jax.convert import load_hf, openclip
+from vlmcls_jax.convert.companions import require_tokenizer
 from vlmcls_jax.convert.hf import checkpoint_provenance, resolve_checkpoint
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, auto_prompt_format
@@ -59,6 +60,7 @@ def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, promp
         model, inputs = load_api(checkpoint, **(api or {}))
         return Loaded(model, None, None, checkpoint, dict(checkpoint=checkpoint, api=model.settings()), inputs)
     source = resolve_checkpoint(checkpoint, revision)
+    require_tokenizer(source)
     model = load_hf(source, scan_layers=scan_layers)
     if mesh is not None:   # data parallel: the model replicated over the mesh's batch axes
         shd.shard_model(model, mesh)

@@ -42,6 +42,14 @@ class GenerationSettings:
     # True pads to a square first, as LLaVA-1.5's own code does (image_aspect_ratio="pad").
     pad_to_square: bool = False
 
+    @property
+    def label(self) -> str:
+        """The progress bar's name: "open-world generation", "closed-world generation, 5 labels", ..."""
+        return ("closed" if self.closed_world else "open") + "-world generation" + \
+            (f", {self.label_set_size} labels" if self.label_set_size else "") + \
+            (f", wording {self.wording}" if self.wording != "default" else "") + \
+            (", chain of thought" if self.chain_of_thought else "")
+
     def __post_init__(self):
         if self.wording not in QUESTION_WORDINGS:
             raise ValueError(f"wording {self.wording!r} is not one of {sorted(QUESTION_WORDINGS)}")
@@ -101,7 +109,7 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     assistant = CHAIN_OF_THOUGHT if s.chain_of_thought else ""
     with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
-                                      desc="generation eval", unit="img") as bar:
+                                      desc=s.label, unit="img") as bar:
         for chunk, real in shards.padded_batches(todo, s.batch_size):
             prompts = [inputs.prompt(question_for(e, class_names, s), assistant) for e in chunk]
             outputs = answer_batch(model, tokenizer, prompts, [e.image for e in chunk], inputs, s, mesh)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 
 import jax
@@ -17,9 +16,10 @@ import jax.numpy as jnp
 from flax import nnx
 from transformers import AutoTokenizer
 
-from vlmcls_jax import checkpoint, sharding as shd
+from vlmcls_jax import checkpoint, fingerprint, sharding as shd
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.convert import hf_config
+from vlmcls_jax.convert.companions import require_tokenizer
 from vlmcls_jax.convert.hf import checkpoint_provenance, load_weights, resolve_checkpoint, safetensors_files, save_hf
 from vlmcls_jax.data.finetune_data import (CAPTION_QUESTION, FINETUNE_QUESTION, caption_records,
                                           classification_records, concat_records, mix_records)
@@ -92,15 +92,21 @@ def training_records(config) -> list[dict]:
 class MetricsLog:
     """Process 0 appends one JSON object per logged step to WORKDIR/metrics.jsonl, writes the same scalars
     as TensorBoard events (WORKDIR/tensorboard, via tensorboardX: no TensorFlow needed) and prints a
-    progress line with throughput, an MFU estimate (when `peak_tflops` per device is given) and ETA."""
+    progress line with throughput, an MFU estimate (when `peak_tflops` per device is given) and ETA.
 
-    def __init__(self, workdir: str, total_steps: int, flops_per_token: float, peak_tflops: float):
+    start: the step a resumed run starts from.  Steps after it were logged by the interrupted run but not
+    checkpointed, so the resumed run computes them again: they are dropped from metrics.jsonl (and purged
+    from TensorBoard), and every step appears once."""
+
+    def __init__(self, workdir: str, total_steps: int, flops_per_token: float, peak_tflops: float,
+                 start: int = 0):
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.total, self.flops_per_token, self.peak_tflops = total_steps, flops_per_token, peak_tflops
         self.writer = None
         if jax.process_index() == 0:
             from tensorboardX import SummaryWriter
-            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            drop_after(self.path, start)
+            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start + 1 if start else None)
 
     def write(self, step: int, metrics: dict, tokens: int, images: int, seconds: float, steps_done: int) -> None:
         record = {"step": step, **{k: float(v) for k, v in metrics.items()},
@@ -127,6 +133,17 @@ class MetricsLog:
             self.writer.close()
 
 
+def drop_after(path: str, step: int) -> None:
+    """Rewrites the metrics log `path` (if any) without its records of steps after `step` (atomically)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    keep = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(keep) < len(lines):
+        write_atomic(path, "".join(line + "\n" for line in keep))
+
+
 def _stop_if_not_training(metrics: dict, step: int, limit: int, workdir: str) -> None:
     """Raises once `limit` steps in a row were skipped by the step guard (train/guard.py)."""
     bad = int(metrics["bad_in_a_row"])
@@ -142,18 +159,26 @@ def _stop_if_not_training(metrics: dict, step: int, limit: int, workdir: str) ->
 def run(config, workdir: str) -> dict:
     """Trains as `config` says; returns the last logged metrics."""
     check_job_config(config, "train")
-    os.makedirs(workdir, exist_ok=True)
     mesh = shd.make_mesh(tuple(config.mesh_shape))
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "train"), overwrite=config.get("overwrite", False))
+    os.makedirs(workdir, exist_ok=True)
     preemption = Preemption()
+    opened = []   # the run's TrainCheckpoints: on an error, in-flight writes finish and failed ones are removed
     try:
         with jax.set_mesh(mesh):
-            return _run(config, workdir, mesh, preemption)
+            return _run(config, workdir, mesh, preemption, opened)
+    except BaseException:
+        for ckpts in opened:
+            ckpts.close_after_failure()
+        raise
     finally:
         preemption.close()
 
 
-def _run(config, workdir, mesh, preemption: Preemption):
+def _run(config, workdir, mesh, preemption: Preemption, opened: list):
     model, source = load_model(config, mesh)
+    if not config.get("tokenizer"):
+        require_tokenizer(source)
     tokenizer = AutoTokenizer.from_pretrained(config.get("tokenizer") or source)
     if config.lora.rank > 0:
         apply_lora(model, rank=config.lora.rank, alpha=config.lora.alpha, dropout=config.lora.dropout,
@@ -203,6 +228,7 @@ def _run(config, workdir, mesh, preemption: Preemption):
     # checkpoint_every = 0: no training checkpoints (short runs that only need the final export).
     ckpts = None if config.checkpoint_every <= 0 else checkpoint.TrainCheckpoints(
         os.path.join(workdir, "checkpoints"), every=config.checkpoint_every, keep=config.keep_checkpoints)
+    opened += [ckpts] if ckpts is not None else []
     start = 0
     if ckpts is not None and ckpts.latest_step() is not None:
         state, start = ckpts.restore(state, iterator)
@@ -220,7 +246,7 @@ def _run(config, workdir, mesh, preemption: Preemption):
     # Training FLOPs per token ~ 6 x parameters (forward 2N, backward 4N; frozen weights still backpropagate
     # activations, so all parameters count): the usual MFU estimate, image-token compute included as tokens.
     num_params = sum(int(x.size) for x in jax.tree.leaves((state.params, frozen)))
-    log = MetricsLog(workdir, total_steps, 6.0 * num_params, config.get("peak_tflops", 0.0))
+    log = MetricsLog(workdir, total_steps, 6.0 * num_params, config.get("peak_tflops", 0.0), start)
     accumulate = config.optim.accumulate_steps
     metrics, tokens, images, t0, done, completed = {}, 0, 0, time.time(), 0, start
     for step in range(start, total_steps):
@@ -249,7 +275,7 @@ def _run(config, workdir, mesh, preemption: Preemption):
             print(f"stopping at step {step + 1} as config.stop_at_step asks (a checkpoint was written)")
             break
         if preempted:
-            print(f"stopping at step {step + 1}: asked to terminate (SIGTERM); "
+            print(f"stopping at step {step + 1}: asked to terminate ({preemption.signal_name or 'SIGTERM'}); "
                   + ("a checkpoint was written, run again to resume" if ckpts is not None
                      else "no checkpoint (checkpoint_every = 0)"), flush=True)
             break
@@ -263,9 +289,8 @@ def _run(config, workdir, mesh, preemption: Preemption):
         iterator.close()
     if config.get("export_hf") and completed == total_steps:   # every process gathers; process 0 writes
         export = os.path.join(workdir, "hf_export")
-        save_hf(nnx.merge(graphdef, state.params, frozen), export)
-        if jax.process_index() == 0:   # the export loads like the source: tokenizer and image processor too
-            tokenizer.save_pretrained(export)
-            if os.path.exists(os.path.join(source, "preprocessor_config.json")):
-                shutil.copy(os.path.join(source, "preprocessor_config.json"), export)
+        # The export loads like the source: its tokenizer, image processor and generation config come along.
+        save_hf(nnx.merge(graphdef, state.params, frozen), export, source=source)
+        if jax.process_index() == 0 and config.get("tokenizer"):
+            tokenizer.save_pretrained(export)   # the tokenizer this run trained with
     return {k: float(v) for k, v in metrics.items()}
