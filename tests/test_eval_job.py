@@ -28,6 +28,9 @@ def test_eval_job_writes_tables_and_resumes(tmp_path):
     csv_rows = (workdir / "table.csv").read_text().splitlines()
     assert csv_rows[0] == "model,setting,flowers" and len(csv_rows) == 1 + len(rows)
     assert json.loads((workdir / "results.json").read_text())["rows"] == rows
+    # The study's scripts load every VLM in bfloat16 (main_results/main.py:63 `torch_dtype=torch.bfloat16`).
+    assert {k: results["checkpoints"]["model"][k] for k in ("dtype", "param_dtype")} == \
+        {"dtype": "bfloat16", "param_dtype": "bfloat16"}
     assert (workdir / "label_set_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A second run resumes every per-example file and reproduces the numbers.
     assert job.run(c, str(workdir))["rows"] == rows

@@ -78,16 +78,22 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.label_set_sizes = ()
     c.max_examples = 0                     # > 0: evaluate only the first N (smoke tests)
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split VLM batches over all devices (batch_size
-                                           # must divide over them); () = one device per process
+                                           # must divide over data x fsdp); (1, 1, 8): parameters split over
+                                           # 8 devices (tensor parallel); () = one device per process
     # The VLM: any family (LLaVA-1.5, LLaVA-NeXT, BLIP-2, InstructBLIP; README "Supported checkpoints").
     # label: the name in tables; revision: a hub branch, tag or commit to pin (results.json records the commit);
     # prompt_format: "auto" (the checkpoint's documented format) or a key of data.prompt_formats.PROMPT_FORMATS;
     # scan_layers: a Llama decoder's layers stacked and run by jax.lax.scan (compiles once per program, not
     # once per layer: benchmarks/compile_time.py); same results, but on CPU a decode step took 1.8x as long
     # (every step slices the stacked weights anew: benchmarks/generation.py --scan-layers), so keep it off
-    # for generation-heavy jobs there
+    # for generation-heavy jobs there; dtype / param_dtype: computation and storage dtypes (bfloat16, as the
+    # study's scripts load every VLM: main_results/main.py `torch_dtype=torch.bfloat16`; results.json records
+    # them).  With mesh_shape, parameters are split over "fsdp" / "tensor" by the training rules
+    # (sharding.LOGICAL_RULES), e.g. (1, 1, 8): tensor parallel over 8 chips; `python -m vlmcls_jax.plan` says
+    # whether a mesh fits
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
-                                             revision=placeholder(str), prompt_format="auto", scan_layers=False))
+                                             revision=placeholder(str), prompt_format="auto", scan_layers=False,
+                                             dtype="bfloat16", param_dtype="bfloat16"))
     # templates: "study" (the study's one template "A photo of a {}"), "single" or "imagenet80" (CLIP's ensemble)
     c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="study",
                                             label="", revision=placeholder(str)))
@@ -121,7 +127,8 @@ def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.max_examples = 0                       # > 0: the first N of each split (smoke tests)
     c.mesh_shape = ()                        # e.g. (-1, 1, 1): split extraction batches over this process's devices
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", revision=placeholder(str),
-                                             prompt_format="auto", scan_layers=False))   # as in eval_config
+                                             prompt_format="auto", scan_layers=False, dtype="bfloat16",
+                                             param_dtype="bfloat16"))   # as in eval_config
     c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
                                             classes=f"data/{dataset}_classes.json", image_root=".",
                                             train_split="train", test_split=TEST_SPLIT.get(dataset, "test")))
@@ -142,7 +149,8 @@ def imagewikiqa_config() -> ml_collections.ConfigDict:
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split batches over this process's devices
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
                                              revision=placeholder(str), prompt_format="auto",
-                                             scan_layers=False))  # as in eval_config
+                                             scan_layers=False, dtype="bfloat16",
+                                             param_dtype="bfloat16"))  # as in eval_config
     c.data = ml_collections.ConfigDict(dict(questions="data/imagewikiqa.jsonl", image_root=".",
                                             require_images=False))   # True: a missing image is an error
     c.generation = ml_collections.ConfigDict(dict(chain_of_thought=True, max_new_tokens=1024, batch_size=8))

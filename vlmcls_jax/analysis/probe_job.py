@@ -16,7 +16,7 @@ from vlmcls_jax.analysis.features import FeatureSettings, extract_features, load
 from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
-from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
+from vlmcls_jax.eval.loading import eval_mesh, load_for_eval, model_dtypes
 from vlmcls_jax.eval.tables import write_atomic
 
 
@@ -31,7 +31,7 @@ def run(config, workdir: str) -> dict:
     mesh = eval_mesh(config.mesh_shape)
     loaded_model = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
                                  config.model.get("prompt_format", "auto"),
-                                 scan_layers=config.model.get("scan_layers", False))
+                                 scan_layers=config.model.get("scan_layers", False), **model_dtypes(config.model))
     model, tokenizer, preprocess = loaded_model.model, loaded_model.tokenizer, loaded_model.inputs
     settings = FeatureSettings(features=tuple(config.features), wording=config.wording,
                                batch_size=config.batch_size, pad_to_square=config.pad_to_square)

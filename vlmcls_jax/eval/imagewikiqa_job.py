@@ -19,7 +19,7 @@ import jax
 
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
-from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
+from vlmcls_jax.eval.loading import eval_mesh, load_for_eval, model_dtypes
 from vlmcls_jax.eval.imagewikiqa_eval import ImageWikiQASettings, evaluate_imagewikiqa
 from vlmcls_jax.eval.tables import load_run, write_atomic
 
@@ -40,7 +40,7 @@ def run(config, workdir: str) -> dict:
     mesh = eval_mesh(config.mesh_shape)
     loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
                            config.model.get("prompt_format", "auto"),
-                           scan_layers=config.model.get("scan_layers", False))
+                           scan_layers=config.model.get("scan_layers", False), **model_dtypes(config.model))
     model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.inputs
     g = config.generation
     settings = ImageWikiQASettings(chain_of_thought=g.chain_of_thought, max_new_tokens=g.max_new_tokens,

@@ -32,7 +32,7 @@ from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
-from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
+from vlmcls_jax.eval.loading import eval_mesh, load_for_eval, model_dtypes
 from vlmcls_jax.eval.plots import label_set_size_curve
 from vlmcls_jax.eval.tables import headline, write_atomic, write_tables
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation
@@ -84,7 +84,7 @@ def run(config, workdir: str) -> dict:
         label = model_label(config.model)
         loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
                                config.model.get("prompt_format", "auto"),
-                               scan_layers=config.model.get("scan_layers", False))
+                               scan_layers=config.model.get("scan_layers", False), **model_dtypes(config.model))
         checkpoints["model"] = dict(loaded.provenance, prompt_format=loaded.inputs.prompt_format)
         model, tokenizer, inputs = loaded.model, loaded.tokenizer, loaded.inputs  # inputs: the family's encoding
         g = config.generation
