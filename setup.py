@@ -36,7 +36,9 @@ setup(
     ],
     extras_require={
         # torch is the reference implementation in tests only; the library never imports it.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "hypothesis>=6.100"],
+        # jax[tpu] brings libtpu, whose compiler tests/test_plan.py runs on the CPU (no TPU needed): the same
+        # range as jax, so pip picks the libtpu built for the jax it installs.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "hypothesis>=6.100", "jax[tpu]>=0.9,<0.12"],
         "tpu": ["jax[tpu]>=0.9,<0.12"],
         "gpu": ["jax[cuda12]>=0.9,<0.12"],
     },
