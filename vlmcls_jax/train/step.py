@@ -101,7 +101,7 @@ def train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, ba
         # copy=True: reseeding mutates RNG variables, which must be fresh ones inside this trace.
         model = nnx.merge(graphdef, params, frozen, copy=True)
         if rng is not None:
-            nnx.reseed(model, dropout=rng)
+            nnx.reseed(model, dropout=rng, policy="match_shape")   # stacked streams (scanned LoRA): one key a layer
             model = nnx.view(model, deterministic=False, raise_if_not_found=False)
         return objective(model, batch)
 
