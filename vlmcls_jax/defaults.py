@@ -22,9 +22,12 @@ def train_config() -> ml_collections.ConfigDict:
     c.activation_sharding = False             # pin activations by the rules (see sharding.activation_sharding)
     # revision: a hub branch, tag or commit to pin (WORKDIR/provenance.json records the commit it resolved to)
     # remat: recompute decoder blocks in the backward pass; scan_layers: stacked decoder layers run by
-    # jax.lax.scan (compile time nearly flat in depth; Llama decoders; not with LoRA)
+    # jax.lax.scan (compile time nearly flat in depth; Llama decoders; LoRA included);
+    # frozen_in_compute_dtype: parameters that do not train are stored in `dtype` (f32 masters, `param_dtype`,
+    # only for what trains; the export then holds the frozen weights in `dtype` too)
     c.model = ml_collections.ConfigDict(dict(checkpoint="", revision=placeholder(str), dtype="bfloat16",
-                                             param_dtype="float32", remat=False, scan_layers=False))
+                                             param_dtype="float32", remat=False, scan_layers=False,
+                                             frozen_in_compute_dtype=True))
     c.tokenizer = ""                          # default: the model checkpoint's tokenizer
     c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=256.0, dropout=0.05, targets=""))
     # Trainable groups: {preset or regex over parameter paths: learning rate}; presets are

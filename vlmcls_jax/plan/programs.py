@@ -119,7 +119,7 @@ def train_programs(config, mesh, seq_len: int | None = None) -> list[Program]:
     groups = trainer.param_groups(config)
     graphdef, params, _ = trainer.split_model(model, groups)
     tx = trainer.optimizer(config, params, groups, total_steps=1000)
-    graphdef, state, frozen = abstract_train_state(model, groups, tx)
+    graphdef, state, frozen = abstract_train_state(model, groups, tx, trainer.frozen_dtype(config))
     step = trainer.step_function(config, graphdef, tx, state, frozen, mesh)
 
     B = config.data.batch_size

@@ -37,11 +37,34 @@ def split_model(model: nnx.Module, groups: Sequence[ParamGroup]):
     return nnx.split(model, trainable_filter(groups), ...)
 
 
-def init_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.GradientTransformation):
+def store_frozen_in(frozen: nnx.State, dtype) -> nnx.State:
+    """The frozen floating-point parameters cast to `dtype` (the compute dtype: they are cast to it in every
+    matmul anyway, so a bfloat16 run computes the same matmuls and holds half the bytes); RNG state and
+    integer variables as they are.  Concrete arrays keep their shardings; abstract ones (ShapeDtypeStructs)
+    keep theirs.  dtype None: `frozen` unchanged."""
+    if dtype is None:
+        return frozen
+    dtype = jnp.dtype(dtype)
+
+    def cast(var):
+        value = var.get_value()
+        if not isinstance(var, nnx.Param) or not jnp.issubdtype(value.dtype, jnp.floating) or value.dtype == dtype:
+            return var
+        if isinstance(value, jax.ShapeDtypeStruct):
+            return var.replace(jax.ShapeDtypeStruct(value.shape, dtype, sharding=value.sharding))
+        return var.replace(value.astype(dtype))
+
+    return jax.tree.map(cast, frozen, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def init_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.GradientTransformation,
+                     frozen_dtype=None):
     """-> (graphdef, TrainState, frozen).  Place the model first (`sharding.shard_model`): the optimizer
     state is created directly in the shardings of the parameters it mirrors (Adam's mu and nu; XLA's
-    propagation alone does not guarantee that), its scalars replicated."""
+    propagation alone does not guarantee that), its scalars replicated.  frozen_dtype: store the frozen
+    parameters in this dtype (`store_frozen_in`; the trainer passes the compute dtype)."""
     graphdef, params, frozen = split_model(model, groups)
+    frozen = store_frozen_in(frozen, frozen_dtype)
     # Commit the parameters to their devices: the step's outputs are committed, and an uncommitted input
     # would make the second call compile again.
     params = jax.tree.map(lambda x: jax.device_put(x, x.sharding), params)
@@ -52,11 +75,13 @@ def init_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.
     return graphdef, TrainState(step=step, params=params, opt_state=opt_state, guard=guard), frozen
 
 
-def abstract_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.GradientTransformation):
+def abstract_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.GradientTransformation,
+                         frozen_dtype=None):
     """What `init_train_state` returns, with `jax.ShapeDtypeStruct`s carrying the same shardings instead of
     arrays: nothing is allocated.  model: abstract, its variables already carrying their shardings
     (`sharding.abstract_placed`).  For lowering and compiling the step ahead of a run (`vlmcls_jax.plan`)."""
     graphdef, params, frozen = split_model(model, groups)
+    frozen = store_frozen_in(frozen, frozen_dtype)
     shardings = state_shardings(tx, params)
     shapes = jax.eval_shape(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
                                                  guard=guard_lib.GuardState.create()), params)

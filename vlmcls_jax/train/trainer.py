@@ -75,6 +75,12 @@ def optimizer(config, trainable, groups, total_steps: int):
                           accumulate_steps=config.optim.accumulate_steps)
 
 
+def frozen_dtype(config):
+    """`config.model.frozen_in_compute_dtype` (default on): frozen parameters stored in `model.dtype`, the f32
+    masters kept only for what trains; None: every parameter in `param_dtype`."""
+    return config.model.dtype if config.model.get("frozen_in_compute_dtype", True) else None
+
+
 BATCH_NDIMS = {"input_ids": 2, "attention_mask": 2, "loss_mask": 2, "pixel_values": 4}
 
 
@@ -229,7 +235,7 @@ def _run(config, workdir, mesh, preemption: Preemption):
                                    worker_count=config.data.worker_count)
 
     tx = optimizer(config, trainable, groups, total_steps)
-    graphdef, state, frozen = init_train_state(model, groups, tx)
+    graphdef, state, frozen = init_train_state(model, groups, tx, frozen_dtype(config))
     del model, trainable
     # checkpoint_every = 0: no training checkpoints (short runs that only need the final export).
     ckpts = None if config.checkpoint_every <= 0 else checkpoint.TrainCheckpoints(
