@@ -91,13 +91,17 @@ def compile_row(program, target: Target) -> Row:
     return row
 
 
-def plan(config, target: Target, mesh_shape=None, seq_len: int | None = None, programs=None) -> list[Row]:
-    """Rows for every program of `config`'s job on `target` (mesh: `mesh_shape`, default the config's)."""
-    from vlmcls_jax import sharding as shd
+def plan(config, target: Target, mesh_shape=None, seq_len: int | None = None, on_row=None) -> list[Row]:
+    """Rows for every program of `config`'s job on `target` (mesh: `mesh_shape`, default the config's);
+    `on_row(row)` is called as each one is compiled."""
     from vlmcls_jax.plan.programs import job_programs
 
-    mesh = job_mesh(config, target, mesh_shape)
-    return [compile_row(p, target) for p in (programs or job_programs(config, mesh, seq_len))]
+    rows = []
+    for program in job_programs(config, job_mesh(config, target, mesh_shape), seq_len):
+        rows.append(compile_row(program, target))
+        if on_row is not None:
+            on_row(rows[-1])
+    return rows
 
 
 def job_mesh(config, target: Target, mesh_shape=None):
@@ -143,24 +147,31 @@ def _fmt_flops(x: float) -> str:
     return f"{x:.2e}" if x else "-"
 
 
-def format_table(config, rows: list[Row], target: Target) -> str:
+def header(config, target: Target) -> str:
     chip = target.chip
-    lines = [f"plan: job {config.get('job', 'train')}, model {config.model.checkpoint}, target {target.name} "
-             f"({target.num_devices} x {chip.name}: {chip.hbm_gib:g} GiB, {chip.peak_tflops:g} TFLOP/s bf16, "
-             f"{chip.hbm_gbps:g} GB/s; compiled for {target.compiled_for}), mesh {dict(job_mesh(config, target).shape)}",
-             "",
-             "| program | compile s | args GiB | temp GiB | out GiB | peak GiB / HBM | fits | XLA FLOPs / chip | "
-             "hand FLOPs / chip | roofline s / call | MFU bound | tokens/s | calls | total h |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        if r.refused:
-            lines.append(f"| {r.program} | {r.compile_s:.0f} | - | - | - | > {chip.hbm_gib:g} | **does not fit** | - | "
-                         f"{_fmt_flops(r.hand_flops)} | - | - | - | {r.calls:g} | - |")
-            continue
-        lines.append(f"| {r.program} | {r.compile_s:.0f} | {r.args_gib:.2f} | {r.temp_gib:.2f} | {r.out_gib:.2f} | "
-                     f"{r.peak_gib:.2f} / {chip.hbm_gib:g} | {'yes' if r.fits else '**no**'} | "
-                     f"{_fmt_flops(r.xla_flops)} | {_fmt_flops(r.hand_flops)} | {r.seconds:.3g} | {r.mfu:.0%} | "
-                     f"{r.tokens_per_s:,.0f} | {r.calls:g} | {r.total_s / 3600:.2f} |")
+    return "\n".join([
+        f"plan: job {config.get('job', 'train')}, model {config.model.checkpoint}, target {target.name} "
+        f"({target.num_devices} x {chip.name}: {chip.hbm_gib:g} GiB, {chip.peak_tflops:g} TFLOP/s bf16, "
+        f"{chip.hbm_gbps:g} GB/s; compiled for {target.compiled_for}), mesh {dict(job_mesh(config, target).shape)}",
+        "",
+        "| program | compile s | args GiB | temp GiB | out GiB | peak GiB / HBM | fits | XLA FLOPs / chip | "
+        "hand FLOPs / chip | roofline s / call | MFU bound | tokens/s | calls | total h |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"])
+
+
+def row_line(r: Row, target: Target) -> str:
+    chip = target.chip
+    if r.refused:
+        return (f"| {r.program} | {r.compile_s:.0f} | - | - | - | > {chip.hbm_gib:g} | **does not fit** | - | "
+                f"{_fmt_flops(r.hand_flops)} | - | - | - | {r.calls:g} | - |")
+    return (f"| {r.program} | {r.compile_s:.0f} | {r.args_gib:.2f} | {r.temp_gib:.2f} | {r.out_gib:.2f} | "
+            f"{r.peak_gib:.2f} / {chip.hbm_gib:g} | {'yes' if r.fits else '**no**'} | "
+            f"{_fmt_flops(r.xla_flops)} | {_fmt_flops(r.hand_flops)} | {r.seconds:.3g} | {r.mfu:.0%} | "
+            f"{r.tokens_per_s:,.0f} | {r.calls:g} | {r.total_s / 3600:.2f} |")
+
+
+def footer(config, rows: list[Row], target: Target) -> str:
+    lines = []
     refused = [r for r in rows if r.refused]
     for r in refused:
         lines.append(f"\n{r.program}: the compiler refused it: {r.refused}")
@@ -174,3 +185,8 @@ def format_table(config, rows: list[Row], target: Target) -> str:
     if tips:
         lines.append("Does not fit. To change: " + "; or ".join(tips))
     return "\n".join(lines)
+
+
+def format_table(config, rows: list[Row], target: Target) -> str:
+    """The whole report: header, one line per program, what to change."""
+    return "\n".join([header(config, target)] + [row_line(r, target) for r in rows] + [footer(config, rows, target)])

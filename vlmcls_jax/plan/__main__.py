@@ -23,16 +23,18 @@ def main(argv):
         raise app.UsageError("give either --topology or --devices (with --hbm_gib)")
     import jax
 
-    from vlmcls_jax.plan import chips, format_table, plan
+    from vlmcls_jax.plan import chips, footer, header, plan, row_line
 
-    if _DEVICES.value:
+    if _DEVICES.value:   # CPU only: no TPU plugin initialised for a budget
+        jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", _DEVICES.value)
         target = chips.budget_target(_DEVICES.value, _HBM.value, _CHIP.value)
     else:
         target = chips.tpu_target(_TOPOLOGY.value)
     config = _CONFIG.value
-    rows = plan(config, target, seq_len=_SEQ.value or None)
-    print(format_table(config, rows, target))
+    print(header(config, target), flush=True)
+    rows = plan(config, target, seq_len=_SEQ.value or None, on_row=lambda r: print(row_line(r, target), flush=True))
+    print(footer(config, rows, target))
 
 
 if __name__ == "__main__":
