@@ -62,7 +62,7 @@ def compile_row(program, target: Target) -> Row:
     n, chip = target.num_devices, target.chip
     start = time.perf_counter()
     try:
-        compiled = program.lower().compile()
+        compiled = program.compiled()
     except Exception as e:   # noqa: BLE001  (the compiler raises XlaRuntimeError; only memory refusals are kept)
         reason = _refusal(e)
         if reason is None:

@@ -11,6 +11,7 @@ lengths) are estimated from the dataset's class names (`PROMPT_TEXT`), rounded u
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from typing import Callable
@@ -48,6 +49,10 @@ class Program:
     decode_flops: float = 0.0      # per decode step
     decode_cache_bytes: float = 0.0  # KV cache bytes a decode step reads (all devices)
     note: str = ""
+    compile: Callable | None = None  # how to compile it, when not `lower().compile()` (a shared, cached compile)
+
+    def compiled(self):
+        return self.compile() if self.compile is not None else self.lower().compile()
 
 
 def base_model_config(checkpoint: str, dtype, param_dtype):
@@ -198,10 +203,12 @@ def scoring_programs(name, cfg, model, mesh, batch: int, length: int, classes: i
     targets = round_up(min(rows * TREE_WIDTH, classes * FED_PER_CLASS / calls), 128)
     W = TREE_WIDTH
 
+    lower_prefill = lambda: _prefill.lower(graphdef, state, ids, ids, imgs, num_slots=length)
+    compile_prefill = functools.cache(lambda: lower_prefill().compile())   # the cache's sharding: the prefill's
+
     def lower_rows():
-        prefill = _prefill.lower(graphdef, state, ids, ids, imgs, num_slots=length)
         cache_spec = jax.tree.map(lambda info, sh: jax.ShapeDtypeStruct(info.shape, info.dtype, sharding=sh),
-                                  prefill.out_info[0], prefill.compile().output_shardings[0])
+                                  lower_prefill().out_info[0], compile_prefill().output_shardings[0])
         rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         spec = lambda shp, dt: jax.ShapeDtypeStruct(shp, jnp.dtype(dt), sharding=rep)
         return _score_rows.lower(graphdef, state, cache_spec, spec((rows, W), jnp.int32), spec((rows, W), jnp.int32),
@@ -210,11 +217,11 @@ def scoring_programs(name, cfg, model, mesh, batch: int, length: int, classes: i
 
     n = math.ceil(images / batch)
     return [Program(f"{name}: prefill (batch {batch} x {length})",
-                    lambda: _prefill.lower(graphdef, state, ids, ids, imgs, num_slots=length),
-                    flops.prefill_flops(shape, batch, length), batch * length, calls=n),
+                    lower_prefill, flops.prefill_flops(shape, batch, length), batch * length, calls=n,
+                    compile=compile_prefill),
             Program(f"{name}: score rows ({rows} x {W} tree tokens, {calls} call(s) per batch)", lower_rows,
                     flops.score_rows_flops(shape, batch, rows, W, length, targets), batch * rows * W,
-                    calls=n * calls, note="compiles the prefill first for the cache's sharding")]
+                    calls=n * calls)]
 
 
 def eval_programs(config, mesh) -> list[Program]:
