@@ -226,6 +226,11 @@ def scoring_programs(name, cfg, model, mesh, batch: int, length: int, classes: i
 
 def eval_programs(config, mesh) -> list[Program]:
     """The eval job's VLM programs for config.experiments (CLIP's are not planned: a 0.4B model)."""
+    from vlmcls_jax.eval.job import EXPERIMENTS
+
+    unknown = sorted(set(config.experiments) - set(EXPERIMENTS))
+    if unknown:
+        raise ValueError(f"config.experiments: unknown {unknown}; known: {list(EXPERIMENTS)}")
     cfg, model = eval_model(config, mesh)
     dataset = config.data.name
     images = DATASET_SIZES.get(dataset, {}).get(config.data.split, 0) or \
