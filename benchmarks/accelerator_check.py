@@ -71,7 +71,7 @@ def timed(fn, repeats: int) -> float:
 
 
 def run(tiny: bool = False, batch: int = 8, new_tokens: int = 32, repeats: int = 3, budget_s: float = 420.0,
-        train_batch: int = 8) -> list[dict]:
+        train_batch: int = 8, chip_name: str = "") -> list[dict]:
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -88,7 +88,8 @@ def run(tiny: bool = False, batch: int = 8, new_tokens: int = 32, repeats: int =
 
     start_all = time.perf_counter()
     device = jax.devices()[0]
-    chip = chip_for(device)
+    from vlmcls_jax.plan.chips import CHIPS
+    chip = CHIPS[chip_name] if chip_name else chip_for(device)
     target = Target(f"1 x {device.device_kind}", chip, [device], device.platform) if chip else None
     mesh = shd.make_mesh((1, 1, 1), devices=[device])
     cfg = model_config(tiny)
@@ -151,13 +152,15 @@ def run(tiny: bool = False, batch: int = 8, new_tokens: int = 32, repeats: int =
         score = lambda: score_candidates(model, ids, mask, candidates, pixels, chunk_size=1024, mesh=mesh)
         progs = programs.scoring_programs("scoring", cfg, model, mesh, batch, T, 1000, 1024, batch)
         total_flops = sum(p.hand_flops * p.calls for p in progs)
-        summed = programs.Program("scoring", progs[0].lower, total_flops, batch)
-        record(f"class scoring ({batch} images x 1000 names)", timed(score, repeats), batch, "images_per_s",
-               summed if target is None else None)
+        seconds = timed(score, repeats)
+        row = {"program": f"class scoring ({batch} images x 1000 names)", "measured_s": seconds,
+               "measured_images_per_s": batch / seconds, "peak_gib": (peak_bytes(device) or 0) / 2 ** 30 or None}
         if target is not None:   # predicted: the prefill and the score-rows calls, each compiled for this device
             predicted = sum(compile_row(p, target).seconds * p.calls for p in progs)
-            rows[-1].update(predicted_s=predicted, predicted_images_per_s=batch / predicted,
-                            measured_mfu=total_flops / rows[-1]["measured_s"] / (chip.peak_tflops * 1e12))
+            row.update(predicted_s=predicted, predicted_images_per_s=batch / predicted,
+                       measured_mfu=total_flops / seconds / (chip.peak_tflops * 1e12))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
 
     if not over_budget():   # projector fine-tuning step, the trainer's own pieces
         del state
@@ -215,9 +218,11 @@ def main():
     parser.add_argument("--new_tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget_s", type=float, default=420.0)
+    parser.add_argument("--chip", default="", help="a key of plan.chips.CHIPS to predict for (default: by the "
+                        "device kind); on the CPU only to exercise the prediction path")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    rows = run(args.tiny, args.batch, args.new_tokens, args.repeats, args.budget_s, args.train_batch)
+    rows = run(args.tiny, args.batch, args.new_tokens, args.repeats, args.budget_s, args.train_batch, args.chip)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=2)
