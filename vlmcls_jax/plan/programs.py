@@ -233,8 +233,9 @@ def eval_programs(config, mesh) -> list[Program]:
         raise ValueError(f"config.experiments: unknown {unknown}; known: {list(EXPERIMENTS)}")
     cfg, model = eval_model(config, mesh)
     dataset = config.data.name
-    images = DATASET_SIZES.get(dataset, {}).get(config.data.split, 0) or \
-        max(DATASET_SIZES.get(dataset, {"test": 0}).values())
+    from vlmcls_jax.defaults import TEST_SPLIT
+    sizes = DATASET_SIZES.get(dataset, {})    # the job's split; "test" is ImageNet's validation set
+    images = sizes.get(config.data.split) or sizes.get(TEST_SPLIT.get(dataset, "test"), 0)
     if config.get("max_examples"):
         images = min(images, config.max_examples)
     g = config.generation
