@@ -59,7 +59,13 @@ def _refusal(error: Exception) -> str | None:
 def compile_row(program, target: Target) -> Row:
     """Compiles one program for the target and reads its memory and cost; a refusal for memory is a row that
     does not fit, any other error propagates."""
+    import jax
+
     n, chip = target.num_devices, target.chip
+    # The persistent compilation cache off while compiling for the target: an executable for abstract TPU
+    # devices cannot be loaded back by this process's client (and the compile time reported is a real one).
+    cached = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
     start = time.perf_counter()
     try:
         compiled = program.compiled()
@@ -69,6 +75,8 @@ def compile_row(program, target: Target) -> Row:
             raise
         return Row(program.name, time.perf_counter() - start, refused=reason, hand_flops=program.hand_flops / n,
                    calls=program.calls, note=program.note)
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cached)
     seconds = time.perf_counter() - start
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis() or {}
