@@ -25,12 +25,14 @@ def test_study_hyperparameters():
     from configs import finetune_caption, finetune_lora, finetune_mixture, finetune_projector
     proj, lora = finetune_projector.get_config("imagenet"), finetune_lora.get_config("flowers")
     # global batches: per-device batch x accumulation x the README's 4 GPUs (training_analysis/llava/*.sh)
-    assert dict(proj.learning_rates) == {"projector": 2e-5} and proj.num_epochs == 1 and proj.data.batch_size == 128
+    assert dict(proj.learning_rates) == {"projector": 2e-5} and proj.num_epochs == 1 and \
+        proj.data.batch_size * proj.optim.accumulate_steps == 128
     assert (lora.lora.rank, lora.lora.alpha) == (128, 256.0) and lora.learning_rates["lora"] == 2e-4
-    assert lora.num_epochs == 50 and lora.optim.warmup_ratio == 0.03 and lora.data.batch_size == 128
+    assert lora.num_epochs == 50 and lora.optim.warmup_ratio == 0.03 and \
+        lora.data.batch_size * lora.optim.accumulate_steps == 128
     caption = finetune_caption.get_config("flowers")
     assert dict(caption.learning_rates) == {"projector": 2e-5} and caption.num_epochs == 50
-    assert caption.data.batch_size == 256 and caption.lora.rank == 0
+    assert caption.data.batch_size * caption.optim.accumulate_steps == 256 and caption.lora.rank == 0
     mix = finetune_mixture.get_config()
     assert dict(mix.learning_rates) == {"projector": 2e-5} and mix.num_epochs == 1 and mix.lora.rank == 0
     assert mix.data.batch_size * mix.optim.accumulate_steps == 64 and mix.data.mix_seed == 1234

@@ -32,6 +32,9 @@ def test_eval_job_writes_tables_and_resumes(tmp_path, capsys):
     csv_rows = (workdir / "table.csv").read_text().splitlines()   # the paper's column: none for label "llava"
     assert csv_rows[0] == "model,setting,flowers,flowers (paper),row" and len(csv_rows) == 1 + shown
     assert json.loads((workdir / "results.json").read_text())["rows"] == rows
+    # The study's scripts load every VLM in bfloat16 (main_results/main.py:63 `torch_dtype=torch.bfloat16`).
+    assert {k: results["checkpoints"]["model"][k] for k in ("dtype", "param_dtype")} == \
+        {"dtype": "bfloat16", "param_dtype": "bfloat16"}
     assert (workdir / "label_set_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # sampling="study" (the default): the closed-world choices are the study's draws over the whole split
     # (eval.candidates.study_plan; tests/test_study_sampling.py checks them against main.py's lines), and

@@ -1,6 +1,7 @@
 """Scanned decoder layers (`scan_layers=True`, models/scan.py) against transformers and against the same
 model unscanned: logits, every layer's hidden states, KV-cache generation, class scoring, gradients (with
-and without remat), conversion both ways with per-layer keys, shardings, and the refusals."""
+and without remat), LoRA on stacked layers, conversion both ways with per-layer keys, shardings, and the
+refusals."""
 
 import dataclasses
 import json
@@ -130,10 +131,48 @@ def test_stacked_parameters_shard_with_a_replicated_layer_axis(llava_dir):
     np.testing.assert_allclose(np.asarray(logits), np.asarray(plain), atol=2e-5)
 
 
+def test_lora_on_scanned_layers_equals_lora_on_unscanned(both, tmp_path):
+    """LoRA on stacked layers (one adapter per layer, stacked): the same logits and gradients as per-layer
+    adapters holding the same values, the same merged kernels, and `save_hf` writes the same merged weights."""
+    from vlmcls_jax.train.lora import merge_lora
+    plain, scanned = nnx.clone(both[0]), nnx.clone(both[1])
+    apply_lora(plain, rank=2, alpha=4.0)
+    assert len(apply_lora(scanned, rank=2, alpha=4.0)) == 7          # q k v o gate up down, each stacked
+    rng = np.random.default_rng(0)
+    for name in ("self_attn/q_proj", "mlp/down_proj", "self_attn/v_proj"):
+        stacked = scanned.language_model.model.layers
+        for part in name.split("/"):
+            stacked = getattr(stacked, part)
+        for leaf in ("lora_a", "lora_b"):
+            values = rng.standard_normal(getattr(stacked.lora, leaf).shape).astype(np.float32)
+            getattr(stacked.lora, leaf)[...] = jnp.asarray(values)
+            for i in range(L):
+                layer = plain.language_model.model.layers[i]
+                for part in name.split("/"):
+                    layer = getattr(layer, part)
+                getattr(layer.lora, leaf)[...] = jnp.asarray(values[i])
+    assert scanned.language_model.model.layers.self_attn.q_proj.lora.lora_a.get_metadata()["logical_axes"] == \
+        ("layers", "embed", None)
+    logits = lambda m: np.asarray(m(IDS, attention_mask=MASK, pixel_values=PIXELS)[0])
+    np.testing.assert_allclose(logits(scanned), logits(plain), atol=2e-5)
+
+    def grad_a(model):   # d loss / d lora_a of q_proj, per layer
+        graphdef, lora, rest = nnx.split(model, nnx.All(nnx.Param, nnx.PathContains("lora")), ...)
+        loss = lambda p: jax.nn.log_softmax(nnx.merge(graphdef, p, rest)(IDS, attention_mask=MASK,
+                                                                           pixel_values=PIXELS)[0]).mean()
+        return jax.grad(loss)(lora)["language_model"]["model"]["layers"]
+    g_scan, g_plain = grad_a(scanned), grad_a(plain)
+    for i in range(L):
+        np.testing.assert_allclose(g_scan["self_attn"]["q_proj"]["lora"]["lora_a"][...][i],
+                                   g_plain[i]["self_attn"]["q_proj"]["lora"]["lora_a"][...], rtol=1e-4, atol=1e-6)
+    save_hf(scanned, tmp_path / "scanned")
+    save_hf(plain, tmp_path / "plain")
+    a, b = load_hf(tmp_path / "scanned"), load_hf(tmp_path / "plain")
+    np.testing.assert_allclose(logits(a), logits(b), atol=2e-5)
+    np.testing.assert_allclose(logits(merge_lora(scanned)), logits(plain), atol=2e-5)
+
+
 def test_refusals_name_the_option_and_the_layer(llava_dir, tmp_path, both):
-    _, scanned = both
-    with pytest.raises(ValueError, match="scanned layers"):
-        apply_lora(scanned, rank=2, alpha=4.0)
     tiny_hf.clip(tmp_path / "clip")
     with pytest.raises(ValueError, match="config.model.scan_layers"):
         load_hf(tmp_path / "clip", scan_layers=True)

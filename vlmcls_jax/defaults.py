@@ -25,9 +25,12 @@ def train_config() -> ml_collections.ConfigDict:
     c.activation_sharding = False             # pin activations by the rules (see sharding.activation_sharding)
     # revision: a hub branch, tag or commit to pin (WORKDIR/provenance.json records the commit it resolved to)
     # remat: recompute decoder blocks in the backward pass; scan_layers: stacked decoder layers run by
-    # jax.lax.scan (compile time nearly flat in depth; Llama decoders; not with LoRA)
+    # jax.lax.scan (compile time nearly flat in depth; Llama decoders; LoRA included);
+    # frozen_in_compute_dtype: parameters that do not train are stored in `dtype` (f32 masters, `param_dtype`,
+    # only for what trains; the export then holds the frozen weights in `dtype` too)
     c.model = ml_collections.ConfigDict(dict(checkpoint="", revision=placeholder(str), dtype="bfloat16",
-                                             param_dtype="float32", remat=False, scan_layers=False))
+                                             param_dtype="float32", remat=False, scan_layers=False,
+                                             frozen_in_compute_dtype=True))
     c.tokenizer = ""                          # default: the model checkpoint's tokenizer
     c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=256.0, dropout=0.05, targets=""))
     # Trainable groups: {preset or regex over parameter paths: learning rate}; presets are
@@ -104,16 +107,22 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.sampling = "study"
     c.max_examples = 0                     # > 0: evaluate only the first N (of the study's order) (smoke tests)
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split VLM batches over all devices (batch_size
-                                           # must divide over them); () = one device per process
+                                           # must divide over data x fsdp); (1, 1, 8): parameters split over
+                                           # 8 devices (tensor parallel); () = one device per process
     # The VLM: any family (LLaVA-1.5, LLaVA-NeXT, BLIP-2, InstructBLIP; README "Supported checkpoints").
     # label: the name in tables; revision: a hub branch, tag or commit to pin (results.json records the commit);
     # prompt_format: "auto" (the checkpoint's documented format) or a key of data.prompt_formats.PROMPT_FORMATS;
     # scan_layers: a Llama decoder's layers stacked and run by jax.lax.scan (compiles once per program, not
     # once per layer: benchmarks/compile_time.py); same results, but on CPU a decode step took 1.8x as long
     # (every step slices the stacked weights anew: benchmarks/generation.py --scan-layers), so keep it off
-    # for generation-heavy jobs there
+    # for generation-heavy jobs there; dtype / param_dtype: computation and storage dtypes (bfloat16, as the
+    # study's scripts load every VLM: main_results/main.py `torch_dtype=torch.bfloat16`; results.json records
+    # them).  With mesh_shape, parameters are split over "fsdp" / "tensor" by the training rules
+    # (sharding.LOGICAL_RULES), e.g. (1, 1, 8): tensor parallel over 8 chips; `python -m vlmcls_jax.plan` says
+    # whether a mesh fits
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
                                              revision=placeholder(str), prompt_format="auto", scan_layers=False,
+                                             dtype="bfloat16", param_dtype="bfloat16",
                                              api=api_config()))   # api: "api:VENDOR/MODEL" checkpoints
     # templates: "study" (the study's one template "A photo of a {}"), "single" or "imagenet80" (CLIP's ensemble)
     c.clip = ml_collections.ConfigDict(dict(checkpoint="openai/clip-vit-large-patch14-336", templates="study",
@@ -156,7 +165,8 @@ def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.mesh_shape = ()                        # e.g. (-1, 1, 1): split extraction batches over this process's devices
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
                                              revision=placeholder(str), prompt_format="auto",
-                                             scan_layers=False))   # as in eval_config
+                                             scan_layers=False, dtype="bfloat16",
+                                             param_dtype="bfloat16"))   # as in eval_config
     c.data = ml_collections.ConfigDict(dict(**study_data(dataset), train_split="train",
                                             test_split=TEST_SPLIT.get(dataset, "test")))
     c.features = ("llm:-1/last", "llm:-1/mean")
@@ -183,7 +193,8 @@ def imagewikiqa_config() -> ml_collections.ConfigDict:
     c.mesh_shape = ()                      # e.g. (-1, 1, 1): split batches over this process's devices
     c.model = ml_collections.ConfigDict(dict(checkpoint="llava-hf/llava-1.5-7b-hf", label="",
                                              revision=placeholder(str), prompt_format="auto",
-                                             scan_layers=False, api=api_config()))  # as in eval_config
+                                             scan_layers=False, dtype="bfloat16", param_dtype="bfloat16",
+                                             api=api_config()))  # as in eval_config
     c.data = ml_collections.ConfigDict(dict(questions=study.imagewikiqa_path(), image_root=".",
                                             require_images=False))   # True: a missing image is an error
     c.generation = ml_collections.ConfigDict(dict(chain_of_thought=True, max_new_tokens=1024, batch_size=8))

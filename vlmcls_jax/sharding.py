@@ -127,6 +127,16 @@ def create_sharded(model_factory: Callable[[], nnx.Module], mesh: Mesh, rules=LO
     return nnx.merge(graphdef, state)
 
 
+def abstract_placed(abstract: nnx.Module, mesh: Mesh, rules=LOGICAL_RULES) -> nnx.Module:
+    """An abstract model (`nnx.eval_shape`) whose every variable is a `jax.ShapeDtypeStruct` carrying the
+    NamedSharding `create_sharded` / the loaders would give it: what a program is lowered on to compile it
+    ahead of a run (`vlmcls_jax.plan`), with no memory allocated."""
+    graphdef, state = nnx.split(abstract)
+    placed = jax.tree.map(lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s.get_value())),
+                          state, parameter_shardings(state, mesh, rules), is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return nnx.merge(graphdef, placed)
+
+
 def shard_model(model: nnx.Module, mesh: Mesh, rules=LOGICAL_RULES) -> nnx.Module:
     """Moves every variable of `model` (in place) to its sharding under the rules; returns the model.
     For parameters added after creation (LoRA adapters, heads); already-placed arrays stay put."""

@@ -31,7 +31,7 @@ from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
 from vlmcls_jax.eval.candidates import study_order
-from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
+from vlmcls_jax.eval.loading import eval_mesh, load_for_eval, model_dtypes
 from vlmcls_jax.eval.job import model_label
 from vlmcls_jax.eval.tables import write_atomic, write_tables
 
@@ -56,7 +56,7 @@ def run(config, workdir: str) -> dict:
     mesh = eval_mesh(config.mesh_shape)
     loaded_model = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
                                  config.model.get("prompt_format", "auto"),
-                                 scan_layers=config.model.get("scan_layers", False))
+                                 scan_layers=config.model.get("scan_layers", False), **model_dtypes(config.model))
     model, tokenizer, preprocess = loaded_model.model, loaded_model.tokenizer, loaded_model.inputs
     if preprocess is None:      # a two-tower CLIP: its image embeddings
         features = check_clip_features(tuple(config.features))

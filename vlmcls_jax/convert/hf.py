@@ -295,8 +295,9 @@ def save_hf(model: nnx.Module, out_dir: str, *, source: str | None = None,
     def host_array(key: str) -> np.ndarray:
         path, var, layer = sources[key]
         value = var[...] if layer is None else var[...][layer]
-        if path[-1] == "kernel" and path[:-1] in lora:
-            value = (value.astype(jnp.float32) + lora[path[:-1]]).astype(value.dtype)
+        if path[-1] == "kernel" and path[:-1] in lora:   # (a stacked adapter's delta is [L, in, out])
+            delta = lora[path[:-1]] if layer is None else lora[path[:-1]][layer]
+            value = (value.astype(jnp.float32) + delta).astype(value.dtype)
         return np.asarray(_to_torch(_to_host(value), str(path[-1])))
 
     shards = safetensors_stream.plan_shards(specs, max_shard_bytes)

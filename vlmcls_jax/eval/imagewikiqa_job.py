@@ -21,7 +21,7 @@ from vlmcls_jax import fingerprint
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
 from vlmcls_jax.eval.api_model import api_arguments, api_usage
-from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
+from vlmcls_jax.eval.loading import eval_mesh, load_for_eval, model_dtypes
 from vlmcls_jax.eval.imagewikiqa_eval import ImageWikiQASettings, evaluate_imagewikiqa
 from vlmcls_jax.eval.job import model_label
 from vlmcls_jax.eval.tables import load_paper, load_run, write_atomic
@@ -50,7 +50,7 @@ def run(config, workdir: str) -> dict:
     mesh = eval_mesh(config.mesh_shape)
     loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
                            config.model.get("prompt_format", "auto"),
-                           scan_layers=config.model.get("scan_layers", False),
+                           scan_layers=config.model.get("scan_layers", False), **model_dtypes(config.model),
                            api=api_arguments(config.model, workdir))
     model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.inputs
     g = config.generation

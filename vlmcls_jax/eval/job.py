@@ -46,7 +46,7 @@ from vlmcls_jax.eval.api_model import api_arguments, api_usage
 from vlmcls_jax.eval.candidates import SAMPLERS, study_order, study_plan
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
-from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
+from vlmcls_jax.eval.loading import eval_mesh, load_for_eval, model_dtypes
 from vlmcls_jax.eval.plots import label_set_size_curve
 from vlmcls_jax.eval.synonyms import load_synonyms, row_name, synonym_accuracy
 from vlmcls_jax.eval.tables import headline, write_atomic, write_tables
@@ -117,7 +117,7 @@ def run(config, workdir: str) -> dict:
         label = model_label(config.model)
         loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
                                config.model.get("prompt_format", "auto"),
-                               scan_layers=config.model.get("scan_layers", False),
+                               scan_layers=config.model.get("scan_layers", False), **model_dtypes(config.model),
                                api=api_arguments(config.model, workdir))
         checkpoints["model"] = dict(loaded.provenance, prompt_format=loaded.inputs.prompt_format)
         model, tokenizer, inputs = loaded.model, loaded.tokenizer, loaded.inputs  # inputs: the family's encoding

@@ -1,5 +1,5 @@
-"""Loading a checkpoint for an evaluation job: the model (on this process's devices when a mesh is asked
-for), its tokenizer, its image preprocessing and, for a VLM, how its family takes prompts and images
+"""Loading a checkpoint for an evaluation job: the model (in `dtype` / `param_dtype`, each parameter placed
+directly in its sharding over this process's devices when a mesh is asked for), its tokenizer, its image preprocessing and, for a VLM, how its family takes prompts and images
 (`vlm_inputs.VLMInputs`), from a hub id or a local folder."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import os
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 from transformers import AutoTokenizer
 
 from vlmcls_jax import sharding as shd
-from vlmcls_jax.convert import load_hf, openclip
+from vlmcls_jax.convert import hf_config, openclip
 from vlmcls_jax.convert.companions import require_tokenizer
-from vlmcls_jax.convert.hf import checkpoint_provenance, resolve_checkpoint
+from vlmcls_jax.convert.hf import checkpoint_provenance, load_weights, resolve_checkpoint, safetensors_files
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, auto_prompt_format
 from vlmcls_jax.models.clip import CLIPModel
@@ -46,13 +47,26 @@ class Loaded:
     inputs: VLMInputs | None = None   # a VLM's prompt format and input encoding (None for CLIP)
 
 
+def eval_model_config(source: str, dtype="float32", param_dtype=None, scan_layers: bool = False):
+    """The model config an evaluation job builds from a checkpoint folder's config.json (the abstract half of
+    `load_for_eval`, which `vlmcls_jax.plan` also uses).  dtype: computation; param_dtype: storage (None: dtype)."""
+    cfg = hf_config.load_config(source, jnp.dtype(dtype), jnp.dtype(param_dtype or dtype))
+    return hf_config.with_decoder_options(cfg, scan_layers=scan_layers)
+
+
 def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, prompt_format: str = "auto",
-                  scan_layers: bool = False, api: dict | None = None) -> Loaded:
+                  scan_layers: bool = False, dtype="float32", param_dtype=None,
+                  api: dict | None = None) -> Loaded:
     """A VLM (LLaVA-1.5, LLaVA-NeXT, BLIP-2, InstructBLIP) or CLIP (or open_clip EVA01-CLIP) checkpoint with its
-    tokenizer and preprocessing; replicated over `mesh` when given.
+    tokenizer and preprocessing.  With `mesh`, every parameter is read straight into its sharding under the
+    training rules (`sharding.LOGICAL_RULES`: split over "fsdp" and "tensor" where the mesh has them, replicated
+    over "data"), so no device ever holds more than its share: a 13B model in bfloat16 (26 GB) fits 8 chips of
+    16 GB.
     revision: a hub branch, tag or commit to pin (None: the default branch); ignored for local folders.
     prompt_format: a key of `data.prompt_formats.PROMPT_FORMATS`, or "auto": the one the checkpoint's family
     documents (`vlm_inputs.auto_prompt_format`).  scan_layers: see `convert.load_hf`.
+    dtype / param_dtype: computation and storage dtypes (the jobs' `config.model.dtype`, bfloat16 as the study's
+    scripts load every VLM: `torch_dtype=torch.bfloat16`); the provenance records both.
     An "api:VENDOR/MODEL" checkpoint is a proprietary model behind its vendor's API (`eval.api_model`; `api`:
     `api_model.api_arguments`)."""
     if checkpoint.startswith("api:"):
@@ -61,9 +75,9 @@ def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, promp
         return Loaded(model, None, None, checkpoint, dict(checkpoint=checkpoint, api=model.settings()), inputs)
     source = resolve_checkpoint(checkpoint, revision)
     require_tokenizer(source)
-    model = load_hf(source, scan_layers=scan_layers)
-    if mesh is not None:   # data parallel: the model replicated over the mesh's batch axes
-        shd.shard_model(model, mesh)
+    cfg = eval_model_config(source, dtype, param_dtype, scan_layers)
+    model = load_weights(cfg, safetensors_files(source),
+                         shardings=None if mesh is None else shd.path_shardings(cfg, mesh))
     preprocess = preprocess_for(source, model.config.vision_config.image_size)
     inputs = None
     if not isinstance(model, CLIPModel):    # CLIP and EVA-CLIP (a CLIPModel) take no prompt format
@@ -74,4 +88,10 @@ def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, promp
         inputs = VLMInputs(model, preprocess, prompt_format,
                            AutoTokenizer.from_pretrained(qformer) if os.path.isdir(qformer) else None)
     return Loaded(model, AutoTokenizer.from_pretrained(source), preprocess, source,
-                  checkpoint_provenance(checkpoint, revision, source), inputs)
+                  dict(checkpoint_provenance(checkpoint, revision, source), dtype=jnp.dtype(dtype).name,
+                       param_dtype=jnp.dtype(param_dtype or dtype).name), inputs)
+
+
+def model_dtypes(model_section) -> dict:
+    """`load_for_eval`'s dtype arguments from a job's `config.model` (float32 where a config predates them)."""
+    return {"dtype": model_section.get("dtype") or "float32", "param_dtype": model_section.get("param_dtype") or None}

@@ -5,7 +5,9 @@
 `lora_b` starts at zero, so a freshly adapted model computes exactly what it did before.  The adapter
 lives on the Linear as `.lora` (`.../q_proj/lora/lora_a`), so the base weights keep their paths and the
 converters still find them; `merge_lora` folds the adapters into the kernels (what `save_hf` should be
-given: `save_hf(merge_lora(model), out)`).
+given: `save_hf(merge_lora(model), out)`).  On scanned layers (`models/scan.py`, a kernel stacked [L, in, out])
+the adapter is stacked the same way (one per layer, `stack_layers`: lora_a [L, in, r], its dropout RNG
+stream [L]), so the scan hands each layer its own slice.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vlmcls_jax.models.layers import Linear, matmul
+from vlmcls_jax.models.scan import stack_layers
 
 # The study's LoRA targets every linear layer of the LLM (LLaVA's `find_all_linear_names`); matches a
 # LLaVA's language model and a bare Llama alike, never CLIP's `encoder/layers`.
-# (`layers/(\d+/)?`: scanned layers have no index, so they are found, and refused with a clear message)
+# (`layers/(\d+/)?`: scanned layers have no index)
 LLM_LINEARS = r"(^|/)model/layers/(\d+/)?(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)$"
 
 
@@ -43,7 +46,7 @@ class LoRA(nnx.Module):
         return matmul(h, self.lora_b[...], "...r,ro->...o", self.dtype) * self.scale
 
     def delta(self) -> jax.Array:
-        """The dense update float32[in, out] = scale * A @ B."""
+        """The dense update float32[in, out] = scale * A @ B ([L, in, out] for a stacked adapter)."""
         return self.scale * (self.lora_a[...].astype(jnp.float32) @ self.lora_b[...].astype(jnp.float32))
 
 
@@ -62,12 +65,13 @@ def apply_lora(model: nnx.Module, *, rank: int, alpha: float, dropout: float = 0
     chosen = []
     for path, linear in list(_linears(model)):
         if any(p.search(path) for p in patterns):
-            if linear.kernel.ndim != 2:
-                raise ValueError(f"LoRA on {path}: its kernel is stacked {linear.kernel.shape} (scanned layers); "
-                                 "LoRA needs unscanned layers (config.model.scan_layers = False)")
-            fan_in, fan_out = linear.kernel.shape
-            linear.lora = LoRA(fan_in, fan_out, rank=rank, alpha=alpha, dropout=dropout, dtype=linear.dtype,
-                               param_dtype=linear.kernel[...].dtype, rngs=rngs)
+            *layers, fan_in, fan_out = linear.kernel.shape
+            if len(layers) > 1:
+                raise ValueError(f"LoRA on {path}: kernel of shape {linear.kernel.shape} is neither a matrix nor "
+                                 "a stack of them (scanned layers)")
+            make = lambda: LoRA(fan_in, fan_out, rank=rank, alpha=alpha, dropout=dropout, dtype=linear.dtype,
+                                param_dtype=linear.kernel.dtype, rngs=rngs)
+            linear.lora = stack_layers([make() for _ in range(layers[0])]) if layers else make()
             chosen.append(path)
     if not chosen:
         raise ValueError(f"LoRA targets {[p.pattern for p in patterns]} match no Linear layer")

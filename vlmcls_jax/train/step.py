@@ -37,26 +37,72 @@ def split_model(model: nnx.Module, groups: Sequence[ParamGroup]):
     return nnx.split(model, trainable_filter(groups), ...)
 
 
-def init_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.GradientTransformation):
+def store_frozen_in(frozen: nnx.State, dtype) -> nnx.State:
+    """The frozen floating-point parameters cast to `dtype` (the compute dtype: they are cast to it in every
+    matmul anyway, so a bfloat16 run computes the same matmuls and holds half the bytes); RNG state and
+    integer variables as they are.  Concrete arrays keep their shardings; abstract ones (ShapeDtypeStructs)
+    keep theirs.  dtype None: `frozen` unchanged."""
+    if dtype is None:
+        return frozen
+    dtype = jnp.dtype(dtype)
+
+    def cast(var):
+        value = var.get_value()
+        if not isinstance(var, nnx.Param) or not jnp.issubdtype(value.dtype, jnp.floating) or value.dtype == dtype:
+            return var
+        if isinstance(value, jax.ShapeDtypeStruct):
+            return var.replace(jax.ShapeDtypeStruct(value.shape, dtype, sharding=value.sharding))
+        return var.replace(value.astype(dtype))
+
+    return jax.tree.map(cast, frozen, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def init_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.GradientTransformation,
+                     frozen_dtype=None):
     """-> (graphdef, TrainState, frozen).  Place the model first (`sharding.shard_model`): the optimizer
     state is created directly in the shardings of the parameters it mirrors (Adam's mu and nu; XLA's
-    propagation alone does not guarantee that), its scalars replicated."""
+    propagation alone does not guarantee that), its scalars replicated.  frozen_dtype: store the frozen
+    parameters in this dtype (`store_frozen_in`; the trainer passes the compute dtype)."""
     graphdef, params, frozen = split_model(model, groups)
+    frozen = store_frozen_in(frozen, frozen_dtype)
     # Commit the parameters to their devices: the step's outputs are committed, and an uncommitted input
     # would make the second call compile again.
     params = jax.tree.map(lambda x: jax.device_put(x, x.sharding), params)
+    shardings = state_shardings(tx, params)
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
+    guard = jax.device_put(guard_lib.GuardState.create(), shardings.guard)
+    return graphdef, TrainState(step=step, params=params, opt_state=opt_state, guard=guard), frozen
+
+
+def abstract_train_state(model: nnx.Module, groups: Sequence[ParamGroup], tx: optax.GradientTransformation,
+                         frozen_dtype=None):
+    """What `init_train_state` returns, with `jax.ShapeDtypeStruct`s carrying the same shardings instead of
+    arrays: nothing is allocated.  model: abstract, its variables already carrying their shardings
+    (`sharding.abstract_placed`).  For lowering and compiling the step ahead of a run (`vlmcls_jax.plan`)."""
+    graphdef, params, frozen = split_model(model, groups)
+    frozen = store_frozen_in(frozen, frozen_dtype)
+    shardings = state_shardings(tx, params)
+    shapes = jax.eval_shape(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
+                                                 guard=guard_lib.GuardState.create()), params)
+    state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+    return graphdef, state, frozen
+
+
+def state_shardings(tx: optax.GradientTransformation, params: nnx.State) -> TrainState:
+    """The TrainState's shardings: the parameters' own (placed or abstract with shardings), the optimizer
+    state's by `optimizer_shardings`, the step and guard replicated."""
     some = jax.tree.leaves(params)[0].sharding
     replicated = NamedSharding(some.mesh, PartitionSpec()) if isinstance(some, NamedSharding) else some
-    opt_state = jax.jit(tx.init, out_shardings=optimizer_shardings(tx, params, replicated))(params)
-    step = jax.device_put(jnp.zeros((), jnp.int32), replicated)
-    guard = jax.device_put(guard_lib.GuardState.create(), replicated)
-    return graphdef, TrainState(step=step, params=params, opt_state=opt_state, guard=guard), frozen
+    guard = jax.tree.map(lambda _: replicated, jax.eval_shape(guard_lib.GuardState.create))
+    return TrainState(step=replicated, params=_shardings_of(params),
+                      opt_state=optimizer_shardings(tx, params, replicated), guard=guard)
 
 
 def optimizer_shardings(tx: optax.GradientTransformation, params: nnx.State, default):
     """Shardings for `tx.init(params)`: a state leaf whose key path ends with a parameter's path (and has
     its shape) gets that parameter's sharding; every other leaf (counts, scalars) gets `default`."""
-    by_path = {path: (var[...].shape, var[...].sharding) for path, var in nnx.to_flat_state(params)}
+    by_path = {path: (var.get_value().shape, var.get_value().sharding) for path, var in nnx.to_flat_state(params)}
     longest = max(len(p) for p in by_path)
 
     def pick(keypath, leaf):
@@ -80,7 +126,7 @@ def train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, ba
         # copy=True: reseeding mutates RNG variables, which must be fresh ones inside this trace.
         model = nnx.merge(graphdef, params, frozen, copy=True)
         if rng is not None:
-            nnx.reseed(model, dropout=rng)
+            nnx.reseed(model, dropout=rng, policy="match_shape")   # stacked streams (scanned LoRA): one key a layer
             model = nnx.view(model, deterministic=False, raise_if_not_found=False)
         return objective(model, batch)
 

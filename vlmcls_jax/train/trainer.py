@@ -40,16 +40,56 @@ BATCH_KEYS = ("input_ids", "attention_mask", "loss_mask", "pixel_values")
 def load_model(config, mesh):
     """The model named by `config.model.checkpoint` (HF folder or hub id), loaded into its shardings."""
     source = resolve_checkpoint(config.model.checkpoint, config.model.get("revision"))
-    cfg = hf_config.load_config(source, jnp.dtype(config.model.dtype), jnp.dtype(config.model.param_dtype))
+    cfg = model_config(config, hf_config.load_config(source, jnp.dtype(config.model.dtype),
+                                                     jnp.dtype(config.model.param_dtype)))
+    model = load_weights(cfg, safetensors_files(source), shardings=shd.path_shardings(cfg, mesh))
+    return model, source
+
+
+def model_config(config, cfg):
+    """The checkpoint's model config `cfg` as the train job builds it (refusals, `config.model.remat` and
+    `scan_layers`): shared by `load_model` and `vlmcls_jax.plan`, which starts from a preset instead."""
     if getattr(getattr(cfg, "qformer_config", None), "instruction_input", False):
         raise ValueError(f"{config.model.checkpoint}: InstructBLIP training is not supported yet (its Q-Former "
                          "reads the instruction, which the training batches do not carry); BLIP-2 is")
     if type(cfg).__name__ == "LlavaNextConfig":
         raise ValueError(f"{config.model.checkpoint}: LLaVA-NeXT training is not supported yet (AnyRes batches)")
-    cfg = hf_config.with_decoder_options(cfg, remat=config.model.get("remat", False),
-                                         scan_layers=config.model.get("scan_layers", False))
-    model = load_weights(cfg, safetensors_files(source), shardings=shd.path_shardings(cfg, mesh))
-    return model, source
+    return hf_config.with_decoder_options(cfg, remat=config.model.get("remat", False),
+                                          scan_layers=config.model.get("scan_layers", False))
+
+
+def add_lora(model, config) -> None:
+    """`config.lora` (rank > 0): adapters on the LLM's linear layers, in place."""
+    if config.lora.rank > 0:
+        apply_lora(model, rank=config.lora.rank, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                   seed=config.seed, **({"targets": config.lora.targets} if config.lora.get("targets") else {}))
+
+
+def param_groups(config) -> list[ParamGroup]:
+    return [ParamGroup(name, (name,), float(lr)) for name, lr in config.learning_rates.items()]
+
+
+def optimizer(config, trainable, groups, total_steps: int):
+    return make_optimizer(trainable, groups, total_steps=total_steps, warmup_ratio=config.optim.warmup_ratio,
+                          weight_decay=config.optim.weight_decay, max_grad_norm=config.optim.max_grad_norm,
+                          accumulate_steps=config.optim.accumulate_steps)
+
+
+def frozen_dtype(config):
+    """`config.model.frozen_in_compute_dtype` (default on): frozen parameters stored in `model.dtype`, the f32
+    masters kept only for what trains; None: every parameter in `param_dtype`."""
+    return config.model.dtype if config.model.get("frozen_in_compute_dtype", True) else None
+
+
+BATCH_NDIMS = {"input_ids": 2, "attention_mask": 2, "loss_mask": 2, "pixel_values": 4}
+
+
+def step_function(config, graphdef, tx, state, frozen, mesh):
+    """The jitted train step the job runs (`train.step.jit_train_step` with the config's objective and guard);
+    `vlmcls_jax.plan` lowers the same function on abstract state."""
+    return jit_train_step(graphdef, make_objective(config.objective.to_dict()), tx, state, frozen, mesh,
+                          BATCH_NDIMS, constrain_activations=config.get("activation_sharding", False),
+                          guard=GuardConfig.from_config(config.get("guard")))
 
 
 def training_records(config) -> list[dict]:
@@ -181,11 +221,10 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
         require_tokenizer(source)
     tokenizer = AutoTokenizer.from_pretrained(config.get("tokenizer") or source)
     if config.lora.rank > 0:
-        apply_lora(model, rank=config.lora.rank, alpha=config.lora.alpha, dropout=config.lora.dropout,
-                   seed=config.seed, **({"targets": config.lora.targets} if config.lora.get("targets") else {}))
+        add_lora(model, config)
         shd.shard_model(model, mesh)
 
-    groups = [ParamGroup(name, (name,), float(lr)) for name, lr in config.learning_rates.items()]
+    groups = param_groups(config)
     _, trainable, _ = split_model(model, groups)
     counts = check_groups(trainable, groups)
 
@@ -220,10 +259,8 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
                                    buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
                                    worker_count=config.data.worker_count)
 
-    tx = make_optimizer(trainable, groups, total_steps=total_steps, warmup_ratio=config.optim.warmup_ratio,
-                        weight_decay=config.optim.weight_decay, max_grad_norm=config.optim.max_grad_norm,
-                        accumulate_steps=config.optim.accumulate_steps)
-    graphdef, state, frozen = init_train_state(model, groups, tx)
+    tx = optimizer(config, trainable, groups, total_steps)
+    graphdef, state, frozen = init_train_state(model, groups, tx, frozen_dtype(config))
     del model, trainable
     # checkpoint_every = 0: no training checkpoints (short runs that only need the final export).
     ckpts = None if config.checkpoint_every <= 0 else checkpoint.TrainCheckpoints(
@@ -235,11 +272,8 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
         print(f"resumed from step {start} in {workdir}/checkpoints")
     print(f"training {counts} parameters for {total_steps} steps on mesh {dict(mesh.shape)}")
 
-    objective = make_objective(config.objective.to_dict())
     guard = GuardConfig.from_config(config.get("guard"))
-    step_fn = jit_train_step(graphdef, objective, tx, state, frozen, mesh,
-                             {"input_ids": 2, "attention_mask": 2, "loss_mask": 2, "pixel_values": 4},
-                             constrain_activations=config.get("activation_sharding", False), guard=guard)
+    step_fn = step_function(config, graphdef, tx, state, frozen, mesh)
     schedule = warmup_cosine(max(float(v) for v in config.learning_rates.values()), total_steps,
                              config.optim.warmup_ratio)
     base_rng = jax.random.key(config.seed)

@@ -1,0 +1,72 @@
+"""`vlmcls_jax.plan` compiles a small LLaVA's train step and eval programs for a real TPU target (v5e:2x2)
+through libtpu on this CPU, and its figures hang together."""
+
+import json
+
+import pytest
+
+from vlmcls_jax import defaults
+from vlmcls_jax.plan import chips, format_table, plan
+
+import train_fixtures
+
+
+@pytest.fixture(scope="module")
+def target():
+    try:
+        return chips.tpu_target("v5e:2x2")
+    except ValueError as e:   # libtpu is in the test extra (setup.py); a platform without its wheel skips
+        pytest.skip(f"libtpu cannot load on this machine, so nothing can be compiled for a TPU: {e}")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return str(train_fixtures.tiny_checkpoint(tmp_path_factory.mktemp("plan") / "llava"))
+
+
+def train_config(ckpt, batch):
+    c = defaults.train_config()
+    c.model.checkpoint, c.data.batch_size, c.data.buckets, c.mesh_shape = ckpt, batch, (64,), (1, -1, 1)
+    c.learning_rates = {"projector": 1e-3}
+    return c
+
+
+def test_train_step_compiles_for_tpu_and_the_figures_hang_together(target, ckpt):
+    small, large = (plan(train_config(ckpt, b), target, seq_len=1024)[0] for b in (8, 16))
+    for row in (small, large):
+        assert row.fits and not row.refused and row.args_gib > 0 and row.seconds > 0 and 0 < row.mfu <= 1
+        # Unscanned, so XLA counts every layer: its FLOPs and our hand count agree to within remat-free
+        # bookkeeping (XLA also counts softmax, norms and the optimizer's elementwise work).
+        assert 0.8 < row.xla_flops / row.hand_flops < 2.0, (row.xla_flops, row.hand_flops)
+    assert large.temp_gib > small.temp_gib                       # twice the batch, more activations
+    assert large.args_gib > small.args_gib                       # the batch is an argument too
+    assert large.hand_flops == pytest.approx(2 * small.hand_flops, rel=1e-6)
+    table = format_table(train_config(ckpt, 8), [small], target)
+    assert "| train step (batch 8 x 1024) |" in table and "/ 16 | yes |" in table and "v5e:2x2" in table
+
+
+def test_eval_and_probe_programs_compile_for_tpu(target, ckpt):
+    c = defaults.eval_config("flowers")
+    c.model.checkpoint, c.mesh_shape, c.experiments = ckpt, (1, 1, 4), ("open", "scoring")
+    c.generation.max_new_tokens = 4
+    rows = plan(c, target)
+    assert [r.program.split(":")[1].split("(")[0].strip() for r in rows] == ["generate", "prefill", "score rows"]
+    assert all(r.fits and r.args_gib > 0 and r.calls > 1 for r in rows)
+    assert rows[0].calls == -(-6149 // 8)                         # Flowers102's test images in batches of 8
+    assert "Estimated wall-clock for the whole dataset" in format_table(c, rows, target)
+    p = defaults.probe_config("flowers")
+    p.model.checkpoint, p.mesh_shape = ckpt, (1, 2, 2)
+    (row,) = plan(p, target)
+    assert row.program.startswith("features") and row.fits
+
+
+def test_a_program_too_large_is_reported_as_not_fitting(target, ckpt):
+    """The TPU compiler refuses a program whose temporaries exceed the chip's 16 GiB: a row that does not
+    fit, with the compiler's reason and what to change, not a traceback."""
+    c = train_config(ckpt, 1024)
+    c.mesh_shape = (1, 1, 4)                  # no batch axis: every chip holds the whole batch's activations
+    (row,) = plan(c, target, seq_len=8192)
+    assert not row.fits and "RESOURCE_EXHAUSTED" in row.refused
+    table = format_table(c, [row], target)
+    assert "**does not fit**" in table and "--config.model.remat=True" in table
+    json.dumps(row.__dict__)                  # plain figures, printable and storable
