@@ -47,7 +47,7 @@ def test_default_questions_are_the_data_modules():
     from vlmcls_jax.data.finetune_data import CAPTION_QUESTION, FINETUNE_QUESTION
     data = common.train_config().data
     assert data.question == FINETUNE_QUESTION == "What type of object is in the photo?"
-    assert data.caption_question == CAPTION_QUESTION
+    assert data.caption_question == CAPTION_QUESTION == "Generate a caption for the image."   # the paper's (Table 4)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])

@@ -9,6 +9,9 @@ import pytest
 from vlmcls_jax.data.conversation import TEMPLATES, classification_record, render, tokenize_conversation
 from vlmcls_jax.data.pipeline import pad_batch, read_records
 
+import llava_reference
+from conftest import shared_tokenizer_file
+
 RECORD = {"id": "r1", "image": "a.jpg", "conversations": [
     {"from": "human", "value": "<image>\nWhat type of object is in this photo?"},
     {"from": "gpt", "value": "golden retriever"},
@@ -29,22 +32,59 @@ def test_mask_covers_exactly_the_answers_and_eos(llava_tokenizer, template):
     pieces = llava_tokenizer.convert_ids_to_tokens(ids[mask == 1].tolist())
     assert pieces == ["▁golden", "▁retr", "ie", "ver", "</s>", "▁Yes", ",", "▁it", "▁is", ".", "</s>"]
     # The whole text is tokenised at once: the ids equal tokenising the rendered conversation directly
-    # (BLIP-2's template: the image's ids before BOS, the placeholder gone from the text, as Blip2Processor).
+    # (BLIP-2's template: the image's ids before BOS, the placeholder gone from the text, as Blip2Processor);
+    # LLaVA's templates chunk by chunk around <image>, as LLaVA's tokenizer_image_token (llava_reference).
     text, _ = render(RECORD["conversations"], TEMPLATES[template])
     if TEMPLATES[template].images_first:
         direct = [32000] * 5 + llava_tokenizer(text.replace("<image>\n", ""))["input_ids"]
         assert text.startswith("Question: <image>\nWhat type of object is in this photo? Answer: golden")
+    elif TEMPLATES[template].image_chunks:   # the reference stops at the first turn's </s> (llava_reference)
+        tokenize = llava_reference.sentencepiece_tokenizer(shared_tokenizer_file("llama2.model"))
+        first = text[: text.index("</s>") + len("</s>")]
+        direct = llava_reference.expand_image_index(llava_reference.tokenizer_image_token(first, tokenize), 5)
+        image = direct.index(32000)
+        assert llava_tokenizer.convert_ids_to_tokens(direct[image - 4: image + 7]) == [
+            "▁US", "ER", ":", "▁", "<image>", "<image>", "<image>", "<image>", "<image>", "▁", "<0x0A>"]
+        ids = ids[: len(direct)]
     else:
         direct = llava_tokenizer(text.replace("<image>", "<image>" * 5))["input_ids"]
     assert ids.tolist() == direct
 
 
-def test_llava_v1_text_is_the_vicuna_template(llava_tokenizer):
+def test_llava_v1_text_is_the_studys_vicuna_v1_template(llava_tokenizer):
+    """The study trains with `--version v1` (training_analysis/llava/finetune.sh:7), which LLaVA's train.py
+    (training_analysis/llava/train.py:1020-1021) resolves to conv_templates["v1"] = conv_vicuna_v1
+    (haotian-liu/LLaVA llava/conversation.py:376), rendered by SeparatorStyle.TWO (conversation.py:54-63)."""
+    # llava/conversation.py:242-252
+    conv_vicuna_v1_system = ("A chat between a curious user and an artificial intelligence assistant. "
+                             "The assistant gives helpful, detailed, and polite answers to the user's questions.")
     text, spans = render(RECORD["conversations"], TEMPLATES["llava_v1"])
-    assert text.startswith("A chat between a curious human and an artificial intelligence assistant. ")
-    assert "questions. USER: <image>\nWhat type of object is in this photo? ASSISTANT: golden retriever</s>" \
-           "USER: Is it a dog? ASSISTANT: Yes, it is.</s>" in text
+    seps, expected = [" ", "</s>"], conv_vicuna_v1_system + " "                     # conversation.py:55-56
+    for i, (role, message) in enumerate([("USER", "<image>\nWhat type of object is in this photo?"),
+                                         ("ASSISTANT", "golden retriever"), ("USER", "Is it a dog?"),
+                                         ("ASSISTANT", "Yes, it is.")]):
+        expected += role + ": " + message + seps[i % 2]                            # conversation.py:61
+    assert text == expected
     assert [text[s:e] for s, e in spans] == [" golden retriever</s>", " Yes, it is.</s>"]
+    # conv_llava_v1 (conversation.py:325-335: "a curious human") stays as an option; the study did not use it
+    human, _ = render(RECORD["conversations"], TEMPLATES["llava_v1_human"])
+    assert human == expected.replace("curious user", "curious human").replace("the user's", "the human's")
+
+
+def test_study_classification_record_ids_equal_llava_training_ids(llava_tokenizer):
+    """A study training record (prepare_data.ipynb cell 1: `"<image>\\nWhat type of object is in the photo?"`,
+    answer the bare label) in the llava_v1 template tokenizes to the ids LLaVA's preprocess_v1 gives it:
+    `tokenizer_image_token(prompt, tokenizer)` (training_analysis/llava/train.py, llava/mm_utils.py:185-204),
+    with the real Llama-2 tokenizer."""
+    from vlmcls_jax.data.finetune_data import FINETUNE_QUESTION
+    assert FINETUNE_QUESTION == "What type of object is in the photo?"      # prepare_data.ipynb cell 1
+    record = classification_record("x.jpg", "tabby cat", question=FINETUNE_QUESTION)
+    out = tokenize_conversation(llava_tokenizer, record, 3, "llava_v1")
+    text, _ = render(record["conversations"], TEMPLATES["llava_v1"])
+    tokenize = llava_reference.sentencepiece_tokenizer(shared_tokenizer_file("llama2.model"))
+    assert out["input_ids"].tolist() == llava_reference.expand_image_index(
+        llava_reference.tokenizer_image_token(text, tokenize), 3)
+    assert supervised_text(llava_tokenizer, out) == "tabby cat</s>"
 
 
 def test_classification_record_template(llava_tokenizer):

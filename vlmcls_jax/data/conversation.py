@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from vlmcls_jax.data.prompt_formats import VICUNA_SYSTEM, VICUNA_V1_SYSTEM
 from vlmcls_jax.data.prompts import IMAGE_TOKEN, OPEN_QUESTION
 
 
@@ -33,12 +34,18 @@ class Template:
     sep2: str = "</s>"
     # BLIP-2 / InstructBLIP: the image's tokens go before everything (BOS included), not at `<image>`
     images_first: bool = False
+    # LLaVA's own code: the text between `<image>` placeholders tokenized chunk by chunk (tokenizer_image_token,
+    # llava/mm_utils.py:185; train.py preprocess_v1), as `prompts.tokenize_image_chunks` does at evaluation
+    image_chunks: bool = False
 
 
 TEMPLATES = {
-    # LLaVA-1.5's training template (conv_vicuna_v1), with Vicuna's system prompt.
-    "llava_v1": Template(system="A chat between a curious human and an artificial intelligence assistant. "
-                                "The assistant gives helpful, detailed, and polite answers to the human's questions."),
+    # The study's fine-tuning template: LLaVA's `--version v1` = conv_templates["v1"] = conv_vicuna_v1
+    # (haotian-liu/LLaVA llava/conversation.py:242-252, :376; finetune*.sh `--version v1`): "a curious user".
+    "llava_v1": Template(system=VICUNA_V1_SYSTEM, image_chunks=True),
+    # LLaVA's conv_llava_v1 (llava/conversation.py:325-335, conv_templates["llava_v1"]): "a curious human", as
+    # llava-hf's LLaVA-NeXT-Vicuna prompt.  Not what the study trained with.
+    "llava_v1_human": Template(system=VICUNA_SYSTEM, image_chunks=True),
     # llava-hf's inference format (`USER: <image>\nq\nASSISTANT:`), for models trained or evaluated that way.
     "llava_hf": Template(system="", sep="\n"),
     # BLIP-2's VQA format (`Question: q Answer: a`, data.prompt_formats.blip2_prompt), image tokens first.
@@ -96,12 +103,15 @@ def tokenize_conversation(tokenizer, record: Mapping, num_image_tokens: int, tem
         raise ValueError(f"record {name}: {e}") from e
     if num_image_tokens and not has_placeholder and "image" in record:
         raise ValueError(f"record {name} has an image but no {IMAGE_TOKEN} placeholder in its turns")
-    expanded = text
-    if not template.images_first:
-        expanded, spans = _expand_images(text, spans, num_image_tokens)
-    encoding = tokenizer(expanded, return_offsets_mapping=True)
-    ids = np.asarray(encoding["input_ids"], np.int32)
-    offsets = np.asarray(encoding["offset_mapping"], np.int64).reshape(-1, 2)
+    if template.image_chunks and not template.images_first:
+        ids, offsets = _encode_image_chunks(tokenizer, text, num_image_tokens)
+    else:
+        expanded = text
+        if not template.images_first:
+            expanded, spans = _expand_images(text, spans, num_image_tokens)
+        encoding = tokenizer(expanded, return_offsets_mapping=True)
+        ids = np.asarray(encoding["input_ids"], np.int32)
+        offsets = np.asarray(encoding["offset_mapping"], np.int64).reshape(-1, 2)
     mask = np.zeros(len(ids), np.int32)
     for start, end in spans:
         mask |= (offsets[:, 0] >= start) & (offsets[:, 1] <= end) & (offsets[:, 1] > offsets[:, 0])
@@ -114,6 +124,27 @@ def tokenize_conversation(tokenizer, record: Mapping, num_image_tokens: int, tem
     if max_length is not None and len(ids) > max_length:
         raise ValueError(f"record {name} is {len(ids)} tokens, more than max_length={max_length}")
     return {"input_ids": ids, "loss_mask": mask.astype(np.int32)}
+
+
+def _encode_image_chunks(tokenizer, text: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """LLaVA's tokenizer_image_token with character offsets: each chunk between `<image>` placeholders tokenized
+    on its own (BOS kept only on the first), each placeholder as n image ids with empty offsets.
+    -> (int32[T] ids, int64[T, 2] offsets into `text`)."""
+    image_ids = tokenizer.encode(IMAGE_TOKEN * n, add_special_tokens=False) if n else []
+    ids, offsets, at = [], [], 0
+    for i, piece in enumerate(text.split(IMAGE_TOKEN)):
+        if i:
+            ids += image_ids
+            offsets += [(at, at)] * len(image_ids)
+            at += len(IMAGE_TOKEN)
+        encoding = tokenizer(piece, return_offsets_mapping=True)
+        piece_ids, piece_offsets = list(encoding["input_ids"]), [tuple(o) for o in encoding["offset_mapping"]]
+        if i and piece_ids and piece_ids[0] == tokenizer.bos_token_id:
+            piece_ids, piece_offsets = piece_ids[1:], piece_offsets[1:]
+        ids += piece_ids
+        offsets += [(a + at, b + at) for a, b in piece_offsets]
+        at += len(piece)
+    return np.asarray(ids, np.int32), np.asarray(offsets, np.int64).reshape(-1, 2)
 
 
 def _expand_images(text: str, spans, n: int):

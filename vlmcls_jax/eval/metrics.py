@@ -28,6 +28,12 @@ def exact_match(output: str, class_name: str) -> bool:
     return normalise(output) == normalise(class_name)
 
 
+def study_exact_match(pred: str, class_name: str) -> bool:
+    """The study's metric for fine-tuned LLaVA (training_analysis/llava/eval_classification.ipynb):
+    `label.lower() == pred.lower()`, the prediction being model_vqa's stripped output; nothing else removed."""
+    return class_name.lower() == pred.strip().lower()
+
+
 def topk_accuracy(scores: np.ndarray, labels: Sequence[int], k: int = 1) -> float:
     """scores: float[N, C]; labels: N class indices.  The fraction whose label is among the k best."""
     scores = np.asarray(scores)
