@@ -196,7 +196,8 @@ def test_evaluator_records_each_question_and_scores_the_missing_image_wrong(worl
     by_id = {q.id: q for q in questions}
     for r in got:
         if not r["image_missing"]:       # the record is the parse of its output, reproducibly
-            assert r == score_output(by_id[r["id"]], r["output"], SETTINGS)
+            assert r["response"] == study_response(r["output"])             # "Let's think step by step. " + output
+            assert r == score_output(by_id[r["id"]], r["output"], r["response"], SETTINGS)
     assert summary["questions"] == 7 and summary["missing"] == 0 and summary["missing_images"] == 1
     assert sum(summary["parsed_by"].values()) == 6
     assert summary["accuracy"] == sum(r["correct"] for r in got) / 7

@@ -16,7 +16,8 @@ QUESTION = "What type of object is in this photo?"
 PROMPTS = {
     "llava_next": ("llava_next_vicuna", f"{VICUNA_SYSTEM} USER: <image>\n{QUESTION} ASSISTANT:"),  # Llama text
     "blip2": ("blip2", f"Question: {QUESTION} Answer:"),
-    "instructblip": ("instructblip", QUESTION),
+    # main_results/main.py:121-125: `elif "blip" in model_id:` ... f"Question: {question} Answer:" (InstructBLIP too)
+    "instructblip": ("instructblip", f"Question: {QUESTION} Answer:"),
 }
 
 

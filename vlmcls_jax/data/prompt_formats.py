@@ -142,7 +142,7 @@ def study_prediction(name: str, prompt: str, generated: str) -> str:
     marker = ANSWER_MARKERS.get(CHECKPOINT_FORMATS.get(name, name), "ASSISTANT:")
     if marker is None:
         return generated.strip()
-    return f"{prompt} {generated}".split(marker)[-1].strip()
+    return f"{prompt} {generated.lstrip()}".split(marker)[-1].strip()
 
 
 # Probabilistic inference scores class names after the prompt and this start of the answer: the study's
