@@ -138,3 +138,36 @@ def test_read_records_json_and_jsonl(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps([{"image": "x"}]))
     with pytest.raises(ValueError, match="record 0 has no 'conversations'"):
         read_records(str(tmp_path / "d.json"))
+
+
+def test_lavis_caption_template_for_blip2(llava_tokenizer):
+    """The study's BLIP-2 data (training_analysis/blip/prepare_data.py: `"caption": f'{item["label"]}'`) through
+    LAVIS's `blip_caption` processor with `prompt: "a photo of "` (blip/config.yaml:25):
+        caption = self.prompt + self.pre_caption(caption)               (lavis/processors/blip_processors.py)
+        text = [t + "\\n" for t in samples["text_input"]]                 (lavis/models/blip2_models/blip2_opt.py)
+        targets[:, : self.prompt_length] = -100   # prompt_length = len(tokenizer("a photo of"))
+    The image's ids go first; the loss covers exactly the tokens LAVIS's count-based mask leaves."""
+    import re
+
+    from vlmcls_jax.data.conversation import pre_caption
+
+    def lavis_pre_caption(caption, max_words=50):      # blip_processors.py BlipCaptionProcessor.pre_caption
+        caption = re.sub(r"([.!\"()*#:;~])", " ", caption.lower())
+        caption = re.sub(r"\s{2,}", " ", caption)
+        caption = caption.rstrip("\n")
+        caption = caption.strip(" ")
+        caption_words = caption.split(" ")
+        if len(caption_words) > max_words:
+            caption = " ".join(caption_words[:max_words])
+        return caption
+
+    for label in ("tench", "Tiger Lily", "ground beetle (Carabidae)", "St. Bernard", "a" + " b" * 60):
+        assert pre_caption(label) == lavis_pre_caption(label)
+    record = classification_record("x.jpg", "Giant (Panda)")
+    out = tokenize_conversation(llava_tokenizer, record, 3, "blip2_lavis_caption")
+    text = "a photo of " + lavis_pre_caption("Giant (Panda)") + "\n"
+    lavis_ids = llava_tokenizer(text)["input_ids"]
+    prompt_length = len(llava_tokenizer("a photo of")["input_ids"])
+    assert out["input_ids"].tolist() == [32000] * 3 + lavis_ids
+    assert out["loss_mask"].tolist() == [0] * 3 + [0] * prompt_length + [1] * (len(lavis_ids) - prompt_length)
+    assert supervised_text(llava_tokenizer, out) == "giant panda\n"

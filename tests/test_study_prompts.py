@@ -187,3 +187,20 @@ def test_llava_v1_ids_are_llavas_tokenizer_image_token(llava_tokenizer):
 def test_study_exact_match(pred, label, match):
     """eval_classification.ipynb: `label.lower() == pred.lower()` on model_vqa's stripped text."""
     assert study_exact_match(pred, label) is match
+
+
+def test_fine_tuned_blip2_is_evaluated_as_lavis_and_blip_eval_ipynb():
+    """LAVIS generate: prompt `a photo of` (blip2_caption_opt2.7b.yaml `prompt: "a photo of"`), stop at "\\n"
+    (`eos_token_id = opt_tokenizer("\\n", add_special_tokens=False).input_ids[0]`), `text.strip()`;
+    blip/eval.ipynb: `label = ...["caption"][0].replace("(", "").replace(")", "")` and
+    `if label.lower() in pred.lower()`."""
+    from configs import finetuned_eval
+    from vlmcls_jax.eval.metrics import unparenthesized_substring_match
+    assert study_prompt("blip2_lavis_caption", OPEN_QUESTION) == "a photo of"
+    assert study_prediction("blip2_lavis_caption", "a photo of", " ground beetle\nanother line") == "ground beetle"
+    assert unparenthesized_substring_match("a ground beetle carabidae", "ground beetle (Carabidae)")
+    assert not unparenthesized_substring_match("a ground beetle", "ground beetle (Carabidae)")
+    c = finetuned_eval.get_config("imagenet,blip2")
+    assert (c.model.prompt_format, c.generation.max_new_tokens, c.generation.headline) == \
+        ("blip2_lavis_caption", 50, "unparenthesized")
+    assert GenerationSettings(headline="unparenthesized").headline == "unparenthesized"

@@ -16,6 +16,7 @@ an error naming the sample.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -53,6 +54,41 @@ TEMPLATES = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class CaptionTemplate:
+    """LAVIS's BLIP-2 captioning format, as the study fine-tunes BLIP-2 (training_analysis/blip/config.yaml:
+    text_processor `blip_caption` with `prompt: "a photo of "`; LAVIS blip2_opt.py forward): image tokens first,
+    then `{prompt}{pre_caption(answer)}\n` (BOS first, as the OPT tokenizer adds it), the loss on everything
+    after the prompt (LAVIS masks the first `len(tokenizer("a photo of"))` tokens).  The answer is the record's
+    last assistant turn (the class name, training_analysis/blip/prepare_data.py)."""
+    prompt: str = "a photo of "
+    max_words: int = 50
+    images_first: bool = True
+
+
+def pre_caption(caption: str, max_words: int = 50) -> str:
+    """LAVIS's BlipCaptionProcessor.pre_caption (lavis/processors/blip_processors.py): lower-cased,
+    `.!"()*#:;~` replaced by spaces, runs of whitespace collapsed, trimmed, cut to `max_words` words."""
+    caption = re.sub(r"([.!\"()*#:;~])", " ", caption.lower())
+    caption = re.sub(r"\s{2,}", " ", caption)
+    caption = caption.rstrip("\n").strip(" ")
+    words = caption.split(" ")
+    return " ".join(words[:max_words]) if len(words) > max_words else caption
+
+
+# Caption templates by name (kept apart from TEMPLATES: one answer, no turns).
+CAPTION_TEMPLATES = {"blip2_lavis_caption": CaptionTemplate()}
+
+
+def render_caption(turns: Sequence[Mapping[str, str]], template: CaptionTemplate) -> tuple[str, list[tuple[int, int]]]:
+    """Turns -> (`{prompt}{pre_caption(last answer)}\n`, [the span after the prompt's last word])."""
+    answers = [t.get("value") for t in turns if isinstance(t, Mapping) and t.get("from") == "gpt"]
+    if not answers or not isinstance(answers[-1], str):
+        raise ValueError("conversation has no assistant ('gpt') turn to caption with")
+    text = f"{template.prompt}{pre_caption(answers[-1], template.max_words)}\n"
+    return text, [(len(template.prompt.rstrip()), len(text))]
+
+
 def render(turns: Sequence[Mapping[str, str]], template: Template) -> tuple[str, list[tuple[int, int]]]:
     """Turns [{"from": "human"|"gpt", "value": str}, ...] -> (text, supervised character spans).
 
@@ -80,7 +116,8 @@ def render(turns: Sequence[Mapping[str, str]], template: Template) -> tuple[str,
     return text, spans
 
 
-def tokenize_conversation(tokenizer, record: Mapping, num_image_tokens: int, template: Template | str = "llava_v1",
+def tokenize_conversation(tokenizer, record: Mapping, num_image_tokens: int,
+                          template: Template | CaptionTemplate | str = "llava_v1",
                           max_length: int | None = None) -> dict[str, np.ndarray]:
     """One LLaVA-format record -> {"input_ids": int32[T], "loss_mask": int32[T]}.
 
@@ -89,7 +126,10 @@ def tokenize_conversation(tokenizer, record: Mapping, num_image_tokens: int, tem
     everything, BOS included (as `Blip2Processor` does).  Raises
     ValueError naming the record's id when the answers get no supervised token, or when the text exceeds
     `max_length` (a truncated answer would silently train on half a label)."""
-    template = TEMPLATES[template] if isinstance(template, str) else template
+    if isinstance(template, str):
+        if template not in TEMPLATES and template not in CAPTION_TEMPLATES:
+            raise KeyError(f"unknown template {template!r}; known: {sorted(TEMPLATES) + sorted(CAPTION_TEMPLATES)}")
+        template = TEMPLATES.get(template) or CAPTION_TEMPLATES[template]
     name = record.get("id", "<no id>")
     turns = record.get("conversations")
     has_placeholder = isinstance(turns, list) and any(
@@ -98,12 +138,14 @@ def tokenize_conversation(tokenizer, record: Mapping, num_image_tokens: int, tem
         turns = [dict(t, value=t["value"].replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, ""))
                  if isinstance(t, Mapping) and isinstance(t.get("value"), str) else t for t in turns]
     try:
-        text, spans = render(record["conversations"] if turns is None else turns, template)
+        conversation = record["conversations"] if turns is None else turns
+        text, spans = render_caption(conversation, template) if isinstance(template, CaptionTemplate) else \
+            render(conversation, template)
     except (KeyError, ValueError) as e:
         raise ValueError(f"record {name}: {e}") from e
     if num_image_tokens and not has_placeholder and "image" in record:
         raise ValueError(f"record {name} has an image but no {IMAGE_TOKEN} placeholder in its turns")
-    if template.image_chunks and not template.images_first:
+    if getattr(template, "image_chunks", False) and not template.images_first:
         ids, offsets = _encode_image_chunks(tokenizer, text, num_image_tokens)
     else:
         expanded = text

@@ -14,6 +14,10 @@ imagewikiqa/main.py:54-73, both run through llava-hf's / Salesforce's transforme
                          with LLaVA's `model_vqa --conv-mode vicuna_v1`: {VICUNA_V1_SYSTEM} USER: <image>\\n{question}
                          ASSISTANT:, tokenized as LLaVA's `tokenizer_image_token` does (`TOKENIZE_IMAGE_CHUNKS`)
 
+    blip2_lavis_caption  a BLIP-2 fine-tuned as the study did with LAVIS (configs/finetune_blip2_qformer.py), evaluated
+                         as LAVIS's captioning generate does: the prompt `a photo of` alone (the question is not
+                         asked), the caption cut at the first "\\n" (its eos) and stripped
+
 Options (not the study's): `llava_next_mistral_docs` (transformers' LLaVA-NeXT docs and the model card write a
 space before `[/INST]`; token ids differ), `instructblip_bare` (InstructBLIP's model cards pass the bare question).
 
@@ -87,6 +91,12 @@ def model_vqa_prompt(question: str, assistant_message: str | None = None, system
     return text.replace("</s>", "") if assistant_message is not None else text
 
 
+def blip2_lavis_caption_prompt(question: str, assistant_prefix: str = "") -> str:
+    """`a photo of`: LAVIS's BLIP-2 caption prompt (blip2_caption_opt2.7b.yaml `prompt: "a photo of"`, used by
+    blip2_opt.py `generate`); the question is ignored (image tokens go first)."""
+    return _with_prefix("a photo of", assistant_prefix)
+
+
 def llava_v1_prompt(question: str, assistant_prefix: str = "") -> str:
     """`{VICUNA_V1_SYSTEM} USER: <image>\\n{question} ASSISTANT:` (LLaVA's model_vqa, conv-mode vicuna_v1)."""
     return _with_prefix(model_vqa_prompt(question), assistant_prefix)
@@ -101,6 +111,7 @@ PROMPT_FORMATS: dict[str, Callable[[str, str], str]] = {
     "instructblip": blip2_prompt,
     "instructblip_bare": instructblip_bare_prompt,
     "llava_v1": llava_v1_prompt,
+    "blip2_lavis_caption": blip2_lavis_caption_prompt,
 }
 
 # Formats whose `<image>` is tokenized as LLaVA's own code does (`llava.mm_utils.tokenizer_image_token`: each
@@ -116,7 +127,9 @@ COT_IN_QUESTION = frozenset({"blip2", "instructblip", "instructblip_bare"})
 # prediction is the continuation itself, stripped (LLaVA's model_vqa.py:105-107 decodes only the new tokens).
 ANSWER_MARKERS: dict[str, str | None] = {
     "llava_next_mistral": "[/INST]", "llava_next_mistral_docs": "[/INST]", "blip2": "Answer:",
-    "instructblip": "Answer:", "instructblip_bare": None, "llava_v1": None}
+    "instructblip": "Answer:", "instructblip_bare": None, "llava_v1": None, "blip2_lavis_caption": None}
+# LAVIS's generate stops at "\n" (blip2_opt.py: `eos_token_id = opt_tokenizer("\n", ...)`): the caption is cut there.
+STOP_AT_NEWLINE = frozenset({"blip2_lavis_caption"})
 
 
 def study_prompt(name: str, question: str, chain_of_thought: bool = False, assistant_prefix: str = "") -> str:
@@ -139,7 +152,10 @@ def study_prediction(name: str, prompt: str, generated: str) -> str:
     `prompt + " " + generated` gives that text whether or not the decoded output includes the prompt (for
     BLIP-2 it depends on the transformers version): with chain of thought in the assistant turn it starts with
     "Let's think step by step.", and a continuation that itself writes the marker keeps only what follows it."""
-    marker = ANSWER_MARKERS.get(CHECKPOINT_FORMATS.get(name, name), "ASSISTANT:")
+    name = CHECKPOINT_FORMATS.get(name, name)
+    if name in STOP_AT_NEWLINE:
+        generated = generated.lstrip().split("\n")[0]
+    marker = ANSWER_MARKERS.get(name, "ASSISTANT:")
     if marker is None:
         return generated.strip()
     return f"{prompt} {generated.lstrip()}".split(marker)[-1].strip()

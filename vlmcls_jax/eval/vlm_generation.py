@@ -26,7 +26,7 @@ from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompts import WORDINGS, closed_world_question
 from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set, choice_order
-from vlmcls_jax.eval.metrics import exact_match, study_exact_match, substring_match
+from vlmcls_jax.eval.metrics import exact_match, study_exact_match, substring_match, unparenthesized_substring_match
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
 from vlmcls_jax.inference import generate
 
@@ -40,8 +40,9 @@ class GenerationSettings:
     label_set_seed: int = 0
     chain_of_thought: bool = False      # "Let's think step by step." where the study puts it (study_prompt)
     max_new_tokens: int | None = None   # None: the study's, 64 (512 with chain of thought; main.py:146)
-    # The row's headline: "substring" (main_results: label in pred) or "exact" (the study's fine-tuned LLaVA
-    # evaluation, eval_classification.ipynb: label.lower() == pred.lower())
+    # The row's headline: "substring" (main_results: label in pred), "exact" (the study's fine-tuned LLaVA
+    # evaluation, eval_classification.ipynb: label.lower() == pred.lower()) or "unparenthesized" (its fine-tuned
+    # BLIP-2 evaluation, blip/eval.ipynb: the label without "(" ")" in pred)
     headline: str = "substring"
     batch_size: int = 8
     length_multiple: int = 64           # prompts are left-padded to a multiple of this (few compilations)
@@ -59,7 +60,8 @@ class GenerationSettings:
 
 
 # headline -> the summary field a table shows
-HEADLINES = {"substring": "substring_accuracy", "exact": "study_exact_accuracy"}
+HEADLINES = {"substring": "substring_accuracy", "exact": "study_exact_accuracy",
+             "unparenthesized": "unparenthesized_substring_accuracy"}
 
 
 def study_max_new_tokens(chain_of_thought: bool) -> int:
@@ -111,7 +113,8 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
     This process takes its share of the examples (`shards`; default: by JAX process), appends one record
     per example to its part of `out_path`, and returns the summary over every part:
     {"examples", "missing" (examples no part has yet), "substring_accuracy" (the study's main_results rule),
-     "study_exact_accuracy" (the study's fine-tuned-model rule), "exact_accuracy" (ours: whole answer = name
+     "study_exact_accuracy" (the study's fine-tuned LLaVA rule), "unparenthesized_substring_accuracy" (its
+     fine-tuned BLIP-2 rule), "exact_accuracy" (ours: whole answer = name
      after `metrics.normalise`), "headline" (the field tables show, by `settings.headline`)}.
     mesh: split each batch over the mesh's batch axes (the model placed on it, `sharding.shard_model`)."""
     s, inputs = settings, as_inputs(model, preprocess)
@@ -130,6 +133,7 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
                 record = {"id": e.id, "label": int(e.label), "label_name": e.label_name, "prompt": prompt,
                           "output": output, "pred": pred, "substring_match": substring_match(pred, e.label_name),
                           "study_exact_match": study_exact_match(pred, e.label_name),
+                          "unparenthesized_substring_match": unparenthesized_substring_match(pred, e.label_name),
                           "exact_match": exact_match(output, e.label_name)}
                 out.write(json.dumps(record) + "\n")
                 done[e.id] = record
@@ -138,13 +142,14 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
     shards.barrier(count)
     wanted, missing = shards.gather(out_path, count, examples, read_done)
     n = len(wanted)
-    stale = [r["id"] for r in wanted if "study_exact_match" not in r]
+    stale = [r["id"] for r in wanted if "unparenthesized_substring_match" not in r]
     if stale:
         raise ValueError(f"{out_path}: {len(stale)} records (e.g. {stale[0]!r}) were written by an older version "
                          "without the study's prediction field 'pred'; delete the file to rerun them")
     mean = lambda key: sum(r[key] for r in wanted) / max(n, 1)
     return {"examples": n, "missing": missing, "substring_accuracy": mean("substring_match"),
             "study_exact_accuracy": mean("study_exact_match"), "exact_accuracy": mean("exact_match"),
+            "unparenthesized_substring_accuracy": mean("unparenthesized_substring_match"),
             "headline": HEADLINES[s.headline]}
 
 
