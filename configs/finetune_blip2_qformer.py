@@ -13,7 +13,7 @@ Values and their sources:
                        image tokens, loss on what follows the prompt (template "blip2_lavis_caption",
                        data.conversation.CaptionTemplate)
   optimizer            AdamW, `init_lr: 2e-5`, `weight_decay: 0.05` (not on biases / norms, as LAVIS),
-                       (config.yaml:36-40)
+                       `warmup_steps: 1000`, cosine to `min_lr: 0` (config.yaml:35-40)
   batch 128            `batch_size_train: 32` per GPU x 4 processes (train.sh `--nproc_per_node=4`)
   epochs 10            config.yaml says `max_epoch: 100`, but the evaluated run is `imagenet_10epochs` with epochs
                        0-9 (blip/eval.ipynb); the study reports the best epoch (87.958 on ImageNet)
@@ -22,9 +22,8 @@ Values and their sources:
 
 Differs from LAVIS, documented: (1) LAVIS trains and evaluates at 364 px (config.yaml:18-21), interpolating the
 ViT's position embeddings; this port keeps the checkpoint's 224 px (no position-embedding interpolation yet).
-(2) LAVIS's `linear_warmup_cosine_lr` warms up over `warmup_steps: 1000` from `warmup_lr: 1e-8`, then sets a
-cosine value once per epoch over max_epoch; here a per-step warmup-cosine whose warmup_ratio (0.01) makes about
-1000 warmup steps for ImageNet at batch 128 over 10 epochs.  (3) LAVIS's augmentation (`blip2_image_train`:
+(2) LAVIS's `linear_warmup_cosine_lr` warms up over `warmup_steps: 1000` (here too) from `warmup_lr: 1e-8` (here
+from 0), then sets a cosine value once per epoch over `max_epoch` (here a per-step cosine over the run).  (3) LAVIS's augmentation (`blip2_image_train`:
 random resized crop 0.5-1, horizontal flip) is not applied.  (4) Mixed precision: LAVIS `amp: True`; here the
 model's dtype.
 
@@ -51,7 +50,7 @@ def get_config(dataset: str = "imagenet") -> ml_collections.ConfigDict:
     c.data.buckets = (64,)
     c.data.batch_size = 128                    # 32 per GPU x 4 (train.sh, config.yaml batch_size_train)
     c.optim.weight_decay = 0.05
-    c.optim.warmup_ratio = 0.01                # ~1000 steps (LAVIS warmup_steps) for ImageNet, 10 epochs
+    c.optim.warmup_steps = 1000                # config.yaml:39 warmup_steps: 1000
     c.num_epochs = 10
     c.seed = 42                                # config.yaml run.seed
     c.mesh_shape = (1, -1, 1)

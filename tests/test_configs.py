@@ -130,3 +130,18 @@ def test_table5_variants_and_paper_batch():
     assert finetune_lora.get_config("cars,paper_batch").data.batch_size == 64
     with pytest.raises(ValueError, match="batch"):
         finetune_projector.get_config("flowers,huge")
+
+
+def test_blip2_qformer_recipe_is_the_studys_lavis_config():
+    """training_analysis/blip/config.yaml: `init_lr: 2e-5`, `warmup_steps: 1000`, `weight_decay: 0.05`,
+    `batch_size_train: 32` (x `--nproc_per_node=4`, train.sh), text prompt `"a photo of "`; blip/eval.ipynb
+    reads epochs 0-9 of `imagenet_10epochs`."""
+    from configs import finetune_blip2_qformer
+    from vlmcls_jax.data.conversation import CAPTION_TEMPLATES
+    from vlmcls_jax.train.optimizer import warmup_cosine
+    c = finetune_blip2_qformer.get_config("imagenet")
+    assert c.model.checkpoint == "Salesforce/blip2-opt-2.7b" and set(c.learning_rates.values()) == {2e-5}
+    assert (c.optim.warmup_steps, c.optim.weight_decay, c.data.batch_size, c.num_epochs) == (1000, 0.05, 128, 10)
+    assert CAPTION_TEMPLATES[c.data.template].prompt == "a photo of "
+    schedule = warmup_cosine(2e-5, 10_000, 0.03, warmup_steps=1000)
+    assert float(schedule(500)) == pytest.approx(1e-5) and float(schedule(1000)) == pytest.approx(2e-5)

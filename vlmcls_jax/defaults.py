@@ -49,7 +49,8 @@ def train_config() -> ml_collections.ConfigDict:
         max_length=2048, buckets=(768, 1024, 2048), batch_size=64, worker_count=0,
         use_checkpoint_preprocessor=True,
         on_bad_image="error"))        # or "skip": leave out records whose image is unreadable, listed and counted
-    c.optim = ml_collections.ConfigDict(dict(warmup_ratio=0.03, weight_decay=0.0, max_grad_norm=1.0,
+    # warmup_steps > 0 replaces warmup_ratio (LAVIS's recipes count warmup in steps)
+    c.optim = ml_collections.ConfigDict(dict(warmup_ratio=0.03, warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
                                              accumulate_steps=1))
     c.num_epochs = 1
     c.num_steps = 0                           # > 0 overrides num_epochs

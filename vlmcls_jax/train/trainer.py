@@ -196,6 +196,7 @@ def _run(config, workdir, mesh, preemption: Preemption):
                                    worker_count=config.data.worker_count)
 
     tx = make_optimizer(trainable, groups, total_steps=total_steps, warmup_ratio=config.optim.warmup_ratio,
+                        warmup_steps=config.optim.get("warmup_steps", 0),
                         weight_decay=config.optim.weight_decay, max_grad_norm=config.optim.max_grad_norm,
                         accumulate_steps=config.optim.accumulate_steps)
     graphdef, state, frozen = init_train_state(model, groups, tx)
@@ -215,7 +216,7 @@ def _run(config, workdir, mesh, preemption: Preemption):
                              {"input_ids": 2, "attention_mask": 2, "loss_mask": 2, "pixel_values": 4},
                              constrain_activations=config.get("activation_sharding", False), guard=guard)
     schedule = warmup_cosine(max(float(v) for v in config.learning_rates.values()), total_steps,
-                             config.optim.warmup_ratio)
+                             config.optim.warmup_ratio, config.optim.get("warmup_steps", 0))
     base_rng = jax.random.key(config.seed)
     # Training FLOPs per token ~ 6 x parameters (forward 2N, backward 4N; frozen weights still backpropagate
     # activations, so all parameters count): the usual MFU estimate, image-token compute included as tokens.
