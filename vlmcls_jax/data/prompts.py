@@ -119,7 +119,7 @@ QUESTION_WORDINGS = {   # the study's four wordings (VLMClassifier main_results/
 FINETUNE_QUESTION = "What type of object is in the photo?"
 # Every question a generation evaluation can ask (`GenerationSettings.wording`).
 WORDINGS = {**QUESTION_WORDINGS, "finetuned": FINETUNE_QUESTION}
-CHAIN_OF_THOUGHT = "Let's think step by step."      # put in the assistant turn
+CHAIN_OF_THOUGHT = "Let's think step by step."      # where the study puts it: prompt_formats.study_prompt
 SCORING_PREFIX = "The photo features a"             # probabilistic inference scores class names after it
 
 
