@@ -47,3 +47,29 @@ def tokenizer_image_token(prompt, tokenize, bos_token_id=1, image_token_index=IM
 def expand_image_index(ids, n, image_id=32000):
     """LLaVA's single IMAGE_TOKEN_INDEX becomes n image features; llava-hf spells that n `<image>` ids."""
     return [x for i in ids for x in ([image_id] * n if i == IMAGE_TOKEN_INDEX else [i])]
+
+
+def preprocess_v1_mask(conversation, tokenize, bos_token_id=1):
+    """The loss mask LLaVA's preprocess_v1 gives one conversation with an image (the study's copy,
+    training_analysis/llava/train.py:488-523), for a single-round conversation (the study's records): 1 where
+    the target is kept.  `tokenize` as for `tokenizer_image_token`."""
+    input_ids = tokenizer_image_token(conversation, tokenize, bos_token_id)
+    target = [1] * len(input_ids)
+    sep = " " + "ASSISTANT" + ": "                          # conv.sep + conv.roles[1] + ": "
+    rounds = conversation.split("</s>")                    # conv.sep2
+    cur_len = 1
+    target[:cur_len] = [0] * cur_len
+    for i, rou in enumerate(rounds):
+        if rou == "":
+            break
+        parts = rou.split(sep)
+        if len(parts) != 2:
+            break
+        parts[0] += sep
+        round_len = len(tokenizer_image_token(rou, tokenize, bos_token_id))
+        instruction_len = len(tokenizer_image_token(parts[0], tokenize, bos_token_id)) - 2
+        assert i == 0, "single-round conversations only (later rounds depend on tokenizer.legacy)"
+        target[cur_len: cur_len + instruction_len] = [0] * instruction_len
+        cur_len += round_len
+    target[cur_len:] = [0] * (len(target) - cur_len)
+    return input_ids, target

@@ -85,6 +85,11 @@ def test_study_classification_record_ids_equal_llava_training_ids(llava_tokenize
     assert out["input_ids"].tolist() == llava_reference.expand_image_index(
         llava_reference.tokenizer_image_token(text, tokenize), 3)
     assert supervised_text(llava_tokenizer, out) == "tabby cat</s>"
+    # ... and the same supervised tokens as preprocess_v1's round-length masking (train.py:488-523)
+    ids, keep = llava_reference.preprocess_v1_mask(text, tokenize)
+    image = ids.index(llava_reference.IMAGE_TOKEN_INDEX)
+    keep = keep[:image] + [0] * 3 + keep[image + 1:]                    # one image index -> 3 image ids
+    assert out["loss_mask"].tolist() == keep
 
 
 def test_classification_record_template(llava_tokenizer):
