@@ -4,7 +4,7 @@ Table 3 right, BLIP-2 row; training_analysis/blip/ of yuhui-zh15/VLMClassifier a
 Values and their sources:
 
   model                LAVIS `blip2_opt` / `caption_coco_opt2.7b` (config.yaml:7-8), `load_finetuned: False`: the
-                       pretrained BLIP-2 OPT-2.7B weights = the hub's Salesforce/blip2-opt-2.7b
+                       pretrained BLIP-2 OPT-2.7B weights = the hub's Salesforce/blip2-opt-2.7b, at 364 px
   trained              Q-Former, query tokens, the projection into OPT (`opt_proj`), and the vision LayerNorm
                        LAVIS applies after the ViT (`ln_vision`, which `freeze_vit: True` does not freeze;
                        config.yaml:11); ViT and OPT frozen (blip2_opt.py freezes every OPT parameter)
@@ -19,14 +19,18 @@ Values and their sources:
                        0-9 (blip/eval.ipynb); the study reports the best epoch (87.958 on ImageNet)
   evaluation           configs/finetuned_eval.py:DATASET,blip2 (caption prompt `a photo of`, the label with its
                        parentheses removed in the caption)
+  364 px               config.yaml:18-21 `image_size: 364` (train and eval): LAVIS interpolates the ViT's position
+                       embeddings (bicubic, eva_vit.interpolate_pos_embed); here once, before training, with
+                       `python -m vlmcls_jax.convert.resize_vision` (below), whose output is `model.checkpoint`
 
-Differs from LAVIS, documented: (1) LAVIS trains and evaluates at 364 px (config.yaml:18-21), interpolating the
-ViT's position embeddings; this port keeps the checkpoint's 224 px (no position-embedding interpolation yet).
-(2) LAVIS's `linear_warmup_cosine_lr` warms up over `warmup_steps: 1000` (here too) from `warmup_lr: 1e-8` (here
-from 0), then sets a cosine value once per epoch over `max_epoch` (here a per-step cosine over the run).  (3) LAVIS's augmentation (`blip2_image_train`:
-random resized crop 0.5-1, horizontal flip) is not applied.  (4) Mixed precision: LAVIS `amp: True`; here the
-model's dtype.
+Differs from LAVIS, documented: (1) LAVIS's `linear_warmup_cosine_lr` warms up over `warmup_steps: 1000` (here
+too) from `warmup_lr: 1e-8` (here from 0), then sets a cosine value once per epoch over `max_epoch` (here a
+per-step cosine over the run).  (2) LAVIS's training augmentation (`blip2_image_train`: random resized crop
+0.5-1, horizontal flip) is not applied; images are resized as at evaluation.  (3) Mixed precision: LAVIS
+`amp: True`; here the model's dtype.  (4) The best epoch: the study evaluates every epoch and reports the
+maximum; here evaluate each epoch's export and take it (not automated).
 
+    python -m vlmcls_jax.convert.resize_vision Salesforce/blip2-opt-2.7b checkpoints/blip2-opt-2.7b-364 --image-size 364
     python -m vlmcls_jax.main --config configs/finetune_blip2_qformer.py:imagenet --workdir runs/blip2_imagenet \\
         --config.data.classification_manifest=VLMClassifier/data/imagenet.jsonl --config.data.image_root=VLMClassifier
     python -m vlmcls_jax.main --config configs/finetuned_eval.py:imagenet,blip2 --workdir runs/blip2_imagenet_eval \\
@@ -43,7 +47,7 @@ def get_config(dataset: str = "imagenet") -> ml_collections.ConfigDict:
     if dataset not in EPOCHS:
         raise ValueError(f"dataset {dataset!r} is not one of {sorted(EPOCHS)}")
     c = common.train_config()
-    c.model.checkpoint = "Salesforce/blip2-opt-2.7b"
+    c.model.checkpoint = "checkpoints/blip2-opt-2.7b-364"   # Salesforce/blip2-opt-2.7b resized to 364 px (above)
     c.learning_rates = {"qformer": 2e-5, r"^vision_model/post_layernorm/": 2e-5}
     c.data.template = "blip2_lavis_caption"
     c.data.max_length = 32 + 32                # the image's 32 query tokens + LAVIS's max_txt_len 32
