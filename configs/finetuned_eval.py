@@ -17,7 +17,8 @@ The study's val files hold split "valid" (prepare_data.ipynb cell 1 as stored, f
 manifests call their evaluation split "test" (`defaults.TEST_SPLIT`).
 
     python -m vlmcls_jax.main --config configs/finetuned_eval.py:imagenet --workdir runs/proj_imagenet_eval \\
-        --config.model.checkpoint=runs/proj_imagenet/hf_export --config.data.manifest=VLMClassifier/data/imagenet.jsonl \\
+        --config.model.checkpoint=runs/proj_imagenet/hf_export \\
+        --config.data.manifest=VLMClassifier/data/imagenet.jsonl \\
         --config.data.classes=VLMClassifier/data/imagenet_classes.json --config.data.image_root=VLMClassifier
 
 `:DATASET,blip2` evaluates a BLIP-2 fine-tuned by configs/finetune_blip2_qformer.py as the study did with LAVIS

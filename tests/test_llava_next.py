@@ -426,7 +426,8 @@ def test_prompt_formats(mistral_tokenizer):
     study = lambda question: f"[INST] <image>\n{question}[/INST]"                       # main.py:113
     assert mistral("What is shown in this image?") == study("What is shown in this image?")
     # imagewikiqa/main.py:56: f"[INST] <image>\n{question}[/INST] Let's think step by step."
-    assert study_prompt("llava_next_mistral", "Q?", chain_of_thought=True) == "[INST] <image>\nQ?[/INST] Let's think step by step."
+    assert study_prompt("llava_next_mistral", "Q?", chain_of_thought=True) == \
+        "[INST] <image>\nQ?[/INST] Let's think step by step."
     docs = PROMPT_FORMATS["llava_next_mistral_docs"]
     assert docs("What is shown in this image?") == "[INST] <image>\nWhat is shown in this image? [/INST]"
     # main.py:118 (LLaVA-NeXT-Vicuna)

@@ -23,7 +23,8 @@ def test_interpolation_is_torch_bicubic(grid_in, grid_out):
     pos = torch.from_numpy(embedding[:, 1:]).reshape(-1, grid_in, grid_in, 8).permute(0, 3, 1, 2)
     pos = torch.nn.functional.interpolate(pos, size=(grid_out, grid_out), mode="bicubic", align_corners=False)
     expected = torch.cat([torch.from_numpy(embedding[:, :1]), pos.permute(0, 2, 3, 1).flatten(1, 2)], dim=1)
-    np.testing.assert_allclose(interpolate_position_embedding(embedding, grid_out), expected.numpy(), atol=1e-5)   # torch: float32
+    ours = interpolate_position_embedding(embedding, grid_out)          # float64 inside; torch: float32
+    np.testing.assert_allclose(ours, expected.numpy(), atol=1e-5)
     assert np.allclose(bicubic_matrix(grid_in, grid_out).sum(1), 1.0)
 
 
@@ -35,7 +36,8 @@ def test_resized_checkpoint_loads_in_ours_and_transformers(tmp_path):
     src = train_fixtures.tiny_family_checkpoint(tmp_path / "blip2", "blip2")          # 28 px, patch 14
     resize_checkpoint(str(src), str(tmp_path / "out"), 42)
     assert json.loads((tmp_path / "out" / "config.json").read_text())["vision_config"]["image_size"] == 42
-    assert json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())["size"] == {"height": 42, "width": 42}
+    processor = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"height": 42, "width": 42}
     before, after = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "out" / "model.safetensors"))
     key = "vision_model.embeddings.position_embedding"
     assert after[key].shape == (1, 1 + 9, before[key].shape[2])

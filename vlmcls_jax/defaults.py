@@ -101,10 +101,11 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(name=dataset, manifest=f"data/{dataset}.jsonl",
                                             classes=f"data/{dataset}_classes.json", image_root=".",
                                             split=TEST_SPLIT.get(dataset, "test"), on_bad_image="error"))
-    # wording: a key of data.prompts.WORDINGS ("finetuned": generation only); choice_order: "shuffled" (per image, by seed) or
-    # "dataset" (the class list's order: the study's label-order ablation); max_new_tokens: 0 = the study's, 64
-    # (512 with chain of thought); headline: "substring" (the study's zero-shot rule), "exact" (its rule for
-    # fine-tuned LLaVA, label.lower() == pred.lower()) or "unparenthesized" (fine-tuned BLIP-2; configs/finetuned_eval.py)
+    # wording: a key of data.prompts.WORDINGS ("finetuned": generation only); choice_order: "shuffled" (per
+    # image, by seed) or "dataset" (the class list's order: the study's label-order ablation); max_new_tokens:
+    # 0 = the study's, 64 (512 with chain of thought); headline: "substring" (the study's zero-shot rule),
+    # "exact" (its rule for fine-tuned LLaVA, label.lower() == pred.lower()) or "unparenthesized" (fine-tuned
+    # BLIP-2; configs/finetuned_eval.py)
     c.generation = ml_collections.ConfigDict(dict(max_new_tokens=0, batch_size=8, wording="default",
                                                   chain_of_thought=False, choice_order="shuffled",
                                                   headline="substring"))
@@ -115,7 +116,6 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     # study's calibration alpha (eval.vlm_scoring; 1 = sum)
     c.scoring = ml_collections.ConfigDict(dict(batch_size=1, chunk_size=1024, cfg_alpha=2.0))
     return c
-
 
 
 def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:

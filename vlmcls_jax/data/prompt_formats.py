@@ -4,7 +4,7 @@ The defaults are the study's strings (yuhui-zh15/VLMClassifier at d069792, main_
 imagewikiqa/main.py:54-73, both run through llava-hf's / Salesforce's transformers processors):
 
     llava_hf             llava-hf/llava-1.5-*-hf            USER: <image>\\n{question}\\nASSISTANT:
-    llava_next_mistral   llava-hf/llava-v1.6-mistral-7b-hf  [INST] <image>\\n{question}[/INST]     (no space before [/INST])
+    llava_next_mistral   llava-hf/llava-v1.6-mistral-7b-hf  [INST] <image>\\n{question}[/INST]  (no space before [/INST])
     llava_next_vicuna    llava-hf/llava-v1.6-vicuna-7b-hf   {VICUNA_SYSTEM} USER: <image>\\n{question} ASSISTANT:
     blip2                Salesforce/blip2-opt-2.7b          Question: {question} Answer:
     instructblip         Salesforce/instructblip-vicuna-*   Question: {question} Answer: (the study's `"blip" in

@@ -17,7 +17,8 @@ the option-text rule (more than 5 words). (`training_analysis/llava/model_vqa.py
 rows, uses the original LLaVA code, whose outputs are the generated text only, with the prefix lines there
 commented out "Enable This Part for ImageWikiQA": `imagewikiqa_eval`'s protocol "model_vqa".)  BLIP-2 and
 InstructBLIP differ: chain of thought inside the question, the text after "Answer:" parsed
-(`prompt_formats.study_prompt` / `study_prediction`, which the evaluation uses for every family). The scorer seeds Python's `random` once with 1234.
+(`prompt_formats.study_prompt` / `study_prediction`, which the evaluation uses for every family).  The scorer
+seeds Python's `random` once with 1234.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
-from vlmcls_jax.eval import shards
 from vlmcls_jax.data.prompt_formats import model_vqa_prompt
+from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.answer_parser import ASSISTANT_PREFIX, HOWS, MAX_NEW_TOKENS, STUDY_SEED, parse_choice
 from vlmcls_jax.eval.vlm_generation import answer_batch, read_done
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs

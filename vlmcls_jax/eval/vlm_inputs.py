@@ -116,8 +116,8 @@ class VLMInputs:
         return dataclasses.replace(self, length_multiple=n)
 
 
-# The study's prompt format for each family's checkpoints (`prompt_formats.CHECKPOINT_FORMATS`), for `prompt_format="auto"`: by config.json's
-# (model_type, text_config.model_type).
+# The study's prompt format for each family's checkpoints (`prompt_formats.CHECKPOINT_FORMATS`), for
+# `prompt_format="auto"`: by config.json's (model_type, text_config.model_type).
 AUTO_FORMATS: dict[tuple[str, str | None], str] = {
     ("llava", None): "llava_hf",
     ("llava_next", "mistral"): "llava_next_mistral",

@@ -99,15 +99,16 @@ def decay_mask(params):
 
 
 def make_optimizer(params: nnx.State, groups: Sequence[ParamGroup], *, total_steps: int, warmup_ratio: float = 0.03,
-                   warmup_steps: int = 0, weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                   max_grad_norm: float | None = 1.0, accumulate_steps: int = 1) -> optax.GradientTransformation:
+                   warmup_steps: int = 0, weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999,
+                   eps: float = 1e-8, max_grad_norm: float | None = 1.0, accumulate_steps: int = 1) -> optax.GradientTransformation:
     """AdamW per group (its own warmup-cosine schedule), after global-norm clipping over all trainables.
 
     params: the trainable state (its paths decide each parameter's group).  With accumulate_steps > 1 the
     update is applied every k calls with the mean gradient (optax.MultiSteps); `total_steps` counts
     optimizer updates.
     """
-    transforms = {g.name: optax.adamw(warmup_cosine(g.learning_rate, total_steps, warmup_ratio, warmup_steps), b1=b1, b2=b2,
+    schedule = lambda lr: warmup_cosine(lr, total_steps, warmup_ratio, warmup_steps)
+    transforms = {g.name: optax.adamw(schedule(g.learning_rate), b1=b1, b2=b2,
                                       eps=eps, weight_decay=weight_decay, mask=decay_mask) for g in groups}
     labels = lambda tree: jax.tree_util.tree_map_with_path(lambda kp, _: group_of(keypath_names(kp), groups), tree)
     tx = optax.multi_transform(transforms, labels)
