@@ -11,14 +11,15 @@ Values and their sources (yuhui-zh15/VLMClassifier, training_analysis/llava/fine
                        `flowers-caption-50epochs`)
   schedule             cosine, warmup ratio 0.03, weight decay 0
 
-Data: the study trains on `flowers_llava_train_caption.json`, which no released code writes, so its caption
-template is unknown.  Here the captions are yours: a JSONL of {"image", "caption"} (`data.caption_json`), asked
-with `data.caption_question` (default "Describe the image concisely.", LLaVA's brief-caption instruction;
-`vlmcls_jax.data.finetune_data.CAPTION_QUESTION`).  The only caption format the study releases is BLIP's
+Data: the study trains on `flowers_llava_train_caption.json`, which no released code writes; the paper gives its
+template, `<image> Generate a caption for the image.`  Here the captions are yours: a JSONL of
+{"image", "caption"} (`data.caption_json`), asked with `data.caption_question` (default the paper's "Generate a
+caption for the image."; `vlmcls_jax.data.finetune_data.CAPTION_QUESTION`; LLaVA's "Describe the image
+concisely." is `LLAVA_CAPTION_QUESTION`).  The only caption format the study releases is BLIP's
 (caption = the class name, text prompt "a photo of "; training_analysis/blip).
 
 Compare the classification accuracy of this run with finetune_projector's on the same dataset (Table 4; no
-number is printed in the repository).
+number is printed in the repository), both evaluated with configs/finetuned_eval.py.
 
     python -m vlmcls_jax.main --config configs/finetune_caption.py:flowers --workdir runs/caption_flowers \\
         --config.data.caption_json=data/flowers_captions.jsonl --config.data.image_root=/data/flowers

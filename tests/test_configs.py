@@ -49,7 +49,7 @@ def test_default_questions_are_the_data_modules():
     from vlmcls_jax.data.finetune_data import CAPTION_QUESTION, FINETUNE_QUESTION
     data = common.train_config().data
     assert data.question == FINETUNE_QUESTION == "What type of object is in the photo?"
-    assert data.caption_question == CAPTION_QUESTION
+    assert data.caption_question == CAPTION_QUESTION == "Generate a caption for the image."   # the paper's (Table 4)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -103,3 +103,47 @@ def test_an_impossible_mesh_fails_naming_it_before_loading(tmp_path):
     c.model.checkpoint, c.mesh_shape = str(tmp_path / "no_such_checkpoint"), (3, 1, 1)     # 8 test devices
     with pytest.raises(ValueError, match=r"mesh_shape \(3, 1, 1\) does not divide the 8 devices"):
         trainer.run(c, str(tmp_path / "run"))
+
+
+def test_fine_tuned_models_are_evaluated_as_the_study_does():
+    """training_analysis/llava/eval_classification.sh: `python -m llava.eval.model_vqa ... --temperature 0
+    --conv-mode vicuna_v1`; model_vqa.py:101 `max_new_tokens=1024`; finetune.sh:15 `--image_aspect_ratio pad`;
+    eval_classification.ipynb: `label.lower() == pred.lower()`; prepare_data.ipynb: "What type of object is in
+    the photo?"."""
+    from configs import finetuned_eval
+    from vlmcls_jax.data.prompts import WORDINGS
+    c = finetuned_eval.get_config("imagenet")
+    assert c.experiments == ("open",) and c.model.prompt_format == "llava_v1"
+    assert WORDINGS[c.generation.wording] == "What type of object is in the photo?"
+    assert c.generation.max_new_tokens == 1024 and c.generation.headline == "exact" and c.pad_to_square
+    assert c.data.split == "valid"
+
+
+def test_table5_variants_and_paper_batch():
+    from configs import finetune_lora, finetune_projector, table5_imagewikiqa
+    assert table5_imagewikiqa.get_config().generation.protocol == "main"
+    literal = table5_imagewikiqa.get_config("finetuned")
+    assert (literal.generation.protocol, literal.model.prompt_format, literal.pad_to_square) == \
+        ("model_vqa", "llava_v1", True)
+    assert table5_imagewikiqa.get_config("finetuned_corrected").generation.protocol == "main"
+    # finetune.sh / finetune_lora.sh: --per_device_train_batch_size 32 on 4 GPUs = 128; the paper's appendix: 64
+    assert finetune_projector.get_config("flowers").data.batch_size == 128
+    assert finetune_projector.get_config("flowers,paper_batch").data.batch_size == 64
+    assert finetune_lora.get_config("cars,paper_batch").data.batch_size == 64
+    with pytest.raises(ValueError, match="batch"):
+        finetune_projector.get_config("flowers,huge")
+
+
+def test_blip2_qformer_recipe_is_the_studys_lavis_config():
+    """training_analysis/blip/config.yaml: `init_lr: 2e-5`, `warmup_steps: 1000`, `weight_decay: 0.05`,
+    `batch_size_train: 32` (x `--nproc_per_node=4`, train.sh), text prompt `"a photo of "`; blip/eval.ipynb
+    reads epochs 0-9 of `imagenet_10epochs`."""
+    from configs import finetune_blip2_qformer
+    from vlmcls_jax.data.conversation import CAPTION_TEMPLATES
+    from vlmcls_jax.train.optimizer import warmup_cosine
+    c = finetune_blip2_qformer.get_config("imagenet")
+    assert c.model.checkpoint.endswith("blip2-opt-2.7b-364") and set(c.learning_rates.values()) == {2e-5}
+    assert (c.optim.warmup_steps, c.optim.weight_decay, c.data.batch_size, c.num_epochs) == (1000, 0.05, 128, 10)
+    assert CAPTION_TEMPLATES[c.data.template].prompt == "a photo of "
+    schedule = warmup_cosine(2e-5, 10_000, 0.03, warmup_steps=1000)
+    assert float(schedule(500)) == pytest.approx(1e-5) and float(schedule(1000)) == pytest.approx(2e-5)

@@ -13,8 +13,9 @@ from vlmcls_jax.data.conversation import TEMPLATES, render
 from vlmcls_jax.data.pipeline import read_records
 from vlmcls_jax.train.trainer import training_records
 
-SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
-          "detailed, and polite answers to the human's questions.")
+# LLaVA's conv_vicuna_v1 (haotian-liu/LLaVA llava/conversation.py:243-244), the study's `--version v1`
+SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+          "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 
 
 def write_jsonl(path, rows):
@@ -85,11 +86,13 @@ def test_caption_records(tmp_path):
                                                  {"image": "f/2.jpg", "caption": "A yellow sunflower."}])
     records = fd.caption_records(path)
     assert records[1] == {"id": "caps.jsonl:2", "image": "f/2.jpg", "conversations": [
-        {"from": "human", "value": "<image>\nDescribe the image concisely."},
+        {"from": "human", "value": "<image>\nGenerate a caption for the image."},   # the paper's caption template
         {"from": "gpt", "value": "A yellow sunflower."}]}
     text, _ = render(records[0]["conversations"], TEMPLATES["llava_v1"])
-    assert text == SYSTEM + (" USER: <image>\nDescribe the image concisely. "
+    assert text == SYSTEM + (" USER: <image>\nGenerate a caption for the image. "
                              "ASSISTANT: A pink flower with five petals.</s>")
+    llava_style = fd.caption_records(path, question=fd.LLAVA_CAPTION_QUESTION)     # the option
+    assert llava_style[0]["conversations"][0]["value"] == "<image>\nDescribe the image concisely."
     assert fd.caption_records(path, question="Caption it.")[0]["conversations"][0]["value"] == "<image>\nCaption it."
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"image": "f/1.jpg", "caption": "ok"}, {"image": "f/2.jpg"}])
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: missing field 'caption'"):

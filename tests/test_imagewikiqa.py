@@ -1,6 +1,7 @@
 """ImageWikiQA (Table 5): the released file's loader, the study's MMMU answer parser, and the resumable,
 shardable evaluator on a tiny random LLaVA."""
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -194,7 +195,8 @@ def test_evaluator_records_each_question_and_scores_the_missing_image_wrong(worl
     by_id = {q.id: q for q in questions}
     for r in got:
         if not r["image_missing"]:       # the record is the parse of its output, reproducibly
-            assert r == score_output(by_id[r["id"]], r["output"], SETTINGS)
+            assert r["response"] == study_response(r["output"])             # "Let's think step by step. " + output
+            assert r == score_output(by_id[r["id"]], r["output"], r["response"], SETTINGS)
     assert summary["questions"] == 7 and summary["missing"] == 0 and summary["missing_images"] == 1
     assert sum(summary["parsed_by"].values()) == 6
     assert summary["accuracy"] == sum(r["correct"] for r in got) / 7
@@ -232,3 +234,32 @@ def test_random_fallback_seed_depends_on_seed_and_question_only():
     assert len(draws) == 1
     assert [question_rng(1234, i).random() for i in range(3)] == [question_rng(1234, i).random() for i in range(3)]
     assert question_rng(1234, 1).random() != question_rng(1235, 1).random()
+
+
+def test_model_vqa_protocol_parses_the_generation_alone(world, tmp_path, monkeypatch):
+    """The study's fine-tuned row (training_analysis/llava/model_vqa.py with lines 76-77 enabled): prompt
+    `...ASSISTANT:ASSISTANT: Let's think step by step. ` in LLaVA's tokenization (prompt format llava_v1), and
+    `outputs = tokenizer.batch_decode(output_ids, skip_special_tokens=True)[0].strip()` (model_vqa.py:105-107)
+    parsed as it is (eval_imagewikiqa.ipynb: `gen = item["text"]`), without the prefix.  Generation is stubbed
+    (the decoding path is the tests above); the prompts it is handed and their encoding are checked."""
+    from vlmcls_jax.eval import imagewikiqa_eval
+    from vlmcls_jax.eval.vlm_inputs import VLMInputs
+    model, tok, questions = world
+    inputs = VLMInputs(model, PRE, "llava_v1")
+    s = dataclasses.replace(SETTINGS, protocol="model_vqa", pad_to_square=True)
+    seen = []
+
+    def fake_answer_batch(model, tokenizer, prompts, images, preprocess, settings, mesh=None):
+        seen.extend(prompts)
+        assert settings.pad_to_square and preprocess.prompt_format == "llava_v1"
+        batch = preprocess.encode(tokenizer, prompts, images, pad_to_square=True)      # LLaVA's chunked ids
+        assert batch["input_ids"].shape[0] == len(prompts)
+        return [" (B) is it. "] * len(prompts)
+
+    monkeypatch.setattr(imagewikiqa_eval, "answer_batch", fake_answer_batch)
+    evaluate_imagewikiqa(model, tok, questions[:3], str(tmp_path / "v.jsonl"), s, inputs)
+    assert seen[0].endswith("USER: <image>\n" + questions[0].text + " ASSISTANT:ASSISTANT: Let's think step by step. ")
+    got = [r for r in records(tmp_path / "v.jsonl") if not r["image_missing"]]
+    assert got and all(r["response"] == "(B) is it." and r["parsed"] == "B" for r in got)
+    with pytest.raises(ValueError, match="needs prompt format 'llava_v1'"):
+        evaluate_imagewikiqa(model, tok, questions[:3], str(tmp_path / "w.jsonl"), s, PRE)

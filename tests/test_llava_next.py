@@ -39,7 +39,7 @@ from tiny_hf import assert_close
 from vlmcls_jax.convert import config_from_hf, load_hf, save_hf
 from vlmcls_jax.data.anyres import NEWLINE, PAD, anyres_batch, anyres_preprocess, image_feature_index
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
-from vlmcls_jax.data.prompt_formats import PROMPT_FORMATS, prompt_format
+from vlmcls_jax.data.prompt_formats import PROMPT_FORMATS, prompt_format, study_prompt
 from vlmcls_jax.data.prompts import SCORING_PREFIX, OPEN_QUESTION, llava_prompt
 from vlmcls_jax.models import LlavaNextConfig, LlavaNextForConditionalGeneration
 from vlmcls_jax.models.config_io import config_from_dict, config_to_dict
@@ -417,22 +417,36 @@ def test_token_counts_match_the_processor(mistral_tokenizer):
 
 
 def test_prompt_formats(mistral_tokenizer):
-    """The Mistral template tokenizes to BOS, Mistral-Instruct's `[INST]` ids, `▁` `<image>` `\\n`, the question,
-    the `[/INST]` ids, then the answer prefix ([INST] = [733, 16289, 28793] and [/INST] = [733, 28748, 16289,
-    28793] as in Mistral's documentation of its instruct format)."""
+    """The study's Mistral prompt (VLMClassifier main_results/main.py:113) has no space before `[/INST]`:
+        f"[INST] <image>\\n{question}[/INST]" for question in questions
+    so `?[/INST]` tokenizes differently from the docs' `? [/INST]` (kept as the option llava_next_mistral_docs).
+    Ids: BOS, `[INST]` = [733, 16289, 28793], `▁` `<image>` `\\n`, the question, then `[/INST]` glued to `?`."""
     assert PROMPT_FORMATS["llava_hf"] is llava_prompt
     mistral = PROMPT_FORMATS["llava_next_mistral"]
-    assert mistral("What is shown in this image?") == "[INST] <image>\nWhat is shown in this image? [/INST]"
+    study = lambda question: f"[INST] <image>\n{question}[/INST]"                       # main.py:113
+    assert mistral("What is shown in this image?") == study("What is shown in this image?")
+    # imagewikiqa/main.py:56: f"[INST] <image>\n{question}[/INST] Let's think step by step."
+    assert study_prompt("llava_next_mistral", "Q?", chain_of_thought=True) == \
+        "[INST] <image>\nQ?[/INST] Let's think step by step."
+    docs = PROMPT_FORMATS["llava_next_mistral_docs"]
+    assert docs("What is shown in this image?") == "[INST] <image>\nWhat is shown in this image? [/INST]"
+    # main.py:118 (LLaVA-NeXT-Vicuna)
     assert PROMPT_FORMATS["llava_next_vicuna"]("What is shown in this image?", "It is") == (
         "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
         "detailed, and polite answers to the human's questions. USER: <image>\nWhat is shown in this image? "
         "ASSISTANT: It is")
     ids = mistral_tokenizer(mistral(OPEN_QUESTION, SCORING_PREFIX))["input_ids"]
+    assert ids == mistral_tokenizer(study(OPEN_QUESTION) + " " + SCORING_PREFIX)["input_ids"]
     question = mistral_tokenizer.encode(OPEN_QUESTION, add_special_tokens=False)
     assert question[0] == 1824                                          # "▁What"; after "\n" it is "What" = 3195
-    assert ids == ([1, 733, 16289, 28793, 28705, 32000, 13, 3195] + question[1:] + [733, 28748, 16289, 28793]
-                   + mistral_tokenizer.encode(SCORING_PREFIX, add_special_tokens=False))
+    assert ids[:8] == [1, 733, 16289, 28793, 28705, 32000, 13, 3195]
     assert mistral_tokenizer.convert_ids_to_tokens(ids[:8]) == ["<s>", "▁[", "INST", "]", "▁", "<image>", "<0x0A>",
                                                                 "What"]
+    docs_ids = mistral_tokenizer(docs(OPEN_QUESTION, SCORING_PREFIX))["input_ids"]
+    assert docs_ids == ([1, 733, 16289, 28793, 28705, 32000, 13, 3195] + question[1:] + [733, 28748, 16289, 28793]
+                        + mistral_tokenizer.encode(SCORING_PREFIX, add_special_tokens=False))
+    assert ids != docs_ids                                              # the space changes the ids
+    end = mistral_tokenizer.convert_ids_to_tokens(mistral_tokenizer(study(OPEN_QUESTION))["input_ids"][-5:])
+    assert end == ["?", "[", "/", "INST", "]"] and "".join(end) == "?[/INST]"
     with pytest.raises(KeyError, match="unknown prompt format"):
         prompt_format("llava-hf/llava-v1.6-34b-hf")

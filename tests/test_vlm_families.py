@@ -16,7 +16,8 @@ QUESTION = "What type of object is in this photo?"
 PROMPTS = {
     "llava_next": ("llava_next_vicuna", f"{VICUNA_SYSTEM} USER: <image>\n{QUESTION} ASSISTANT:"),  # Llama text
     "blip2": ("blip2", f"Question: {QUESTION} Answer:"),
-    "instructblip": ("instructblip", QUESTION),
+    # main_results/main.py:121-125: `elif "blip" in model_id:` ... f"Question: {question} Answer:" (InstructBLIP too)
+    "instructblip": ("instructblip", f"Question: {QUESTION} Answer:"),
 }
 
 
@@ -44,28 +45,32 @@ def test_family_runs_every_vlm_experiment_of_the_eval_job(family, data, tmp_path
 
 
 def test_blip2_qformer_fine_tuning_trains_only_the_qformer(data, tmp_path):
-    """The study's BLIP-2 fine-tuning: Q-Former (+ query tokens, language projection) trained, vision encoder
-    and OPT frozen, on classification records in BLIP-2's `Question: q Answer: a` format, image tokens first."""
+    """The study's BLIP-2 fine-tuning (configs/finetune_blip2_qformer.py, LAVIS blip2_opt): Q-Former, query
+    tokens, language projection and the vision LayerNorm after the ViT (LAVIS's `ln_vision`) trained, the ViT and
+    OPT frozen, on classification records in LAVIS's caption format `a photo of {label}\\n`, image tokens first."""
     import numpy as np
     from flax import nnx
 
+    from configs import finetune_blip2_qformer
     from vlmcls_jax.convert import load_hf
     from vlmcls_jax.defaults import train_config
     from vlmcls_jax.train import trainer
 
     root, manifest = data
     ckpt = train_fixtures.tiny_family_checkpoint(tmp_path / "blip2", "blip2")
+    recipe = finetune_blip2_qformer.get_config("flowers")
     c = train_config()
     c.model.checkpoint, c.model.dtype = str(ckpt), "float32"
-    c.learning_rates = {"qformer": 1e-2}
+    c.learning_rates = {name: 1e-2 for name in recipe.learning_rates}       # the recipe's groups, a visible lr
     c.data.classification_manifest, c.data.image_root = str(manifest), str(root / "images")
-    c.data.template, c.data.buckets, c.data.batch_size = "blip2", (64,), 8
+    c.data.template, c.data.buckets, c.data.batch_size = recipe.data.template, (64,), 8
     c.num_steps, c.log_every, c.checkpoint_every, c.optim.warmup_ratio = 3, 1, 0, 0.0
     trainer.run(c, str(tmp_path / "run"))
     before = nnx.to_flat_state(nnx.state(load_hf(str(ckpt)), nnx.Param))
     after = dict(nnx.to_flat_state(nnx.state(load_hf(str(tmp_path / "run" / "hf_export")), nnx.Param)))
-    changed = {str(path[0]) for path, v in before if not np.array_equal(v[...], after[path][...])}
-    assert changed == {"qformer", "query_tokens", "language_projection"}
+    changed = {"/".join(map(str, path[:2])) if path[0] == "vision_model" else str(path[0])
+               for path, v in before if not np.array_equal(v[...], after[path][...])}
+    assert changed == {"qformer", "query_tokens", "language_projection", "vision_model/post_layernorm"}
     with pytest.raises(ValueError, match="InstructBLIP training is not supported yet"):
         c.model.checkpoint = str(train_fixtures.tiny_family_checkpoint(tmp_path / "iblip", "instructblip"))
         trainer.run(c, str(tmp_path / "run2"))

@@ -43,6 +43,16 @@ def test_batched_outputs_equal_one_at_a_time_and_resume(setup, tmp_path):
     a = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (tmp_path / "b.jsonl").read_text().splitlines()]
     assert [r["output"] for r in a] == [r["output"] for r in b] and full == single
+    # The study's prediction (main.py:156 `text.split("ASSISTANT:")[-1].strip()`) is what the metrics read;
+    # the headline is the substring rule unless the settings name the fine-tuned models' exact match.
+    for r in a:
+        assert r["pred"] == (r["prompt"] + " " + r["output"]).split("ASSISTANT:")[-1].strip()
+        assert r["substring_match"] == (r["label_name"].lower() in r["pred"].lower())
+        assert r["study_exact_match"] == (r["label_name"].lower() == r["pred"].lower())
+    assert full["headline"] == "substring_accuracy"
+    from vlmcls_jax.eval.tables import headline
+    exact = dict(full, headline="study_exact_accuracy", study_exact_accuracy=0.25)
+    assert headline(full) == full["substring_accuracy"] and headline(exact) == 0.25
 
     # Interrupted after 4 examples, with a half-written fifth line: the rerun finishes the rest once.
     path = tmp_path / "c.jsonl"

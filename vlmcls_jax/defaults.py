@@ -47,14 +47,16 @@ def train_config() -> ml_collections.ConfigDict:
         question="What type of object is in the photo?",
         answer_template="{}",         # the answer; {} is the class name (the study: the bare name)
         caption_json="",              # JSONL {"image", "caption"} -> caption records (Table 4)
-        caption_question="Describe the image concisely.",   # LLaVA's brief-caption instruction (study's not released)
+        caption_question="Generate a caption for the image.",   # the paper's caption template (finetune_data)
         mix_with="",                  # LLaVA JSON mixed with the above, e.g. llava_v1_5_mix665k.json (Table 5)
         mix_seed=1234,                # the mixture's shuffle seed (the study: random.seed(1234))
         image_root="",                # image paths in the records are relative to this folder
-        template="llava_v1", max_length=2048, buckets=(768, 1024, 2048), batch_size=64, worker_count=0,
+        template="llava_v1",          # conv_vicuna_v1, the study's `--version v1` (data.conversation.TEMPLATES)
+        max_length=2048, buckets=(768, 1024, 2048), batch_size=64, worker_count=0,
         use_checkpoint_preprocessor=True,
         on_bad_image="error"))        # or "skip": leave out records whose image is unreadable, listed and counted
-    c.optim = ml_collections.ConfigDict(dict(warmup_ratio=0.03, weight_decay=0.0, max_grad_norm=1.0,
+    # warmup_steps > 0 replaces warmup_ratio (LAVIS's recipes count warmup in steps)
+    c.optim = ml_collections.ConfigDict(dict(warmup_ratio=0.03, warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
                                              accumulate_steps=1))
     c.num_epochs = 1
     c.num_steps = 0                           # > 0 overrides num_epochs
@@ -72,6 +74,9 @@ def train_config() -> ml_collections.ConfigDict:
 
 
 DATASETS = ("imagenet", "flowers", "cars", "caltech")
+# The study's evaluation split in its manifests (data/*.jsonl): ImageNet's is "valid" (main_results/main.py:319
+# `--split` default "valid"), the others' "test".
+TEST_SPLIT = {"imagenet": "valid"}
 
 
 def api_config() -> ml_collections.ConfigDict:
@@ -129,11 +134,15 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
                                             label="", revision=placeholder(str)))
     # on_bad_image: "error" (stop at the first unreadable image, naming it) or "skip" (leave such images out,
     # listed in WORKDIR/skipped_images.jsonl and counted in results.json; accuracies are over the rest)
-    c.data = ml_collections.ConfigDict(dict(**study_data(dataset), split="test", on_bad_image="error"))
-    # wording: a key of data.prompts.QUESTION_WORDINGS; choice_order: "shuffled" (per image, by seed) or
-    # "dataset" (the class list's order: the study's label-order ablation)
-    c.generation = ml_collections.ConfigDict(dict(max_new_tokens=64, batch_size=8, wording="default",
-                                                  chain_of_thought=False, choice_order="shuffled"))
+    c.data = ml_collections.ConfigDict(dict(**study_data(dataset), split=TEST_SPLIT.get(dataset, "test"), on_bad_image="error"))
+    # wording: a key of data.prompts.WORDINGS ("finetuned": generation only); choice_order: "shuffled" (per
+    # image, by seed) or "dataset" (the class list's order: the study's label-order ablation); max_new_tokens:
+    # 0 = the study's, 64 (512 with chain of thought); headline: "substring" (the study's zero-shot rule),
+    # "exact" (its rule for fine-tuned LLaVA, label.lower() == pred.lower()) or "unparenthesized" (fine-tuned
+    # BLIP-2; configs/finetuned_eval.py)
+    c.generation = ml_collections.ConfigDict(dict(max_new_tokens=0, batch_size=8, wording="default",
+                                                  chain_of_thought=False, choice_order="shuffled",
+                                                  headline="substring"))
     # The study fed images through llava-hf's processor (resize + centre crop, no padding); True pads to a
     # square first as LLaVA-1.5's training code does.
     c.pad_to_square = False
@@ -149,9 +158,6 @@ def eval_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
     # counted right when they name any synonym (Table 8's row "VLM open world, ImageNet synonyms")
     c.synonyms = ""
     return c
-
-
-TEST_SPLIT = {"imagenet": "valid"}
 
 
 def probe_config(dataset: str = "flowers") -> ml_collections.ConfigDict:
@@ -197,8 +203,11 @@ def imagewikiqa_config() -> ml_collections.ConfigDict:
                                              api=api_config()))  # as in eval_config
     c.data = ml_collections.ConfigDict(dict(questions=study.imagewikiqa_path(), image_root=".",
                                             require_images=False))   # True: a missing image is an error
-    c.generation = ml_collections.ConfigDict(dict(chain_of_thought=True, max_new_tokens=1024, batch_size=8))
-    c.pad_to_square = False                # the study used llava-hf's processor (no padding)
+    # protocol: "main" (imagewikiqa/main.py, the released models) or "model_vqa" (the study's fine-tuned LLaVA row:
+    # LLaVA's model_vqa.py with its ImageWikiQA lines; needs prompt_format "llava_v1"; eval.imagewikiqa_eval)
+    c.generation = ml_collections.ConfigDict(dict(chain_of_thought=True, max_new_tokens=1024, batch_size=8,
+                                                  protocol="main"))
+    c.pad_to_square = False                # the study used llava-hf's processor (no padding; model_vqa pads)
     c.baseline = ""                        # another run's workdir: report the gain over it
     c.paper_numbers = True                 # tables show `ours (paper)`: vlmcls_jax/eval/study_published.json
     return c

@@ -28,18 +28,20 @@ from collections.abc import Iterator, Sequence
 
 from vlmcls_jax.data.conversation import classification_record
 from vlmcls_jax.data.pipeline import read_records
-from vlmcls_jax.data.prompts import IMAGE_TOKEN
+from vlmcls_jax.data.prompts import FINETUNE_QUESTION, IMAGE_TOKEN
 from vlmcls_jax.data.sources import jsonl_objects, require_strings
 
-# prepare_data.ipynb cell 1: {"from": "human", "value": "<image>\nWhat type of object is in the photo?"}, and the
-# bare label as the answer.  Note "the photo": the zero-shot prompt (prompts.OPEN_QUESTION) says "this photo".
-FINETUNE_QUESTION = "What type of object is in the photo?"
+# FINETUNE_QUESTION: prepare_data.ipynb cell 1: {"from": "human", "value": "<image>\nWhat type of object is in the
+# photo?"}, and the bare label as the answer.  Note "the photo": the zero-shot prompt (prompts.OPEN_QUESTION)
+# says "this photo".  Defined in data.prompts (the fine-tuned models' evaluation asks it too).
 
-# The study's caption template is not in its repository (finetune_caption.sh trains on
-# `flowers_llava_train_caption.json`, which no released code writes).  This default is the first of the
-# brief-description instructions that LLaVA samples from for its caption (pretraining) data, listed in the LLaVA
-# paper's appendix (Liu et al., 2023, "Visual Instruction Tuning"; used in blip_laion_cc_sbu_558k.json).
-CAPTION_QUESTION = "Describe the image concisely."
+# The caption template of the paper (Zhang et al. 2024, appendix on caption-style data, Table 4): "<image> Generate
+# a caption for the image."  The repository does not contain it (finetune_caption.sh trains on
+# `flowers_llava_train_caption.json`, which no released code writes).  The human turn is `<image>\n{question}` as in
+# every LLaVA record the study writes (prepare_data.ipynb); the paper's space after `<image>` is taken as
+# typography.  LLaVA's own brief-caption instruction (LLaVA paper appendix), the default before, is an option:
+CAPTION_QUESTION = "Generate a caption for the image."
+LLAVA_CAPTION_QUESTION = "Describe the image concisely."
 
 
 def _jsonl_rows(path: str, required: Sequence[str]) -> Iterator[tuple[int, dict]]:
@@ -73,9 +75,9 @@ def classification_records(manifest_path: str, split: str | None, *, question: s
 def caption_records(caption_jsonl: str, *, question: str = CAPTION_QUESTION) -> list[dict]:
     """Caption records from a JSONL of {"image", "caption"}: human `<image>\\n{question}`, answer the caption.
 
-    The study's LLaVA caption data (Table 4, finetune_caption.sh) came from a template its repository does not
-    contain, so the captions are the user's and the question defaults to LLaVA's brief-caption instruction
-    `CAPTION_QUESTION`; pass the wording you want to compare.  Ids are `{file name}:{line}`.  Errors name
+    The study's LLaVA caption data (Table 4, finetune_caption.sh) is not released, so the captions are the
+    user's; the question defaults to the paper's template `CAPTION_QUESTION` ("Generate a caption for the
+    image."); `LLAVA_CAPTION_QUESTION` or any other wording is an option.  Ids are `{file name}:{line}`.  Errors name
     file:line and the field."""
     name = os.path.basename(caption_jsonl)
     records = [{"id": f"{name}:{n}", "image": row["image"], "conversations": [

@@ -29,7 +29,7 @@ def llava_prompt(question: str, assistant_prefix: str = "") -> str:
 
 def tokenize_prompts(tokenizer, prompts: Sequence[str], num_image_tokens: int | Sequence[int],
                      image_token: str = IMAGE_TOKEN, padding_side: str = "left", max_length: int | None = None,
-                     images_first: bool = False) -> dict[str, np.ndarray]:
+                     images_first: bool = False, image_chunks: bool = False) -> dict[str, np.ndarray]:
     """Tokenizes prompts with image placeholders expanded; pads to the longest prompt.
 
     Args:
@@ -43,6 +43,8 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str], num_image_tokens: int | 
       max_length: if set, a prompt longer than this (after expansion, with BOS) is an error.
       images_first: put the image tokens before everything, BOS included (BLIP-2 / InstructBLIP's
         processors: "BLIP expects image tokens to be at the beginning even before BOS token").
+      image_chunks: tokenize the text between placeholders chunk by chunk, as LLaVA's own code does
+        (`tokenize_image_chunks`), instead of the whole expanded text at once as `LlavaProcessor` does.
 
     Returns:
       input_ids: int32[B, T], pad id where attention_mask is 0.
@@ -72,7 +74,8 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str], num_image_tokens: int | 
         else:
             if n > 0 and image_token not in prompt:
                 raise ValueError(f"prompt {i} has no {image_token!r} placeholder: {prompt!r}")
-            ids = tokenizer(prompt.replace(image_token, image_token * n))["input_ids"]
+            ids = tokenize_image_chunks(tokenizer, prompt, n, image_token) if image_chunks else \
+                tokenizer(prompt.replace(image_token, image_token * n))["input_ids"]
         if max_length is not None and len(ids) > max_length:
             raise ValueError(f"prompt {i} is {len(ids)} tokens (with {n} image tokens per image), "
                              f"more than max_length={max_length}: {prompt!r}")
@@ -88,6 +91,21 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str], num_image_tokens: int | 
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def tokenize_image_chunks(tokenizer, prompt: str, num_image_tokens: int, image_token: str = IMAGE_TOKEN) -> list[int]:
+    """LLaVA's `tokenizer_image_token` (haotian-liu/LLaVA, llava/mm_utils.py:185-204), with each placeholder as
+    `num_image_tokens` image ids: every text chunk between placeholders is tokenized on its own, and the BOS of
+    every chunk but the first is dropped.  With a SentencePiece tokenizer the chunk after `<image>` so starts
+    with its own "▁" (`USER: <image>\nWhat` -> `▁USER : ▁ <image> ▁ <0x0A> What`, where `LlavaProcessor` gives
+    `... <image> <0x0A> What`): the ids the models LLaVA's code trains and evaluates (model_vqa) see."""
+    chunks = [tokenizer(chunk)["input_ids"] for chunk in prompt.split(image_token)]
+    offset = 1 if chunks and chunks[0] and chunks[0][0] == tokenizer.bos_token_id else 0
+    image_ids = tokenizer.encode(image_token * num_image_tokens, add_special_tokens=False) if num_image_tokens else []
+    ids = list(chunks[0][:offset])
+    for i, chunk in enumerate(chunks):
+        ids += (image_ids if i else []) + list(chunk[offset:])
+    return ids
+
+
 # The study's classification prompts (Zhang et al. 2024, Table 1 and Table 2).
 OPEN_QUESTION = "What type of object is in this photo?"
 QUESTION_WORDINGS = {   # the study's four wordings (VLMClassifier main_results/analyze_prompt.sh, prompt1-4)
@@ -96,7 +114,12 @@ QUESTION_WORDINGS = {   # the study's four wordings (VLMClassifier main_results/
     "identify": "Identify the object in this image.",
     "main_object": "What is the main object depicted in this photograph?",
 }
-CHAIN_OF_THOUGHT = "Let's think step by step."      # put in the assistant turn
+# The study's fine-tuning question (training_analysis/llava/prepare_data.ipynb cell 1: "the photo", not "this
+# photo"), which its fine-tuned models are also asked at evaluation (the `text` of its *_llava_val.jsonl).
+FINETUNE_QUESTION = "What type of object is in the photo?"
+# Every question a generation evaluation can ask (`GenerationSettings.wording`).
+WORDINGS = {**QUESTION_WORDINGS, "finetuned": FINETUNE_QUESTION}
+CHAIN_OF_THOUGHT = "Let's think step by step."      # where the study puts it: prompt_formats.study_prompt
 SCORING_PREFIX = "The photo features a"             # probabilistic inference scores class names after it
 
 

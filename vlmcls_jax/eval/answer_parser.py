@@ -14,8 +14,11 @@ decoded greedily for up to 1024 new tokens. Its scorer parses `decoded.split("AS
 because llava-hf's `generate` returns the prompt too, that text starts with the prefix: "Let's think step by
 step. <generated>" (`study_response`). This matters: the prefix's five words make any answer long enough for
 the option-text rule (more than 5 words). (`training_analysis/llava/model_vqa.py`, the LLaVA-trained-on-ImageNet
-rows, uses the original LLaVA code, whose outputs are the generated text only, with the prefix line there
-commented out "Enable This Part for ImageWikiQA".) The scorer seeds Python's `random` once with 1234.
+rows, uses the original LLaVA code, whose outputs are the generated text only, with the prefix lines there
+commented out "Enable This Part for ImageWikiQA": `imagewikiqa_eval`'s protocol "model_vqa".)  BLIP-2 and
+InstructBLIP differ: chain of thought inside the question, the text after "Answer:" parsed
+(`prompt_formats.study_prompt` / `study_prediction`, which the evaluation uses for every family).  The scorer
+seeds Python's `random` once with 1234.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from typing import Sequence
 
 from vlmcls_jax.eval.api_vendors import (KEY_ENV, PRICES, STUDY_MAX_TOKENS, encode_image, error_status,
                                          make_vendor, parse_checkpoint, retry_after, scrub)
+from vlmcls_jax.data.prompts import CHAIN_OF_THOUGHT
 from vlmcls_jax.eval.rate_limit import RateLimiter
 from vlmcls_jax.eval.vlm_inputs import VLMInputs
 
@@ -226,8 +227,16 @@ class ApiInputs(VLMInputs):
                          "token probabilities, which the vendors' APIs do not give; drop 'scoring' from "
                          "config.experiments")
 
-    def prompt(self, question: str, assistant_prefix: str = "") -> str:
-        return f"{question} {assistant_prefix}" if assistant_prefix else question
+    def prompt(self, question: str, assistant_prefix: str = "", chain_of_thought: bool = False) -> str:
+        """The question, then "Let's think step by step." with chain of thought (imagewikiqa/main_api.py
+        appends it to the question), then the assistant prefix."""
+        parts = [question] + ([CHAIN_OF_THOUGHT] if chain_of_thought else []) + (
+            [assistant_prefix] if assistant_prefix else [])
+        return " ".join(parts)
+
+    def prediction(self, prompt: str, generated: str) -> str:
+        """The reply is the prediction: the vendor's answer holds no prompt to cut (main_api.py scores `output`)."""
+        return generated
 
     def encode(self, tokenizer, prompts, images, *, pad_to_square=False):
         raise TypeError("an API model is sent prompts and image files (ApiModel.answer), not token ids")

@@ -56,7 +56,8 @@ def run(config, workdir: str) -> dict:
     g = config.generation
     settings = ImageWikiQASettings(chain_of_thought=g.chain_of_thought, max_new_tokens=g.max_new_tokens,
                                    seed=config.seed, batch_size=g.batch_size, pad_to_square=config.pad_to_square,
-                                   reply_only=api_usage(model) is not None)
+                                   reply_only=api_usage(model) is not None,
+                                   protocol=g.get("protocol", "main"))
     summary = evaluate_imagewikiqa(model, tokenizer, questions, os.path.join(workdir, "outputs.jsonl"), settings,
                                    preprocess, mesh=mesh)
     if summary["missing"]:

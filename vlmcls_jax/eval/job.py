@@ -126,8 +126,9 @@ def run(config, workdir: str) -> dict:
         g = config.generation
         if g.choice_order not in ("shuffled", "dataset"):
             raise ValueError(f"config.generation.choice_order={g.choice_order!r} is not 'shuffled' or 'dataset'")
-        gen = dict(max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, wording=g.wording,
-                   chain_of_thought=g.chain_of_thought, pad_to_square=config.pad_to_square)
+        gen = dict(max_new_tokens=g.max_new_tokens or None, batch_size=g.batch_size, wording=g.wording,
+                   chain_of_thought=g.chain_of_thought, pad_to_square=config.pad_to_square,
+                   headline=g.get("headline", "substring"))
         # Prompt variants (Table 2 top) get their own rows and output files, so runs never mix them.
         variant = (f", wording {g.wording}" if g.wording != "default" else "") + \
                   (", chain of thought" if g.chain_of_thought else "")

@@ -28,6 +28,19 @@ def exact_match(output: str, class_name: str) -> bool:
     return normalise(output) == normalise(class_name)
 
 
+def study_exact_match(pred: str, class_name: str) -> bool:
+    """The study's metric for fine-tuned LLaVA (training_analysis/llava/eval_classification.ipynb):
+    `label.lower() == pred.lower()`, the prediction being model_vqa's stripped output; nothing else removed."""
+    return class_name.lower() == pred.strip().lower()
+
+
+def unparenthesized_substring_match(pred: str, class_name: str) -> bool:
+    """The study's metric for fine-tuned BLIP-2 (training_analysis/blip/eval.ipynb): `label.replace("(", "")
+    .replace(")", "")` lower-cased, in the lower-cased caption (LAVIS's pre_caption removed the parentheses from
+    the training captions)."""
+    return class_name.replace("(", "").replace(")", "").lower() in pred.lower()
+
+
 def topk_accuracy(scores: np.ndarray, labels: Sequence[int], k: int = 1) -> float:
     """scores: float[N, C]; labels: N class indices.  The fraction whose label is among the k best."""
     scores = np.asarray(scores)

@@ -1,6 +1,13 @@
 """VLM classification by generation (the study's Table 1 and Table 2 top): ask, decode greedily, check the
 answer for the class name.
 
+As the study (main_results/main.py): the prompt in the family's format with chain of thought where the study
+puts it (`prompt_formats.study_prompt`), at most 64 new tokens (512 with chain of thought; main.py:146), the
+prediction cut from the decoded text at the format's answer marker (`prompt_formats.study_prediction`,
+main.py:151-156), scored by the class name's case-insensitive occurrence in it.  Fine-tuned LLaVA models are
+scored as the study scores them (training_analysis/llava/eval_classification.ipynb) with `headline="exact"`:
+`label.lower() == pred.lower()`.
+
 Every output is appended to a JSONL file as soon as its batch finishes; an interrupted evaluation
 re-run on the same file skips the examples already there (a half-written last line is discarded and
 redone), so the summary always covers each example exactly once.
@@ -16,17 +23,17 @@ from typing import Mapping, Sequence
 from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
-from vlmcls_jax.data.prompts import CHAIN_OF_THOUGHT, QUESTION_WORDINGS, closed_world_question
+from vlmcls_jax.data.prompts import WORDINGS, closed_world_question
 from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set, choice_order
-from vlmcls_jax.eval.metrics import exact_match, substring_match
+from vlmcls_jax.eval.metrics import exact_match, study_exact_match, substring_match, unparenthesized_substring_match
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
 from vlmcls_jax.inference import generate
 
 
 @dataclasses.dataclass(frozen=True)
 class GenerationSettings:
-    wording: str = "default"            # a key of QUESTION_WORDINGS
+    wording: str = "default"            # a key of prompts.WORDINGS
     closed_world: bool = False          # append ` Choose one from "...".`
     choice_seed: int | None = 0         # shuffle the choices per image by this seed; None: dataset order
     label_set_size: int | None = None   # closed world over the true class + k - 1 random others
@@ -34,8 +41,12 @@ class GenerationSettings:
     # The study's sampler (`candidates.study_plan`): example id -> its choices in prompt order; when given it
     # replaces label_set_size / choice_seed
     choices: Mapping[str, tuple[str, ...]] | None = None
-    chain_of_thought: bool = False      # "Let's think step by step." in the assistant turn
-    max_new_tokens: int = 32
+    chain_of_thought: bool = False      # "Let's think step by step." where the study puts it (study_prompt)
+    max_new_tokens: int | None = None   # None: the study's, 64 (512 with chain of thought; main.py:146)
+    # The row's headline: "substring" (main_results: label in pred), "exact" (the study's fine-tuned LLaVA
+    # evaluation, eval_classification.ipynb: label.lower() == pred.lower()) or "unparenthesized" (its fine-tuned
+    # BLIP-2 evaluation, blip/eval.ipynb: the label without "(" ")" in pred)
+    headline: str = "substring"
     batch_size: int = 8
     length_multiple: int = 64           # prompts are left-padded to a multiple of this (few compilations)
     # The study ran llava-hf's processor (main_results/main.py), which resizes and crops without padding;
@@ -51,13 +62,27 @@ class GenerationSettings:
             (", chain of thought" if self.chain_of_thought else "")
 
     def __post_init__(self):
-        if self.wording not in QUESTION_WORDINGS:
-            raise ValueError(f"wording {self.wording!r} is not one of {sorted(QUESTION_WORDINGS)}")
+        if self.wording not in WORDINGS:
+            raise ValueError(f"wording {self.wording!r} is not one of {sorted(WORDINGS)}")
+        if self.headline not in HEADLINES:
+            raise ValueError(f"headline {self.headline!r} is not one of {sorted(HEADLINES)}")
+        if self.max_new_tokens is None:
+            object.__setattr__(self, "max_new_tokens", study_max_new_tokens(self.chain_of_thought))
+
+
+# headline -> the summary field a table shows
+HEADLINES = {"substring": "substring_accuracy", "exact": "study_exact_accuracy",
+             "unparenthesized": "unparenthesized_substring_accuracy"}
+
+
+def study_max_new_tokens(chain_of_thought: bool) -> int:
+    """main_results/main.py:146: `max_new_tokens=64 if not chain_of_thought else 512`."""
+    return 512 if chain_of_thought else 64
 
 
 def question_for(example, class_names: Sequence[str], s: GenerationSettings) -> str:
     """The question text for one example (its choices, when closed world, in its own order)."""
-    question = QUESTION_WORDINGS[s.wording]
+    question = WORDINGS[s.wording]
     if not s.closed_world:
         return question
     if s.choices is not None:
@@ -100,22 +125,28 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
 
     This process takes its share of the examples (`shards`; default: by JAX process), appends one record
     per example to its part of `out_path`, and returns the summary over every part:
-    {"examples", "missing" (examples no part has yet), "substring_accuracy", "exact_accuracy"}.
+    {"examples", "missing" (examples no part has yet), "substring_accuracy" (the study's main_results rule),
+     "study_exact_accuracy" (the study's fine-tuned LLaVA rule), "unparenthesized_substring_accuracy" (its
+     fine-tuned BLIP-2 rule), "exact_accuracy" (ours: whole answer = name
+     after `metrics.normalise`), "headline" (the field tables show, by `settings.headline`)}.
     mesh: split each batch over the mesh's batch axes (the model placed on it, `sharding.shard_model`)."""
     s, inputs = settings, as_inputs(model, preprocess)
     count, path, mine = shards.my_share(examples, out_path, shard)
     done = read_done(path)
     todo = [e for e in mine if e.id not in done]
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    assistant = CHAIN_OF_THOUGHT if s.chain_of_thought else ""
     with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
                                       desc=s.label, unit="img") as bar:
         for chunk, real in shards.padded_batches(todo, s.batch_size):
-            prompts = [inputs.prompt(question_for(e, class_names, s), assistant) for e in chunk]
+            prompts = [inputs.prompt(question_for(e, class_names, s), chain_of_thought=s.chain_of_thought)
+                       for e in chunk]
             outputs = answer_batch(model, tokenizer, prompts, [e.image for e in chunk], inputs, s, mesh)
             for e, prompt, output in list(zip(chunk, prompts, outputs))[:real]:
+                pred = inputs.prediction(prompt, output)
                 record = {"id": e.id, "label": int(e.label), "label_name": e.label_name, "prompt": prompt,
-                          "output": output, "substring_match": substring_match(output, e.label_name),
+                          "output": output, "pred": pred, "substring_match": substring_match(pred, e.label_name),
+                          "study_exact_match": study_exact_match(pred, e.label_name),
+                          "unparenthesized_substring_match": unparenthesized_substring_match(pred, e.label_name),
                           "exact_match": exact_match(output, e.label_name)}
                 out.write(json.dumps(record) + "\n")
                 done[e.id] = record
@@ -124,9 +155,15 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
     shards.barrier(count)
     wanted, missing = shards.gather(out_path, count, examples, read_done)
     n = len(wanted)
-    return {"examples": n, "missing": missing,
-            "substring_accuracy": sum(r["substring_match"] for r in wanted) / max(n, 1),
-            "exact_accuracy": sum(r["exact_match"] for r in wanted) / max(n, 1)}
+    stale = [r["id"] for r in wanted if "unparenthesized_substring_match" not in r]
+    if stale:
+        raise ValueError(f"{out_path}: {len(stale)} records (e.g. {stale[0]!r}) were written by an older version "
+                         "without the study's prediction field 'pred'; delete the file to rerun them")
+    mean = lambda key: sum(r[key] for r in wanted) / max(n, 1)
+    return {"examples": n, "missing": missing, "substring_accuracy": mean("substring_match"),
+            "study_exact_accuracy": mean("study_exact_match"), "exact_accuracy": mean("exact_match"),
+            "unparenthesized_substring_accuracy": mean("unparenthesized_substring_match"),
+            "headline": HEADLINES[s.headline]}
 
 
 def answer_batch(model, tokenizer, prompts: Sequence[str], images: Sequence[str],

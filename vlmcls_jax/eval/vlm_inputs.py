@@ -14,9 +14,9 @@ Families (chosen by the model's config type):
                float32[B, 1 + T, S, S, 3] (AnyRes tiles) and image_index int32[B, N] (`models/llava_next.py`).
   BLIP-2,      `config.num_query_tokens` image ids *before* BOS, no placeholder in the prompt; images:
   InstructBLIP pixel_values float32[B, S, S, 3] (`BlipImageProcessor`: exact resize); InstructBLIP also feeds
-               the question to its Q-Former (qformer_input_ids / qformer_attention_mask, tokenized by the
-               checkpoint's `qformer_tokenizer`).
-Prompt formats: `data.prompt_formats.PROMPT_FORMATS` (each checkpoint's documented one by default).
+               the whole prompt text (`Question: q Answer:`, as the study's processor call does) to its Q-Former
+               (qformer_input_ids / qformer_attention_mask, tokenized by the checkpoint's `qformer_tokenizer`).
+Prompt formats: `data.prompt_formats.PROMPT_FORMATS` (the study's for each family by default).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import numpy as np
 
 from vlmcls_jax.data import anyres
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig, clip_preprocess, expand_to_square, load_image
-from vlmcls_jax.data.prompt_formats import PROMPT_FORMATS, scoring_prefix
+from vlmcls_jax.data.prompt_formats import (PROMPT_FORMATS, TOKENIZE_IMAGE_CHUNKS, scoring_prefix, study_prediction,
+                                            study_prompt)
 from vlmcls_jax.data.prompts import tokenize_prompts
 
 
@@ -66,8 +67,13 @@ class VLMInputs:
         """The start of the answer that probabilistic inference scores class names after."""
         return scoring_prefix(self.prompt_format)
 
-    def prompt(self, question: str, assistant_prefix: str = "") -> str:
-        return PROMPT_FORMATS[self.prompt_format](question, assistant_prefix)
+    def prompt(self, question: str, assistant_prefix: str = "", chain_of_thought: bool = False) -> str:
+        """The prompt for `question`; chain of thought where the study puts it (`prompt_formats.study_prompt`)."""
+        return study_prompt(self.prompt_format, question, chain_of_thought, assistant_prefix)
+
+    def prediction(self, prompt: str, generated: str) -> str:
+        """The study's prediction text for a generated continuation (`prompt_formats.study_prediction`)."""
+        return study_prediction(self.prompt_format, prompt, generated)
 
     def encode(self, tokenizer, prompts: Sequence[str], images: Sequence[str], *, pad_to_square: bool = False
                ) -> dict:
@@ -81,13 +87,15 @@ class VLMInputs:
                 raise ValueError("pad_to_square is LLaVA-1.5's; LLaVA-NeXT tiles the image at its own aspect ratio")
             pixels, sizes = anyres.anyres_batch(list(images), self.preprocess, cfg.image_grid_pinpoints)
             counts = [cfg.num_image_tokens_for(int(h), int(w)) for h, w in sizes]
-            batch = tokenize_prompts(tokenizer, list(prompts), counts)
+            batch = tokenize_prompts(tokenizer, list(prompts), counts,
+                                     image_chunks=self.prompt_format in TOKENIZE_IMAGE_CHUNKS)
             # The index's length is rounded up like the prompts' (a few compiled shapes, not one per image size).
             n = min(-(-max(counts) // self.length_multiple) * self.length_multiple, cfg.max_num_image_tokens)
             images_in = {"pixel_values": pixels, "image_index": cfg.image_index(sizes, n)}
         else:
             pixels = np.stack([self._pixels(path, pad_to_square) for path in images])
-            batch = tokenize_prompts(tokenizer, list(prompts), cfg.num_image_tokens, images_first=family == "blip2")
+            batch = tokenize_prompts(tokenizer, list(prompts), cfg.num_image_tokens, images_first=family == "blip2",
+                                     image_chunks=self.prompt_format in TOKENIZE_IMAGE_CHUNKS)
             images_in = {"pixel_values": pixels}
             if family == "blip2" and cfg.instruction_input:
                 q = self.qformer_tokenizer(list(prompts), padding="longest", return_tensors="np")
@@ -108,8 +116,8 @@ class VLMInputs:
         return dataclasses.replace(self, length_multiple=n)
 
 
-# The prompt format each family's checkpoints document, for `prompt_format="auto"`: by config.json's
-# (model_type, text_config.model_type).
+# The study's prompt format for each family's checkpoints (`prompt_formats.CHECKPOINT_FORMATS`), for
+# `prompt_format="auto"`: by config.json's (model_type, text_config.model_type).
 AUTO_FORMATS: dict[tuple[str, str | None], str] = {
     ("llava", None): "llava_hf",
     ("llava_next", "mistral"): "llava_next_mistral",

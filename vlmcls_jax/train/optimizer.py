@@ -82,10 +82,12 @@ def check_groups(state: nnx.State, groups: Sequence[ParamGroup]) -> dict[str, in
     return counts
 
 
-def warmup_cosine(learning_rate: float, total_steps: int, warmup_ratio: float = 0.03) -> optax.Schedule:
-    """Linear warmup from 0 over ceil(`warmup_ratio` x steps) steps, then cosine decay to 0: transformers'
-    `get_cosine_schedule_with_warmup`, which LLaVA's training uses.  No warmup starts at the peak."""
-    warmup = math.ceil(total_steps * warmup_ratio)
+def warmup_cosine(learning_rate: float, total_steps: int, warmup_ratio: float = 0.03,
+                  warmup_steps: int = 0) -> optax.Schedule:
+    """Linear warmup from 0 over ceil(`warmup_ratio` x steps) steps (or `warmup_steps` when > 0, as LAVIS's
+    `warmup_steps`), then cosine decay to 0: transformers' `get_cosine_schedule_with_warmup`, which LLaVA's
+    training uses.  No warmup starts at the peak."""
+    warmup = warmup_steps or math.ceil(total_steps * warmup_ratio)
     if warmup == 0:
         return optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
     return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(total_steps, warmup + 1), 0.0)
@@ -97,15 +99,16 @@ def decay_mask(params):
 
 
 def make_optimizer(params: nnx.State, groups: Sequence[ParamGroup], *, total_steps: int, warmup_ratio: float = 0.03,
-                   weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                   max_grad_norm: float | None = 1.0, accumulate_steps: int = 1) -> optax.GradientTransformation:
+                   warmup_steps: int = 0, weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999,
+                   eps: float = 1e-8, max_grad_norm: float | None = 1.0, accumulate_steps: int = 1) -> optax.GradientTransformation:
     """AdamW per group (its own warmup-cosine schedule), after global-norm clipping over all trainables.
 
     params: the trainable state (its paths decide each parameter's group).  With accumulate_steps > 1 the
     update is applied every k calls with the mean gradient (optax.MultiSteps); `total_steps` counts
     optimizer updates.
     """
-    transforms = {g.name: optax.adamw(warmup_cosine(g.learning_rate, total_steps, warmup_ratio), b1=b1, b2=b2,
+    schedule = lambda lr: warmup_cosine(lr, total_steps, warmup_ratio, warmup_steps)
+    transforms = {g.name: optax.adamw(schedule(g.learning_rate), b1=b1, b2=b2,
                                       eps=eps, weight_decay=weight_decay, mask=decay_mask) for g in groups}
     labels = lambda tree: jax.tree_util.tree_map_with_path(lambda kp, _: group_of(keypath_names(kp), groups), tree)
     tx = optax.multi_transform(transforms, labels)

@@ -71,7 +71,7 @@ def param_groups(config) -> list[ParamGroup]:
 
 def optimizer(config, trainable, groups, total_steps: int):
     return make_optimizer(trainable, groups, total_steps=total_steps, warmup_ratio=config.optim.warmup_ratio,
-                          weight_decay=config.optim.weight_decay, max_grad_norm=config.optim.max_grad_norm,
+                          warmup_steps=config.optim.get("warmup_steps", 0), weight_decay=config.optim.weight_decay, max_grad_norm=config.optim.max_grad_norm,
                           accumulate_steps=config.optim.accumulate_steps)
 
 
@@ -275,7 +275,7 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
     guard = GuardConfig.from_config(config.get("guard"))
     step_fn = step_function(config, graphdef, tx, state, frozen, mesh)
     schedule = warmup_cosine(max(float(v) for v in config.learning_rates.values()), total_steps,
-                             config.optim.warmup_ratio)
+                             config.optim.warmup_ratio, config.optim.get("warmup_steps", 0))
     base_rng = jax.random.key(config.seed)
     # Training FLOPs per token ~ 6 x parameters (forward 2N, backward 4N; frozen weights still backpropagate
     # activations, so all parameters count): the usual MFU estimate, image-token compute included as tokens.
