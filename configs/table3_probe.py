@@ -41,5 +41,9 @@ def get_config(args: str = "flowers") -> ml_collections.ConfigDict:
         c.features = ("clip/embed",)
         c.batch_size = 64
         c.seed = 0
+        # float32, not the VLM jobs' bfloat16: finetune_clip_eva.py:193 builds EVA-CLIP with open_clip's
+        # default precision (fp32); for CLIP-L, clip.load (:226) gives float16 weights on a GPU and the
+        # features are cast with .float() before the probe (:98) -- float32 here, a documented difference
+        c.model.dtype, c.model.param_dtype = "float32", "float32"
         c.probe.update(epochs=40 if dataset == "imagenet" else 300, order="file", shuffle=True, normalize=True)
     return c

@@ -153,7 +153,7 @@ def test_greedy_generation_equals_transformers(pair):
 def test_save_hf_round_trip_through_transformers(pair, tmp_path):
     variant, ref, ours, _ = pair
     save_hf(ours, str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "generation_config.json", "model.safetensors"]
     again, info = type(ref).from_pretrained(str(tmp_path), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     assert again.config.architectures == [type(ref).__name__]

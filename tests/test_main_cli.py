@@ -86,7 +86,9 @@ def test_a_tiny_training_run_is_quiet_and_a_corrupt_image_ends_in_one_line(tmp_p
     assert lines[0].startswith("train job, model ") and lines[0].endswith(f"outputs in {workdir}")
     assert lines[1].startswith("training ") and all(line.startswith("step ") for line in lines[2:]), lines
     assert len(lines) <= 2 + 8
-    assert result.stderr.splitlines() == [
+    # orbax's own warning when a save waits for the previous one (a loaded machine) is not ours to silence
+    stderr = [line for line in result.stderr.splitlines() if "Waiting for previous save to complete" not in line]
+    assert stderr == [
         f"error: record manifest.jsonl:4: Cannot decode image file '{bad}': OSError: image file is truncated; fix or "
         "remove it, or run with --config.data.on_bad_image=skip to leave out records whose image is unreadable "
         "(they are listed and counted)"], result.stderr

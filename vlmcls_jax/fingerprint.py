@@ -49,14 +49,19 @@ def file_sha256(path: str) -> str:
 
 
 def checkpoint_identity(checkpoint: str, revision: str | None) -> dict:
-    """The hub commit a checkpoint id resolved to; for a local folder, what its files are."""
+    """The hub commit a checkpoint id resolved to; for a local folder, what its files are; for an
+    "api:VENDOR/MODEL" checkpoint, that name (a dated model version is the vendor's identity for it)."""
     from vlmcls_jax.convert.hf import checkpoint_provenance, resolve_checkpoint
+    if checkpoint.startswith("api:"):
+        return {"api": checkpoint}
     folder = resolve_checkpoint(checkpoint, revision)
     commit = checkpoint_provenance(checkpoint, revision, folder)["commit"]
     if commit is not None:
         return {"commit": commit}
     weights = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
-    return {"config.json": file_sha256(os.path.join(folder, "config.json")),
+    config = next(p for p in (os.path.join(folder, n) for n in ("config.json", "open_clip_config.json"))
+                  if os.path.isfile(p))
+    return {os.path.basename(config): file_sha256(config),
             "weights": {os.path.basename(p): sample_sha256(p) for p in weights}}
 
 

@@ -53,7 +53,8 @@ def check_hf_folder(folder: str) -> None:
     if os.path.isfile(os.path.join(folder, ORBAX_CONFIG)) and os.path.isdir(os.path.join(folder, "params")):
         raise ValueError(f"{folder} is a vlmcls_jax orbax checkpoint; this reads Hugging Face folders: run "
                          f"`python -m vlmcls_jax.convert orbax-to-hf {folder} OUT_DIR` and pass OUT_DIR")
-    if not os.path.isfile(os.path.join(folder, "config.json")):
+    if not os.path.isfile(os.path.join(folder, "config.json")) and not os.path.isfile(
+            os.path.join(folder, "open_clip_config.json")):     # open_clip's layout (convert/openclip.py)
         raise ValueError(f"{folder} has no config.json: not a Hugging Face checkpoint folder (config.json + "
                          "*.safetensors + tokenizer files)")
 
