@@ -118,7 +118,7 @@ def test_eval_job_skips_counts_and_lists_unreadable_images(clip_world, tmp_path)
     assert "flowers 3 (1 unreadable skipped)" in (workdir / "table.md").read_text()
     # What was loaded is recorded: a local folder has no hub commit.
     assert results["checkpoints"]["clip"] == {"checkpoint": str(clip), "revision": None, "folder": str(clip),
-                                              "commit": None}
+                                              "commit": None, "dtype": "float32", "param_dtype": "float32"}
 
 
 def test_provenance_reads_the_commit_from_a_hub_cache_snapshot(tmp_path):

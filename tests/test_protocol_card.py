@@ -59,7 +59,9 @@ def test_same_rows_hold_against_the_studys_strings():
     assert llava_prompt("Q", ASSISTANT_PREFIX) == "USER: <image>\nQ\nASSISTANT: Let's think step by step."
     assert MAX_NEW_TOKENS == 1024
     # main_results/main.py:146 `max_new_tokens=64 if not chain_of_thought else 512` (the jobs' defaults)
-    assert defaults.eval_config().generation.max_new_tokens == 64
+    from vlmcls_jax.eval.vlm_generation import study_max_new_tokens
+    assert defaults.eval_config().generation.max_new_tokens == 0          # 0: the study's value:
+    assert (study_max_new_tokens(False), study_max_new_tokens(True)) == (64, 512)
     # feature_analysis/probe.py:86 `lr=0.001`, :89 `bsz = 512`, :37 `--n_epochs` 500; probe.sh ImageNet 100
     for dataset, epochs in (("flowers", 500), ("imagenet", 100)):
         p = defaults.probe_config(dataset).probe
