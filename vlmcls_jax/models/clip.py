@@ -208,14 +208,19 @@ class CLIPTextTransformer(nnx.Module):
 
 
 class CLIPModel(nnx.Module):
-    """Two towers with projections and `logit_scale`, as transformers' `CLIPModel`."""
+    """Two towers with projections and `logit_scale`, as transformers' `CLIPModel`.  A subclass with another
+    image tower sets `vision_tower` (its class) and `visual_projection_bias` (EVA-CLIP: models/eva_clip.py)."""
 
-    def __init__(self, cfg: CLIPConfig, *, rngs: nnx.Rngs):
+    vision_tower = CLIPVisionTransformer
+    visual_projection_bias = False
+
+    def __init__(self, cfg: CLIPConfig, *, rngs: nnx.Rngs | None):
         vc, tc = cfg.vision_config, cfg.text_config
         self.text_model = CLIPTextTransformer(tc, rngs=rngs)
-        self.vision_model = CLIPVisionTransformer(vc, rngs=rngs)
-        self.visual_projection = Linear(vc.hidden_size, cfg.projection_dim, axes=("embed", None), use_bias=False,
-                                        dtype=vc.dtype, param_dtype=vc.param_dtype, rngs=rngs)
+        self.vision_model = self.vision_tower(vc, rngs=rngs)
+        self.visual_projection = Linear(vc.hidden_size, cfg.projection_dim, axes=("embed", None),
+                                        use_bias=self.visual_projection_bias, dtype=vc.dtype,
+                                        param_dtype=vc.param_dtype, rngs=rngs)
         self.text_projection = Linear(tc.hidden_size, cfg.projection_dim, axes=("embed", None), use_bias=False,
                                       dtype=tc.dtype, param_dtype=tc.param_dtype, rngs=rngs)
         self.logit_scale = nnx.Param(jnp.asarray(cfg.logit_scale_init_value, vc.param_dtype), logical_axes=())

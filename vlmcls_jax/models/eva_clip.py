@@ -25,12 +25,9 @@ import dataclasses
 import math
 
 import jax
-import jax.numpy as jnp
-from flax import nnx
 
 from vlmcls_jax.models.blip2_vision import Blip2VisionConfig, Blip2VisionModel
-from vlmcls_jax.models.clip import CLIPModel, CLIPTextConfig, CLIPTextTransformer
-from vlmcls_jax.models.layers import Linear
+from vlmcls_jax.models.clip import CLIPModel, CLIPTextConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,15 +56,7 @@ class EvaVisionModel(Blip2VisionModel):
 
 class EvaCLIPModel(CLIPModel):
     """open_clip's `CustomTextCLIP` for EVA01-CLIP.  `get_image_features`, `get_text_features` and the logits
-    (`__call__`) are CLIPModel's: only the towers and the biased image projection differ."""
+    (`__call__`) are CLIPModel's: only the image tower and the biased image projection differ."""
 
-    def __init__(self, cfg: EvaCLIPConfig, *, rngs: nnx.Rngs | None):
-        vc, tc = cfg.vision_config, cfg.text_config
-        self.text_model = CLIPTextTransformer(tc, rngs=rngs)
-        self.vision_model = EvaVisionModel(vc, rngs=rngs)
-        self.visual_projection = Linear(vc.hidden_size, cfg.projection_dim, axes=("embed", None), use_bias=True,
-                                        dtype=vc.dtype, param_dtype=vc.param_dtype, rngs=rngs)
-        self.text_projection = Linear(tc.hidden_size, cfg.projection_dim, axes=("embed", None), use_bias=False,
-                                      dtype=tc.dtype, param_dtype=tc.param_dtype, rngs=rngs)
-        self.logit_scale = nnx.Param(jnp.asarray(cfg.logit_scale_init_value, vc.param_dtype), logical_axes=())
-        self.config = cfg
+    vision_tower = EvaVisionModel
+    visual_projection_bias = True
