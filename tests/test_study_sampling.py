@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 
 from vlmcls_jax.data.sources import ClassList, read_manifest
+from vlmcls_jax.data.study import STUDY_DATA_DIR
 from vlmcls_jax.eval.candidates import names_to_mask, study_order, study_plan
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, question_for
 
-PAPER_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "paper_data"
-
-
-def paper_file(name):
-    path = PAPER_DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not found: the study's data files exist only in the project workspace")
-    return path
+def paper_file(name) -> Path:
+    """The study's data file as the package ships it (byte for byte the study's: tests/test_study_data.py)."""
+    return STUDY_DATA_DIR / name
 
 
 def study_main_candidates(data_path, class_path, split, seed, n_labels):
