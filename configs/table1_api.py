@@ -28,8 +28,7 @@ def get_config(arg: str = "openai,flowers") -> ml_collections.ConfigDict:
     vendor, _, dataset = arg.partition(",")
     if vendor not in MODELS:
         raise ValueError(f"configs/table1_api.py:VENDOR,DATASET: VENDOR {vendor!r} is not one of {sorted(MODELS)}")
-    c = defaults.eval_config(dataset or "flowers")
-    c.data.split = defaults.TEST_SPLIT.get(c.data.name, "test")   # the study's main_api.sh: ImageNet "valid"
+    c = defaults.eval_config(dataset or "flowers")   # data.split: the study's main_api.sh's (ImageNet "valid")
     c.experiments = ("open", "closed")
     c.model.checkpoint = MODELS[vendor]
     # main_api.py: random.seed(1234); random.shuffle(data) (lines 19-20), then data[:data_limit], --data_limit

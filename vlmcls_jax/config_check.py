@@ -1,8 +1,10 @@
 """A job's config checked against the job's fields (`vlmcls_jax.defaults`) before anything is loaded or
 compiled: a misspelt field (which nothing would read, so its value would be silently ignored) or a value
-of the wrong type is an error naming the field.
+of the wrong type is an error naming the field.  What the job then reads is the config overlaid on the
+declared defaults (`overlay`): every field of the job, the config's value where it gives one, so a job reads
+`config.field` and no default is written a second time in a job.
 
-    check_job_config(config, "train")     # = check_config(config, defaults.train_config(), free_form=...)
+    config = check_job_config(config, "train")   # check_config(config, defaults.train_config(), ...), overlaid
 
 Rules, field by field: every field of `config` must exist in `reference` (else: the field's dotted name
 and the closest known names); a section (ConfigDict) must stay a section; a number where the reference has
@@ -21,7 +23,7 @@ from typing import Sequence
 import ml_collections
 from ml_collections.config_dict import FieldReference
 
-from vlmcls_jax.defaults import JOB_FIELDS
+from vlmcls_jax.defaults import DATASETS, JOB_FIELDS, PER_DATASET, STUDY_DATA_FIELDS, job_fields
 
 Section = ml_collections.ConfigDict | ml_collections.FrozenConfigDict
 
@@ -97,7 +99,46 @@ def check_config(config: Section, reference: Section, *, free_form: Sequence[str
                          "(vlmcls_jax/defaults.py):\n  " + "\n  ".join(problems))
 
 
-def check_job_config(config: Section, job: str) -> None:
-    """`check_config` against `job`'s fields and free-form sections (`defaults.JOB_FIELDS`)."""
-    fields, free_form = JOB_FIELDS[job]
-    check_config(config, fields(), free_form=free_form, job=job)
+def check_job_config(config: Section, job: str) -> ml_collections.ConfigDict:
+    """`check_config` against `job`'s fields and free-form sections (`defaults.JOB_FIELDS`); returns `config`
+    overlaid on them (`overlay`; for the eval and probe jobs, on the defaults of the dataset it names:
+    `defaults_dataset`)."""
+    free_form = JOB_FIELDS[job][1]
+    check_config(config, job_fields(job), free_form=free_form, job=job)
+    dataset = defaults_dataset(config) if job in PER_DATASET else None
+    return overlay(job_fields(job, dataset), config, free_form)
+
+
+def overlay(reference: Section, config: Section, free_form: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """`reference` with every field `config` gives replaced by the config's value (sections field by field;
+    a `free_form` section, dotted name, wholesale: its keys are the user's), locked.  The values are the
+    config's own (an int stays an int where the default is a float, a list a list)."""
+    def merge(into: dict, given: dict, where: str) -> dict:
+        for key, value in given.items():
+            name = f"{where}{key}"
+            if isinstance(value, dict) and isinstance(into.get(key), dict) and name not in free_form:
+                merge(into[key], value, name + ".")
+            else:
+                into[key] = value
+        return into
+    merged = ml_collections.ConfigDict(merge(reference.to_dict(), config.to_dict(), ""))
+    merged.lock()
+    return merged
+
+
+def defaults_dataset(config: Section) -> str:
+    """The study dataset whose defaults (manifest, class list, split, probe epochs: `defaults.eval_config`)
+    fill what an eval or probe config leaves out: `data.name`'s, or the declared default dataset when the
+    config names no dataset and no files of its own.  Another dataset's files have no defaults: a config
+    naming one (or naming its own manifest or class list) must give `defaults.STUDY_DATA_FIELDS` itself."""
+    data = config.get("data", {})
+    name = data.get("name")
+    if name in DATASETS:
+        return name
+    missing = [f"config.data.{k}" for k in STUDY_DATA_FIELDS if k not in data]
+    if missing and len(missing) < len(STUDY_DATA_FIELDS):
+        raise ValueError(f"{', '.join(missing)}: no default for "
+                         + (f"dataset {name!r}" if name is not None else "a config with its own data files")
+                         + f" (defaults exist for the study's datasets {list(DATASETS)}); give "
+                         + ", ".join(f"config.data.{k}" for k in STUDY_DATA_FIELDS))
+    return job_fields("eval").data.name   # its other fields' defaults hold for any dataset but ImageNet

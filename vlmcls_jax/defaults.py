@@ -14,6 +14,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from vlmcls_jax.data import study
+from vlmcls_jax.data.finetune_data import CAPTION_QUESTION, FINETUNE_QUESTION, MIX_SEED
 
 
 def train_config() -> ml_collections.ConfigDict:
@@ -44,12 +45,12 @@ def train_config() -> ml_collections.ConfigDict:
         classification_manifest="",   # JSONL {"image", "label", "split"} -> the study's classification records
         split="train",                # the manifest rows to train on
         # The study's fine-tuning question (prepare_data.ipynb: "the photo", not the zero-shot "this photo")
-        question="What type of object is in the photo?",
+        question=FINETUNE_QUESTION,
         answer_template="{}",         # the answer; {} is the class name (the study: the bare name)
         caption_json="",              # JSONL {"image", "caption"} -> caption records (Table 4)
-        caption_question="Generate a caption for the image.",   # the paper's caption template (finetune_data)
+        caption_question=CAPTION_QUESTION,   # the paper's caption template (finetune_data)
         mix_with="",                  # LLaVA JSON mixed with the above, e.g. llava_v1_5_mix665k.json (Table 5)
-        mix_seed=1234,                # the mixture's shuffle seed (the study: random.seed(1234))
+        mix_seed=MIX_SEED,            # the mixture's shuffle seed (the study: random.seed(1234))
         image_root="",                # image paths in the records are relative to this folder
         template="llava_v1",          # conv_vicuna_v1, the study's `--version v1` (data.conversation.TEMPLATES)
         max_length=2048, buckets=(768, 1024, 2048), batch_size=64, worker_count=0,
@@ -90,10 +91,10 @@ def api_config() -> ml_collections.ConfigDict:
 
 
 def study_data(dataset: str) -> dict:
-    """The data fields every study-dataset job starts from: the shipped manifest and class list (absolute
-    paths), images under image_root (the folder holding data/, as `python -m vlmcls_jax.data.prepare` lays it
-    out). ImageNet's manifest is the one `prepare imagenet --out DIR` writes to DIR/data/imagenet.jsonl:
-    relative, so run from DIR or set data.manifest."""
+    """The data fields every study-dataset job starts from (`STUDY_DATA_FIELDS` and image_root): the shipped
+    manifest and class list (absolute paths), images under image_root (the folder holding data/, as
+    `python -m vlmcls_jax.data.prepare` lays it out). ImageNet's manifest is the one `prepare imagenet --out
+    DIR` writes to DIR/data/imagenet.jsonl: relative, so run from DIR or set data.manifest."""
     manifest = study.IMAGENET_MANIFEST if dataset == "imagenet" else study.manifest_path(dataset)
     return dict(name=dataset, manifest=manifest, classes=study.class_list_path(dataset), image_root=".")
 
@@ -238,6 +239,10 @@ def general_config() -> ml_collections.ConfigDict:
     return c
 
 
+# The data fields whose defaults are a study dataset's own (`study_data`): a config on another dataset gives them
+# (config_check.defaults_dataset).
+STUDY_DATA_FIELDS = ("name", "manifest", "classes")
+
 # job -> (its fields, the sections whose keys are the user's: learning-rate groups, an objective's parameters)
 JOB_FIELDS = {
     "train": (train_config, ("learning_rates", "objective")),
@@ -246,3 +251,11 @@ JOB_FIELDS = {
     "imagewikiqa": (imagewikiqa_config, ()),
     "general": (general_config, ()),
 }
+PER_DATASET = ("eval", "probe")   # jobs whose defaults depend on the study dataset (their argument)
+
+
+def job_fields(job: str, dataset: str | None = None) -> ml_collections.ConfigDict:
+    """`job`'s fields with their defaults; for the eval and probe jobs those of the study dataset `dataset`
+    (None: the declared default dataset)."""
+    fields = JOB_FIELDS[job][0]
+    return fields(dataset) if job in PER_DATASET and dataset is not None else fields()

@@ -87,13 +87,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def of(config, job: str) -> dict:
-    """The fingerprint of `config` for `job`: {dotted field: JSON value}."""
+    """The fingerprint of `config` (resolved: every field of the job, `config_check.check_job_config`, so the
+    record names the defaults a run used) for `job`: {dotted field: JSON value}."""
     volatile = VOLATILE[job]
-    if job == "eval":   # the models a run does not load are not part of its fingerprint
-        experiments = set(config.experiments)
-        volatile += () if "clip" in experiments else ("clip.",)
-        volatile += () if experiments & {"open", "closed", "scoring"} else ("model.", "generation.", "scoring.",
-                                                                            "pad_to_square")
+    if job == "eval":   # what only the experiments a run does not run read (their models) is not part of it
+        from vlmcls_jax.eval.job import EXPERIMENTS
+        read = {field for name in config.experiments for field in EXPERIMENTS[name].reads}
+        volatile += tuple(sorted({field for e in EXPERIMENTS.values() for field in e.reads} - read))
     facts = {k: v for k, v in _flatten(config.to_dict()).items()
              if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in volatile)}
     for field in DATA_FILES:

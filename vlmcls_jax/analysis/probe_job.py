@@ -31,32 +31,29 @@ from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
 from vlmcls_jax.eval.candidates import study_order
-from vlmcls_jax.eval.loading import eval_mesh, load_for_eval, model_dtypes
+from vlmcls_jax.eval.loading import eval_mesh, load_model_section
 from vlmcls_jax.eval.job import model_label
 from vlmcls_jax.eval.tables import write_atomic, write_tables
 
 
 def run(config, workdir: str) -> dict:
-    check_job_config(config, "probe")
-    workdir = fingerprint.claim(workdir, fingerprint.of(config, "probe"), overwrite=config.get("overwrite", False))
+    config = check_job_config(config, "probe")   # every field, the declared default where config has none
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "probe"), overwrite=config.overwrite)
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
     splits = {name: read_manifest(data.manifest, data.image_root, classes, split=split)
               for name, split in (("train", data.train_split), ("test", data.test_split))}
     p = config.probe
-    order = p.get("order", "study")
-    if order not in ("study", "file"):
-        raise ValueError(f"config.probe.order={order!r} is not 'study' or 'file'")
-    if order == "study":   # probe.py:39-41, 61: the whole manifest shuffled, then its train rows in that order
+    if p.order not in ("study", "file"):
+        raise ValueError(f"config.probe.order={p.order!r} is not 'study' or 'file'")
+    if p.order == "study":   # probe.py:39-41, 61: the whole manifest shuffled, then its train rows in that order
         position = {e.id: i for i, e in enumerate(study_order(
-            read_manifest(data.manifest, data.image_root, classes), p.get("order_seed", 1234)))}
+            read_manifest(data.manifest, data.image_root, classes), p.order_seed))}
         splits["train"] = sorted(splits["train"], key=lambda e: position[e.id])
-    if config.get("max_examples"):
+    if config.max_examples:
         splits = {k: v[: config.max_examples] for k, v in splits.items()}
     mesh = eval_mesh(config.mesh_shape)
-    loaded_model = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
-                                 config.model.get("prompt_format", "auto"),
-                                 scan_layers=config.model.get("scan_layers", False), **model_dtypes(config.model))
+    loaded_model = load_model_section(config.model, mesh)
     model, tokenizer, preprocess = loaded_model.model, loaded_model.tokenizer, loaded_model.inputs
     if preprocess is None:      # a two-tower CLIP: its image embeddings
         features = check_clip_features(tuple(config.features))
@@ -75,7 +72,7 @@ def run(config, workdir: str) -> dict:
         loaded[name] = load_features(folder, examples)
 
     common = dict(epochs=p.epochs, batch_size=p.batch_size, learning_rate=p.learning_rate, shuffle=p.shuffle,
-                  normalize=p.get("normalize", False), seed=config.seed)
+                  normalize=p.normalize, seed=config.seed)
     rows = {}
     for feature in features:
         args = (loaded["train"][2][feature], loaded["train"][1], loaded["test"][2][feature], loaded["test"][1],

@@ -3,7 +3,7 @@
     manifest JSONL {"image", "label", "split"} --classification_records--> "<image>\\n" + FINETUNE_QUESTION -> label
     captions JSONL {"image", "caption"}        --caption_records-->        "<image>\\n" + CAPTION_QUESTION -> caption
     LLaVA JSON (e.g. llava_v1_5_mix665k.json)  --pipeline.read_records-->  as it is
-    several record lists                       --mix_records(seed=1234)--> concatenated, ids kept unique, shuffled
+    several record lists                       --mix_records(seed=MIX_SEED)--> concatenated, ids unique, shuffled
 
 The study builds its files in `training_analysis/llava/prepare_data.ipynb` (yuhui-zh15/VLMClassifier, commit
 24544323): cell 1 writes the classification records, cell 3 the ImageNet + LLaVA-665K mixture.  Build a file once
@@ -27,7 +27,6 @@ import tempfile
 from collections.abc import Iterator, Sequence
 
 from vlmcls_jax.data.conversation import classification_record
-from vlmcls_jax.data.pipeline import read_records
 from vlmcls_jax.data.prompts import FINETUNE_QUESTION, IMAGE_TOKEN
 from vlmcls_jax.data.sources import jsonl_objects, require_strings
 
@@ -42,6 +41,10 @@ from vlmcls_jax.data.sources import jsonl_objects, require_strings
 # typography.  LLaVA's own brief-caption instruction (LLaVA paper appendix), the default before, is an option:
 CAPTION_QUESTION = "Generate a caption for the image."
 LLAVA_CAPTION_QUESTION = "Describe the image concisely."
+# The mixture's shuffle seed: prepare_data.ipynb cell 3, `random.seed(1234); random.shuffle(imagenet + llava)`.
+MIX_SEED = 1234
+# (FINETUNE_QUESTION, CAPTION_QUESTION and MIX_SEED are the train job's defaults: vlmcls_jax.defaults reads them
+# here, so this module imports nothing heavy at the top: `pipeline.read_records` (grain, jax) only in `main`.)
 
 
 def _jsonl_rows(path: str, required: Sequence[str]) -> Iterator[tuple[int, dict]]:
@@ -128,7 +131,7 @@ def concat_records(*record_lists: Sequence[dict]) -> Mixture:
     return Mixture(out, tuple(len(r) for r in record_lists), renamed)
 
 
-def mix_records(*record_lists: Sequence[dict], seed: int = 1234) -> Mixture:
+def mix_records(*record_lists: Sequence[dict], seed: int = MIX_SEED) -> Mixture:
     """The study's mixture: concatenate (ids kept unique, see `concat_records`), then `random.Random(seed)
     .shuffle` -- prepare_data.ipynb cell 3 does `random.seed(1234); random.shuffle(imagenet + llava)`, a plain
     concatenation with no reweighting or subsampling.  The same lists and seed give the same order."""
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--question", default=CAPTION_QUESTION)
     mix = sub.add_parser("mix", help="LLaVA JSON/JSONL files -> one shuffled mixture (the study's Table 5 data)")
     mix.add_argument("inputs", nargs="+")
-    mix.add_argument("--seed", type=int, default=1234)
+    mix.add_argument("--seed", type=int, default=MIX_SEED)
     for p in (cls, cap, mix):
         p.add_argument("--out", required=True, help="output JSON file")
     args = parser.parse_args(argv)
@@ -182,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         records = caption_records(args.captions, question=args.question)
         summary = f"{len(records)} records"
     else:
+        from vlmcls_jax.data.pipeline import read_records
         mixture = mix_records(*(read_records(p) for p in args.inputs), seed=args.seed)
         records, summary = mixture.records, mixture.summary(args.inputs)
     write_records(records, args.out)

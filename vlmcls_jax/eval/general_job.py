@@ -75,13 +75,13 @@ def slug(text: str) -> str:
 
 
 def run(config, workdir: str) -> dict:
-    check_job_config(config, "general")
+    config = check_job_config(config, "general")   # every field, the declared default where config has none
     unknown = sorted(set(config.benchmarks) - set(BENCHMARKS))
     if unknown:
         raise ValueError(f"config.benchmarks: unknown {unknown}; known: {list(BENCHMARKS)}")
     if config.labels and len(config.labels) != len(config.models):
         raise ValueError(f"config.labels has {len(config.labels)} names for {len(config.models)} config.models")
-    n = config.get("max_examples") or None
+    n = config.max_examples or None
     items = {}
     if "textvqa" in config.benchmarks:
         items["textvqa"] = read_textvqa(config.textvqa.annotations, config.textvqa.image_root,

@@ -21,7 +21,7 @@ from vlmcls_jax import fingerprint
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
 from vlmcls_jax.eval.api_model import api_arguments, api_usage
-from vlmcls_jax.eval.loading import eval_mesh, load_for_eval, model_dtypes
+from vlmcls_jax.eval.loading import eval_mesh, load_model_section
 from vlmcls_jax.eval.imagewikiqa_eval import ImageWikiQASettings, evaluate_imagewikiqa
 from vlmcls_jax.eval.job import model_label
 from vlmcls_jax.eval.tables import load_paper, load_run, write_atomic
@@ -40,24 +40,21 @@ def study_gain() -> float:
 
 
 def run(config, workdir: str) -> dict:
-    check_job_config(config, "imagewikiqa")
-    workdir = fingerprint.claim(workdir, fingerprint.of(config, "imagewikiqa"), overwrite=config.get("overwrite", False))
+    config = check_job_config(config, "imagewikiqa")   # every field, the declared default where config has none
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "imagewikiqa"), overwrite=config.overwrite)
     os.makedirs(workdir, exist_ok=True)
     questions, report = read_imagewikiqa(config.data.questions, config.data.image_root,
                                          require_images=config.data.require_images)
-    if config.get("max_examples"):
+    if config.max_examples:
         questions = questions[: config.max_examples]
     mesh = eval_mesh(config.mesh_shape)
-    loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
-                           config.model.get("prompt_format", "auto"),
-                           scan_layers=config.model.get("scan_layers", False), **model_dtypes(config.model),
-                           api=api_arguments(config.model, workdir))
+    loaded = load_model_section(config.model, mesh, api=api_arguments(config.model, workdir))
     model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.inputs
     g = config.generation
     settings = ImageWikiQASettings(chain_of_thought=g.chain_of_thought, max_new_tokens=g.max_new_tokens,
                                    seed=config.seed, batch_size=g.batch_size, pad_to_square=config.pad_to_square,
                                    reply_only=api_usage(model) is not None,
-                                   protocol=g.get("protocol", "main"))
+                                   protocol=g.protocol)
     summary = evaluate_imagewikiqa(model, tokenizer, questions, os.path.join(workdir, "outputs.jsonl"), settings,
                                    preprocess, mesh=mesh)
     if summary["missing"]:
@@ -69,7 +66,7 @@ def run(config, workdir: str) -> dict:
     if api_usage(model):   # an API model: tokens and cost
         results["api_usage"] = api_usage(model)
     gain = None
-    if config.get("baseline"):
+    if config.baseline:
         base = load_run(config.baseline)["rows"][ROW]["accuracy"]
         gain = 100 * (summary["accuracy"] - base)
         results["gain_over_baseline"] = {"baseline": config.baseline, "points": gain, "study_points": study_gain()}

@@ -3,7 +3,8 @@ write WORKDIR/results.json, a Markdown and a CSV table (rows: model / setting, o
 with label-set sizes, WORKDIR/label_set_size.png (the study's Figure 2 for this dataset).  A rerun with
 fewer (or other) experiments adds its rows to the earlier ones (`merge_earlier`).
 
-Experiments (config.experiments):
+Experiments (config.experiments; each is one function registered below with `@experiment`, and the job runs
+the listed ones in the order listed, its rows in that order):
   clip         CLIP zero-shot with config.clip.templates ("single" or "imagenet80")
   open         VLM generation, open world                       (Table 1); with config.synonyms (a file of
                WordNet synonyms per class, `eval.synonyms`) also counted with synonyms (Table 8)
@@ -32,9 +33,11 @@ gains `api_usage`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+from typing import Callable
 
 import jax
 
@@ -46,140 +49,133 @@ from vlmcls_jax.eval.api_model import api_arguments, api_usage
 from vlmcls_jax.eval.candidates import SAMPLERS, study_order, study_plan
 from vlmcls_jax.eval.clip_templates import TEMPLATE_SETS
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
-from vlmcls_jax.eval.loading import eval_mesh, load_for_eval, model_dtypes
+from vlmcls_jax.eval.loading import Loaded, eval_mesh, load_for_eval, load_model_section
 from vlmcls_jax.eval.plots import label_set_size_curve
 from vlmcls_jax.eval.synonyms import load_synonyms, row_name, synonym_accuracy
 from vlmcls_jax.eval.tables import headline, write_atomic, write_tables
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation
 from vlmcls_jax.eval.vlm_scoring import ScoringSettings, evaluate_scoring
 
-EXPERIMENTS = ("clip", "open", "closed", "scoring")
+
+@dataclasses.dataclass
+class EvalRun:
+    """What the experiments of one eval run share: the resolved config, the examples, the class names, the
+    mesh, the study's candidate lists (drawn once per label-set size) and the VLM (loaded once, by the first
+    experiment that asks for it); `checkpoints` collects what was loaded (results.json)."""
+    config: object            # the resolved config (`check_job_config`)
+    workdir: str
+    split_rows: list          # the split's examples in manifest order (the study's draws are over all of them)
+    examples: list            # those evaluated: the study's order, max_examples, readable images
+    names: list[str]          # the class names, by label index
+    mesh: object
+    checkpoints: dict = dataclasses.field(default_factory=dict)
+    loaded_vlm: Loaded | None = None
+    _plans: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def sizes(self) -> list[int | None]:
+        """The label-set sizes every experiment runs: None (all classes), then config.label_set_sizes."""
+        return [None] + [int(k) for k in self.config.label_set_sizes]
+
+    def out(self, name: str) -> str:
+        return os.path.join(self.workdir, "outputs", f"{name}.jsonl")
+
+    def study_choices(self, k: int | None):
+        """The study sampler's candidate lists for label-set size k (None: the closed world over every distinct
+        name), drawn over the whole split as the study did (`candidates`); None with sampling "hashed"."""
+        if self.config.sampling != "study":
+            return None
+        if k not in self._plans:
+            self._plans[k] = study_plan(self.split_rows, self.names, k or len(set(self.names)), self.config.seed)[1]
+        return self._plans[k]
+
+    def vlm(self) -> Loaded:
+        """config.model, loaded on the first call (its encoding of images and prompts: `.inputs`)."""
+        if self.loaded_vlm is None:
+            self.loaded_vlm = load_model_section(self.config.model, self.mesh,
+                                                 api=api_arguments(self.config.model, self.workdir))
+            self.checkpoints["model"] = dict(self.loaded_vlm.provenance,
+                                             prompt_format=self.loaded_vlm.inputs.prompt_format)
+        return self.loaded_vlm
+
+    @property
+    def variant(self) -> str:
+        """The prompt variant's row suffix (Table 2 top): variants get their own rows and output files, so runs
+        never mix them."""
+        g = self.config.generation
+        return (f", wording {g.wording}" if g.wording != "default" else "") + \
+               (", chain of thought" if g.chain_of_thought else "")
+
+    def generation(self, **settings) -> GenerationSettings:
+        g = self.config.generation
+        return GenerationSettings(max_new_tokens=g.max_new_tokens or None, batch_size=g.batch_size,
+                                  wording=g.wording, chain_of_thought=g.chain_of_thought,
+                                  pad_to_square=self.config.pad_to_square, headline=g.headline, **settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    run: Callable[[EvalRun], dict]            # -> {row name: metrics}
+    reads: tuple[str, ...]                    # the config fields (a "section." prefix: all of it) its rows depend
+                                              # on: a run's fingerprint leaves out what none of its experiments reads
+    check: Callable[[EvalRun], None] | None   # refuses a bad setting before any experiment of the run starts
+
+
+# config.experiments names -> Experiment, in the order registered (the order of the module docstring)
+EXPERIMENTS: dict[str, Experiment] = {}
+VLM_FIELDS = ("model.", "generation.", "scoring.", "pad_to_square")   # what the VLM experiments read
+
+
+def experiment(name: str, reads: tuple[str, ...], check: Callable[[EvalRun], None] | None = None):
+    """Registers `fn(ev: EvalRun) -> {row: metrics}` as the experiment `name` of config.experiments: adding an
+    experiment is one decorated function."""
+    def register(fn):
+        if name in EXPERIMENTS:
+            raise ValueError(f"experiment {name!r} is registered twice")
+        EXPERIMENTS[name] = Experiment(fn, reads, check)
+        return fn
+    return register
 
 
 def run(config, workdir: str) -> dict:
-    check_job_config(config, "eval")
-    unknown = sorted(set(config.experiments) - set(EXPERIMENTS))
+    config = check_job_config(config, "eval")   # every field, the declared default where config has none
+    listed = list(dict.fromkeys(config.experiments))   # in the order listed, each once
+    unknown = [name for name in listed if name not in EXPERIMENTS]
     if unknown:
-        raise ValueError(f"config.experiments: unknown {unknown}; known: {list(EXPERIMENTS)}")
-    workdir = fingerprint.claim(workdir, fingerprint.of(config, "eval"), overwrite=config.get("overwrite", False))
+        raise ValueError(f"config.experiments: unknown {unknown}; the registered experiments are {list(EXPERIMENTS)} "
+                         "(vlmcls_jax/eval/job.py, @experiment)")
+    if config.sampling not in SAMPLERS:
+        raise ValueError(f"config.sampling={config.sampling!r} is not one of {SAMPLERS}")
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "eval"), overwrite=config.overwrite)
     os.makedirs(os.path.join(workdir, "outputs"), exist_ok=True)
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
     split_rows = read_manifest(data.manifest, data.image_root, classes, split=data.split or None)
-    sampling = config.get("sampling", "study")
-    if sampling not in SAMPLERS:
-        raise ValueError(f"config.sampling={sampling!r} is not one of {SAMPLERS}")
     # "study": the study's example order (its seed's shuffle); max_examples takes the first N of that order
-    examples = study_order(split_rows, config.seed) if sampling == "study" else split_rows
-    if config.get("max_examples"):
+    examples = study_order(split_rows, config.seed) if config.sampling == "study" else split_rows
+    if config.max_examples:
         examples = examples[: config.max_examples]
     # data.on_bad_image="skip": unreadable images are left out, listed and counted (denominators: the rest).
-    screened = screen_images(examples, lambda e: e.image, data.get("on_bad_image", "error"))
-    examples = screened.kept
+    screened = screen_images(examples, lambda e: e.image, data.on_bad_image)
     if screened.skipped:
         write_skipped(os.path.join(workdir, "skipped_images.jsonl"), screened)
         print(f"skipping {len(screened.skipped)} unreadable images (listed in {workdir}/skipped_images.jsonl)")
-    checkpoints = {}
-    names = list(classes.names)
-    sizes = [None] + [int(k) for k in config.label_set_sizes]
-    # The study sampler's candidate lists, drawn over the whole split as the study did (`candidates`);
-    # k=None is the closed world over every distinct name.
-    plans: dict = {}
-
-    def study_choices(k):
-        if sampling != "study":
-            return None
-        if k not in plans:
-            plans[k] = study_plan(split_rows, names, k or len(set(names)), config.seed)[1]
-        return plans[k]
-    out = lambda name: os.path.join(workdir, "outputs", f"{name}.jsonl")
-    rows: dict[str, dict] = {}
     # Data parallel over this process's devices (each process evaluates its own share of the examples).
-    mesh = eval_mesh(config.mesh_shape)
-
-    if "clip" in config.experiments:
-        if config.clip.templates not in TEMPLATE_SETS:
-            raise ValueError(f"config.clip.templates={config.clip.templates!r} is not one of {sorted(TEMPLATE_SETS)}")
-        label = model_label(config.clip)
-        loaded = load_for_eval(config.clip.checkpoint, mesh, config.clip.get("revision"))
-        checkpoints["clip"] = loaded.provenance
-        clip, preprocess = loaded.model, loaded.preprocess
-        classifier = text_classifier(clip, loaded.tokenizer, names, TEMPLATE_SETS[config.clip.templates],
-                                     cache_dir=os.path.join(workdir, "cache"), model_id=loaded.source, mesh=mesh)
-        for k in sizes:
-            row = f"CLIP ({config.clip.templates})" + (f", {k} labels" if k else "")
-            rows[row] = dict(evaluate_clip(
-                clip, classifier, examples, names, preprocess=preprocess, label_set_size=k,
-                label_set_seed=config.seed, choices=study_choices(k) if k else None, out_path=out(slug(row)),
-                mesh=mesh), model=label)
-
-    if {"open", "closed", "scoring"} & set(config.experiments):
-        label = model_label(config.model)
-        loaded = load_for_eval(config.model.checkpoint, mesh, config.model.get("revision"),
-                               config.model.get("prompt_format", "auto"),
-                               scan_layers=config.model.get("scan_layers", False), **model_dtypes(config.model),
-                               api=api_arguments(config.model, workdir))
-        checkpoints["model"] = dict(loaded.provenance, prompt_format=loaded.inputs.prompt_format)
-        model, tokenizer, inputs = loaded.model, loaded.tokenizer, loaded.inputs  # inputs: the family's encoding
-        if "scoring" in config.experiments:
-            inputs.scoring_prefix   # an API model (no token probabilities) stops here, before any request
-        g = config.generation
-        if g.choice_order not in ("shuffled", "dataset"):
-            raise ValueError(f"config.generation.choice_order={g.choice_order!r} is not 'shuffled' or 'dataset'")
-        gen = dict(max_new_tokens=g.max_new_tokens or None, batch_size=g.batch_size, wording=g.wording,
-                   chain_of_thought=g.chain_of_thought, pad_to_square=config.pad_to_square,
-                   headline=g.get("headline", "substring"))
-        # Prompt variants (Table 2 top) get their own rows and output files, so runs never mix them.
-        variant = (f", wording {g.wording}" if g.wording != "default" else "") + \
-                  (", chain of thought" if g.chain_of_thought else "")
-        synonyms = load_synonyms(config.synonyms, names) if config.get("synonyms") else None
-        if "open" in config.experiments:
-            rows["VLM open world" + variant] = dict(evaluate_generation(
-                model, tokenizer, examples, names, out(slug("open" + variant)), GenerationSettings(**gen), inputs,
-                mesh=mesh), model=label)
-            if synonyms:   # Table 8: the same answers, right when they name any synonym of the class
-                rows[row_name("VLM open world" + variant, data.name)] = dict(synonym_accuracy(
-                    out(slug("open" + variant)), examples, synonyms), model=label)
-        for k in sizes if "closed" in config.experiments else ():
-            order = g.choice_order == "dataset"
-            settings = GenerationSettings(closed_world=True, choice_seed=None if order else config.seed,
-                                          label_set_size=k, label_set_seed=config.seed,
-                                          choices=None if order and not k else study_choices(k), **gen)
-            closed = variant + (", dataset order" if order else "")
-            rows["VLM closed world" + closed + (f", {k} labels" if k else "")] = dict(evaluate_generation(
-                model, tokenizer, examples, names, out(slug(f"closed_{k or 'all'}" + closed)), settings, inputs,
-                mesh=mesh),
-                model=label)
-        # The study's probabilistic inference ran on the first 1000 of its seed's shuffle
-        # (inference_analysis/main.py:141-144); subset "all": every example.
-        sc = config.scoring
-        if sc.get("subset", "study") not in ("study", "all"):
-            raise ValueError(f"config.scoring.subset={sc.subset!r} is not 'study' or 'all'")
-        scored = examples
-        if sc.get("subset", "study") == "study":
-            keep = {e.id for e in study_order(split_rows, config.seed)[: sc.get("subset_size", 1000)]}
-            scored = [e for e in examples if e.id in keep]
-        for k in sizes if "scoring" in config.experiments else ():
-            settings = ScoringSettings(prefix=inputs.scoring_prefix, choices=study_choices(k) if k else None,
-                                       batch_size=config.scoring.batch_size, chunk_size=config.scoring.chunk_size,
-                                       cfg_alpha=config.scoring.cfg_alpha, wording=config.generation.wording,
-                                       label_set_size=k, label_set_seed=config.seed,
-                                       name_tokens=sc.get("name_tokens", "context"),
-                                       pad_to_square=config.pad_to_square)
-            # Scores do not depend on k: every k reuses the first run's file (resume finds all examples).
-            wording = f", wording {g.wording}" if g.wording != "default" else ""
-            wording += ", study name tokens" if settings.name_tokens == "study" else ""
-            rows["VLM probabilistic" + wording + (f", {k} labels" if k else "")] = dict(evaluate_scoring(
-                model, tokenizer, scored, names, out(slug("scoring" + wording)),
-                settings, inputs, mesh=mesh), model=label)
+    ev = EvalRun(config, workdir, split_rows, screened.kept, list(classes.names), eval_mesh(config.mesh_shape))
+    for name in listed:
+        if EXPERIMENTS[name].check is not None:
+            EXPERIMENTS[name].check(ev)
+    rows: dict[str, dict] = {}
+    for name in listed:
+        rows.update(EXPERIMENTS[name].run(ev))
 
     incomplete = {row: m["missing"] for row, m in rows.items() if m.get("missing")}
     if incomplete:
         raise RuntimeError(f"examples missing from the outputs after all processes finished: {incomplete}")
-    results = {"dataset": data.name, "examples": len(examples), "skipped_images": len(screened.skipped),
-               "rows": rows, "checkpoints": checkpoints}
-    if "model" in checkpoints and api_usage(model):   # an API model: tokens and cost
-        results["api_usage"] = api_usage(model)
+    results = {"dataset": data.name, "examples": len(ev.examples), "skipped_images": len(screened.skipped),
+               "rows": rows, "checkpoints": ev.checkpoints}
+    if ev.loaded_vlm is not None and api_usage(ev.loaded_vlm.model):   # an API model: tokens and cost
+        results["api_usage"] = api_usage(ev.loaded_vlm.model)
     results = merge_earlier(results, workdir)   # a rerun with fewer experiments keeps the other rows
     if jax.process_index() == 0:   # every process holds the same summary; one writes it
         write_results(results, workdir, config.paper_numbers)
@@ -190,6 +186,100 @@ def run(config, workdir: str) -> dict:
     return results
 
 
+def _check_clip(ev: EvalRun) -> None:
+    if ev.config.clip.templates not in TEMPLATE_SETS:
+        raise ValueError(f"config.clip.templates={ev.config.clip.templates!r} is not one of {sorted(TEMPLATE_SETS)}")
+
+
+@experiment("clip", reads=("clip.",), check=_check_clip)
+def clip_zero_shot(ev: EvalRun) -> dict:
+    """CLIP zero-shot with config.clip.templates, on all classes and each label-set size."""
+    c = ev.config
+    loaded = load_for_eval(c.clip.checkpoint, ev.mesh, c.clip.revision)
+    ev.checkpoints["clip"] = loaded.provenance
+    classifier = text_classifier(loaded.model, loaded.tokenizer, ev.names, TEMPLATE_SETS[c.clip.templates],
+                                 cache_dir=os.path.join(ev.workdir, "cache"), model_id=loaded.source, mesh=ev.mesh)
+    rows = {}
+    for k in ev.sizes:
+        row = f"CLIP ({c.clip.templates})" + (f", {k} labels" if k else "")
+        rows[row] = dict(evaluate_clip(
+            loaded.model, classifier, ev.examples, ev.names, preprocess=loaded.preprocess, label_set_size=k,
+            label_set_seed=c.seed, choices=ev.study_choices(k) if k else None, out_path=ev.out(slug(row)),
+            mesh=ev.mesh), model=model_label(c.clip))
+    return rows
+
+
+def _check_vlm(ev: EvalRun) -> None:
+    """The settings every VLM experiment shares."""
+    if ev.config.generation.choice_order not in ("shuffled", "dataset"):
+        raise ValueError(f"config.generation.choice_order={ev.config.generation.choice_order!r} is not 'shuffled' "
+                         "or 'dataset'")
+    if ev.config.scoring.subset not in ("study", "all"):
+        raise ValueError(f"config.scoring.subset={ev.config.scoring.subset!r} is not 'study' or 'all'")
+
+
+@experiment("open", reads=VLM_FIELDS, check=_check_vlm)
+def open_world(ev: EvalRun) -> dict:
+    """VLM generation, open world (Table 1); with config.synonyms also counted with synonyms (Table 8)."""
+    c, loaded = ev.config, ev.vlm()
+    synonyms = load_synonyms(c.synonyms, ev.names) if c.synonyms else None
+    name = slug("open" + ev.variant)
+    rows = {"VLM open world" + ev.variant: dict(evaluate_generation(
+        loaded.model, loaded.tokenizer, ev.examples, ev.names, ev.out(name), ev.generation(), loaded.inputs,
+        mesh=ev.mesh), model=model_label(c.model))}
+    if synonyms:   # Table 8: the same answers, right when they name any synonym of the class
+        rows[row_name("VLM open world" + ev.variant, c.data.name)] = dict(synonym_accuracy(
+            ev.out(name), ev.examples, synonyms), model=model_label(c.model))
+    return rows
+
+
+@experiment("closed", reads=VLM_FIELDS, check=_check_vlm)
+def closed_world(ev: EvalRun) -> dict:
+    """VLM generation, closed world, shuffled choices (Table 1), on all classes and each label-set size."""
+    c, loaded = ev.config, ev.vlm()
+    order = c.generation.choice_order == "dataset"
+    closed = ev.variant + (", dataset order" if order else "")
+    rows = {}
+    for k in ev.sizes:
+        settings = ev.generation(closed_world=True, choice_seed=None if order else c.seed, label_set_size=k,
+                                  label_set_seed=c.seed, choices=None if order and not k else ev.study_choices(k))
+        rows["VLM closed world" + closed + (f", {k} labels" if k else "")] = dict(evaluate_generation(
+            loaded.model, loaded.tokenizer, ev.examples, ev.names, ev.out(slug(f"closed_{k or 'all'}" + closed)),
+            settings, loaded.inputs, mesh=ev.mesh), model=model_label(c.model))
+    return rows
+
+
+def _check_scoring(ev: EvalRun) -> None:
+    _check_vlm(ev)
+    ev.vlm().inputs.scoring_prefix   # an API model (no token probabilities) stops here, before any request
+
+
+@experiment("scoring", reads=VLM_FIELDS, check=_check_scoring)
+def probabilistic(ev: EvalRun) -> dict:
+    """VLM probabilistic inference, sum / avg / cfg (Table 2 bottom), on all classes and each label-set size."""
+    c, loaded = ev.config, ev.vlm()
+    sc = c.scoring
+    # The study's probabilistic inference ran on the first 1000 of its seed's shuffle
+    # (inference_analysis/main.py:141-144); subset "all": every example.
+    scored = ev.examples
+    if sc.subset == "study":
+        keep = {e.id for e in study_order(ev.split_rows, c.seed)[: sc.subset_size]}
+        scored = [e for e in ev.examples if e.id in keep]
+    rows = {}
+    for k in ev.sizes:
+        settings = ScoringSettings(prefix=loaded.inputs.scoring_prefix, choices=ev.study_choices(k) if k else None,
+                                   batch_size=sc.batch_size, chunk_size=sc.chunk_size, cfg_alpha=sc.cfg_alpha,
+                                   wording=c.generation.wording, label_set_size=k, label_set_seed=c.seed,
+                                   name_tokens=sc.name_tokens, pad_to_square=c.pad_to_square)
+        # Scores do not depend on k: every k reuses the first run's file (resume finds all examples).
+        wording = f", wording {c.generation.wording}" if c.generation.wording != "default" else ""
+        wording += ", study name tokens" if settings.name_tokens == "study" else ""
+        rows["VLM probabilistic" + wording + (f", {k} labels" if k else "")] = dict(evaluate_scoring(
+            loaded.model, loaded.tokenizer, scored, ev.names, ev.out(slug("scoring" + wording)),
+            settings, loaded.inputs, mesh=ev.mesh), model=model_label(c.model))
+    return rows
+
+
 def slug(text: str) -> str:
     """An output file name for a row: "closed_all, wording identify" -> "closed_all_wording_identify"."""
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
@@ -197,7 +287,7 @@ def slug(text: str) -> str:
 
 def model_label(model_config) -> str:
     """A model's name in the tables: `label` when set, else the checkpoint's last path component."""
-    return model_config.get("label") or os.path.basename(os.path.normpath(model_config.checkpoint))
+    return model_config.label or os.path.basename(os.path.normpath(model_config.checkpoint))
 
 
 def _row_source(row: str) -> str:

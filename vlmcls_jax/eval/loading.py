@@ -92,6 +92,9 @@ def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, promp
                        param_dtype=jnp.dtype(param_dtype or dtype).name), inputs)
 
 
-def model_dtypes(model_section) -> dict:
-    """`load_for_eval`'s dtype arguments from a job's `config.model` (float32 where a config predates them)."""
-    return {"dtype": model_section.get("dtype") or "float32", "param_dtype": model_section.get("param_dtype") or None}
+def load_model_section(model_section, mesh=None, api: dict | None = None) -> Loaded:
+    """`load_for_eval` on a job's (resolved: `config_check.check_job_config`) `config.model` section: its checkpoint,
+    revision, prompt_format, scan_layers, dtype and param_dtype (None: float32, and param_dtype as dtype)."""
+    m = model_section
+    return load_for_eval(m.checkpoint, mesh, m.revision, m.prompt_format, scan_layers=m.scan_layers,
+                         dtype=m.dtype or "float32", param_dtype=m.param_dtype or None, api=api)

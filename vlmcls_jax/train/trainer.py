@@ -21,8 +21,7 @@ from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.convert import hf_config
 from vlmcls_jax.convert.companions import require_tokenizer
 from vlmcls_jax.convert.hf import checkpoint_provenance, load_weights, resolve_checkpoint, safetensors_files, save_hf
-from vlmcls_jax.data.finetune_data import (CAPTION_QUESTION, FINETUNE_QUESTION, caption_records,
-                                          classification_records, concat_records, mix_records)
+from vlmcls_jax.data.finetune_data import caption_records, classification_records, concat_records, mix_records
 from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.pipeline import EncodeRecord, make_train_iterator, read_records
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
@@ -39,7 +38,7 @@ BATCH_KEYS = ("input_ids", "attention_mask", "loss_mask", "pixel_values")
 
 def load_model(config, mesh):
     """The model named by `config.model.checkpoint` (HF folder or hub id), loaded into its shardings."""
-    source = resolve_checkpoint(config.model.checkpoint, config.model.get("revision"))
+    source = resolve_checkpoint(config.model.checkpoint, config.model.revision)
     cfg = model_config(config, hf_config.load_config(source, jnp.dtype(config.model.dtype),
                                                      jnp.dtype(config.model.param_dtype)))
     model = load_weights(cfg, safetensors_files(source), shardings=shd.path_shardings(cfg, mesh))
@@ -54,15 +53,14 @@ def model_config(config, cfg):
                          "reads the instruction, which the training batches do not carry); BLIP-2 is")
     if type(cfg).__name__ == "LlavaNextConfig":
         raise ValueError(f"{config.model.checkpoint}: LLaVA-NeXT training is not supported yet (AnyRes batches)")
-    return hf_config.with_decoder_options(cfg, remat=config.model.get("remat", False),
-                                          scan_layers=config.model.get("scan_layers", False))
+    return hf_config.with_decoder_options(cfg, remat=config.model.remat, scan_layers=config.model.scan_layers)
 
 
 def add_lora(model, config) -> None:
     """`config.lora` (rank > 0): adapters on the LLM's linear layers, in place."""
     if config.lora.rank > 0:
         apply_lora(model, rank=config.lora.rank, alpha=config.lora.alpha, dropout=config.lora.dropout,
-                   seed=config.seed, **({"targets": config.lora.targets} if config.lora.get("targets") else {}))
+                   seed=config.seed, **({"targets": config.lora.targets} if config.lora.targets else {}))
 
 
 def param_groups(config) -> list[ParamGroup]:
@@ -71,14 +69,14 @@ def param_groups(config) -> list[ParamGroup]:
 
 def optimizer(config, trainable, groups, total_steps: int):
     return make_optimizer(trainable, groups, total_steps=total_steps, warmup_ratio=config.optim.warmup_ratio,
-                          warmup_steps=config.optim.get("warmup_steps", 0), weight_decay=config.optim.weight_decay, max_grad_norm=config.optim.max_grad_norm,
+                          warmup_steps=config.optim.warmup_steps, weight_decay=config.optim.weight_decay, max_grad_norm=config.optim.max_grad_norm,
                           accumulate_steps=config.optim.accumulate_steps)
 
 
 def frozen_dtype(config):
     """`config.model.frozen_in_compute_dtype` (default on): frozen parameters stored in `model.dtype`, the f32
     masters kept only for what trains; None: every parameter in `param_dtype`."""
-    return config.model.dtype if config.model.get("frozen_in_compute_dtype", True) else None
+    return config.model.dtype if config.model.frozen_in_compute_dtype else None
 
 
 BATCH_NDIMS = {"input_ids": 2, "attention_mask": 2, "loss_mask": 2, "pixel_values": 4}
@@ -88,8 +86,8 @@ def step_function(config, graphdef, tx, state, frozen, mesh):
     """The jitted train step the job runs (`train.step.jit_train_step` with the config's objective and guard);
     `vlmcls_jax.plan` lowers the same function on abstract state."""
     return jit_train_step(graphdef, make_objective(config.objective.to_dict()), tx, state, frozen, mesh,
-                          BATCH_NDIMS, constrain_activations=config.get("activation_sharding", False),
-                          guard=GuardConfig.from_config(config.get("guard")))
+                          BATCH_NDIMS, constrain_activations=config.activation_sharding,
+                          guard=GuardConfig.from_config(config.guard))
 
 
 def training_records(config) -> list[dict]:
@@ -105,27 +103,25 @@ def training_records(config) -> list[dict]:
     (the study's Table 5 mixture: ImageNet classification records + llava_v1_5_mix665k.json)."""
     data = config.data
     sources = {}
-    if data.get("train_json"):
+    if data.train_json:
         sources["train_json"] = read_records(data.train_json)
-    if data.get("classification_manifest"):
+    if data.classification_manifest:
         sources["classification_manifest"] = classification_records(
-            data.classification_manifest, data.split, question=data.get("question", FINETUNE_QUESTION),
-            answer_template=data.get("answer_template", "{}"))
-    if data.get("caption_json"):
-        sources["caption_json"] = caption_records(data.caption_json,
-                                                  question=data.get("caption_question", CAPTION_QUESTION))
+            data.classification_manifest, data.split, question=data.question, answer_template=data.answer_template)
+    if data.caption_json:
+        sources["caption_json"] = caption_records(data.caption_json, question=data.caption_question)
     if not sources:
         raise ValueError("config.data needs train_json, classification_manifest or caption_json")
-    if data.get("mix_with"):
+    if data.mix_with:
         sources["mix_with"] = read_records(data.mix_with)
-        mixture = mix_records(*sources.values(), seed=data.get("mix_seed", 1234))
+        mixture = mix_records(*sources.values(), seed=data.mix_seed)
     elif len(sources) == 1:
         return next(iter(sources.values()))
     else:
         mixture = concat_records(*sources.values())
     if jax.process_index() == 0:
         print(f"training records: {mixture.summary(list(sources))}"
-              + (f", shuffled with seed {data.get('mix_seed', 1234)}" if data.get("mix_with") else ""))
+              + (f", shuffled with seed {data.mix_seed}" if data.mix_with else ""))
     return mixture.records
 
 
@@ -198,9 +194,9 @@ def _stop_if_not_training(metrics: dict, step: int, limit: int, workdir: str) ->
 
 def run(config, workdir: str) -> dict:
     """Trains as `config` says; returns the last logged metrics."""
-    check_job_config(config, "train")
+    config = check_job_config(config, "train")   # every field, the declared default where config has none
     mesh = shd.make_mesh(tuple(config.mesh_shape))
-    workdir = fingerprint.claim(workdir, fingerprint.of(config, "train"), overwrite=config.get("overwrite", False))
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "train"), overwrite=config.overwrite)
     os.makedirs(workdir, exist_ok=True)
     preemption = Preemption()
     opened = []   # the run's TrainCheckpoints: on an error, in-flight writes finish and failed ones are removed
@@ -217,9 +213,9 @@ def run(config, workdir: str) -> dict:
 
 def _run(config, workdir, mesh, preemption: Preemption, opened: list):
     model, source = load_model(config, mesh)
-    if not config.get("tokenizer"):
+    if not config.tokenizer:
         require_tokenizer(source)
-    tokenizer = AutoTokenizer.from_pretrained(config.get("tokenizer") or source)
+    tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or source)
     if config.lora.rank > 0:
         add_lora(model, config)
         shd.shard_model(model, mesh)
@@ -231,7 +227,7 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
     records = training_records(config)
     # data.on_bad_image="skip": records whose image is unreadable are left out, listed and counted.
     screened = screen_images(records, lambda r: os.path.join(config.data.image_root, r["image"]) if "image" in r
-                             else None, config.data.get("on_bad_image", "error"))
+                             else None, config.data.on_bad_image)
     records = screened.kept
     if jax.process_index() == 0:
         if screened.skipped:
@@ -239,7 +235,7 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
             print(f"skipping {len(screened.skipped)} records with unreadable images "
                   f"(listed in {workdir}/skipped_images.jsonl)")
         write_atomic(os.path.join(workdir, "provenance.json"), json.dumps(
-            {"model": checkpoint_provenance(config.model.checkpoint, config.model.get("revision"), source),
+            {"model": checkpoint_provenance(config.model.checkpoint, config.model.revision, source),
              "records": len(records), "skipped_images": len(screened.skipped)}, indent=2))
     processes = jax.process_count()
     local_batch = config.data.batch_size // processes
@@ -249,7 +245,7 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
                          f"{batch_devices} devices of the batch axes (data x fsdp) and {processes} processes")
     total_steps = config.num_steps or max(1, config.num_epochs * len(records) // config.data.batch_size
                                           // config.optim.accumulate_steps)
-    preprocess = ClipPreprocessConfig.from_pretrained_dir(source) if config.data.get("use_checkpoint_preprocessor", True) \
+    preprocess = ClipPreprocessConfig.from_pretrained_dir(source) if config.data.use_checkpoint_preprocessor \
         and os.path.exists(os.path.join(source, "preprocessor_config.json")) else ClipPreprocessConfig(
             size=model.config.vision_config.image_size,
             crop_size=(model.config.vision_config.image_size,) * 2)
@@ -272,15 +268,15 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
         print(f"resumed from step {start} in {workdir}/checkpoints")
     print(f"training {counts} parameters for {total_steps} steps on mesh {dict(mesh.shape)}")
 
-    guard = GuardConfig.from_config(config.get("guard"))
+    guard = GuardConfig.from_config(config.guard)
     step_fn = step_function(config, graphdef, tx, state, frozen, mesh)
     schedule = warmup_cosine(max(float(v) for v in config.learning_rates.values()), total_steps,
-                             config.optim.warmup_ratio, config.optim.get("warmup_steps", 0))
+                             config.optim.warmup_ratio, config.optim.warmup_steps)
     base_rng = jax.random.key(config.seed)
     # Training FLOPs per token ~ 6 x parameters (forward 2N, backward 4N; frozen weights still backpropagate
     # activations, so all parameters count): the usual MFU estimate, image-token compute included as tokens.
     num_params = sum(int(x.size) for x in jax.tree.leaves((state.params, frozen)))
-    log = MetricsLog(workdir, total_steps, 6.0 * num_params, config.get("peak_tflops", 0.0), start)
+    log = MetricsLog(workdir, total_steps, 6.0 * num_params, config.peak_tflops, start)
     accumulate = config.optim.accumulate_steps
     metrics, tokens, images, t0, done, completed = {}, 0, 0, time.time(), 0, start
     for step in range(start, total_steps):
@@ -301,11 +297,11 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
             metrics = dict(jax.device_get(metrics), learning_rate=float(schedule(step)))
             log.write(step + 1, metrics, tokens, images, time.time() - t0, done)
             tokens, images, t0, done = 0, 0, time.time(), 0
-        last = step + 1 == total_steps or step + 1 == config.get("stop_at_step")
+        last = step + 1 == total_steps or step + 1 == config.stop_at_step
         preempted = preemption.requested(step + 1) and not last   # (called every step: a collective on pods)
         if ckpts is not None:
             ckpts.save(step + 1, state, iterator, force=last or preempted)
-        if step + 1 == config.get("stop_at_step"):
+        if step + 1 == config.stop_at_step:
             print(f"stopping at step {step + 1} as config.stop_at_step asks (a checkpoint was written)")
             break
         if preempted:
@@ -321,10 +317,10 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
     log.close()
     if hasattr(iterator, "close"):   # grain worker processes and their shared memory
         iterator.close()
-    if config.get("export_hf") and completed == total_steps:   # every process gathers; process 0 writes
+    if config.export_hf and completed == total_steps:   # every process gathers; process 0 writes
         export = os.path.join(workdir, "hf_export")
         # The export loads like the source: its tokenizer, image processor and generation config come along.
         save_hf(nnx.merge(graphdef, state.params, frozen), export, source=source)
-        if jax.process_index() == 0 and config.get("tokenizer"):
+        if jax.process_index() == 0 and config.tokenizer:
             tokenizer.save_pretrained(export)   # the tokenizer this run trained with
     return {k: float(v) for k, v in metrics.items()}
