@@ -69,8 +69,8 @@ def param_groups(config) -> list[ParamGroup]:
 
 def optimizer(config, trainable, groups, total_steps: int):
     return make_optimizer(trainable, groups, total_steps=total_steps, warmup_ratio=config.optim.warmup_ratio,
-                          warmup_steps=config.optim.warmup_steps, weight_decay=config.optim.weight_decay, max_grad_norm=config.optim.max_grad_norm,
-                          accumulate_steps=config.optim.accumulate_steps)
+                          warmup_steps=config.optim.warmup_steps, weight_decay=config.optim.weight_decay,
+                          max_grad_norm=config.optim.max_grad_norm, accumulate_steps=config.optim.accumulate_steps)
 
 
 def frozen_dtype(config):
