@@ -256,12 +256,12 @@ def api_usage(model) -> dict | None:
 
 
 def api_arguments(model_config, workdir: str) -> dict:
-    """`load_for_eval(api=...)` from a job's config.model: its `api` section and where the replies go
+    """`load_for_eval(api=...)` from a job's (resolved) config.model: its `api` section and where the replies go
     (WORKDIR/api_responses.jsonl; one part file per process when several share the job)."""
     import jax
 
     from vlmcls_jax.eval.shards import part_path
     log = part_path(os.path.join(workdir, "api_responses.jsonl"), jax.process_index(), jax.process_count())
-    return {"options": dict(model_config.get("api") or {}), "log_path": log}
+    return {"options": dict(model_config.api), "log_path": log}
 
 
