@@ -80,7 +80,7 @@ JOB_MODULES = {"train": "vlmcls_jax/train/trainer.py", "eval": "vlmcls_jax/eval/
                "general": "vlmcls_jax/eval/general_job.py"}
 
 
-def _names(section, prefix=""):
+def _names(section):
     for key, value in section.items():
         yield key
         if isinstance(value, ml_collections.ConfigDict) and key not in ("learning_rates", "objective"):
