@@ -26,6 +26,7 @@ from vlmcls_jax.models.llava_next import LlavaNextConfig
 from vlmcls_jax.models.opt import OPTConfig
 from vlmcls_jax.models.qformer import QFormerConfig
 
+
 def _dtypes(dtype, param_dtype) -> dict[str, Any]:
     return dict(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype or dtype))
 
