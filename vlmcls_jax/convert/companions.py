@@ -40,9 +40,9 @@ def copy_companions(source: str, target: str) -> list[str]:
 
 
 def write_generation_config(hf_cfg, target: str) -> None:
-    """generation_config.json from the model's config (its token ids), unless `target` already has one.
-    Nothing for CLIP, which does not generate."""
-    if os.path.exists(os.path.join(target, "generation_config.json")) or type(hf_cfg).__name__ == "CLIPConfig":
+    """generation_config.json from a generating model's config (its token ids), unless `target` already has
+    one (`save_hf` calls it for every family but the CLIP kind, which does not generate)."""
+    if os.path.exists(os.path.join(target, "generation_config.json")):
         return
     from transformers import GenerationConfig
     GenerationConfig.from_model_config(hf_cfg).save_pretrained(target)

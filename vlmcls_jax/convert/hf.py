@@ -27,36 +27,18 @@ import numpy as np
 from flax import nnx
 from safetensors import safe_open
 
-from vlmcls_jax.convert import companions, hf_config, openclip, safetensors_stream
-from vlmcls_jax.models.blip2 import Blip2Config, Blip2ForConditionalGeneration
-from vlmcls_jax.models.clip import CLIPConfig, CLIPModel
-from vlmcls_jax.models.eva_clip import EvaCLIPConfig, EvaCLIPModel
-from vlmcls_jax.models.llama import LlamaConfig, LlamaForCausalLM
-from vlmcls_jax.models.llava import LlavaConfig, LlavaForConditionalGeneration
-from vlmcls_jax.models.llava_next import LlavaNextConfig, LlavaNextForConditionalGeneration
-from vlmcls_jax.models.opt import OPTConfig, OPTForCausalLM
+from vlmcls_jax.convert import companions, hf_config, safetensors_stream
+from vlmcls_jax.convert.families import family_of
 from vlmcls_jax.models.scan import LAYER_AXIS
+from vlmcls_jax.train.lora import LoRA
 
-# Key prefixes of other layouts of the same weights -> the transformers-5 file layout we use.
-_LLAVA_KEY_RENAMES = (
-    (re.compile(r"^model\.vision_tower\.(vision_model\.)?"), "vision_tower."),       # in-memory names
-    (re.compile(r"^model\.multi_modal_projector\."), "multi_modal_projector."),
-    (re.compile(r"^model\.image_newline$"), "image_newline"),                        # LLaVA-NeXT
-    (re.compile(r"^model\.language_model\."), "language_model.model."),
-    (re.compile(r"^lm_head\."), "language_model.lm_head."),
-    (re.compile(r"^vision_tower\.vision_model\."), "vision_tower."),                 # transformers-4 hub files
-)
 # Non-parameter buffers some checkpoints carry; transformers ignores them too.
 _IGNORED_KEYS = re.compile(r"(\.position_ids|\.rotary_emb\.inv_freq)$")
 
 
 def model_class(cfg) -> type[nnx.Module]:
-    table = {Blip2Config: Blip2ForConditionalGeneration, OPTConfig: OPTForCausalLM,
-             LlavaConfig: LlavaForConditionalGeneration, CLIPConfig: CLIPModel, LlamaConfig: LlamaForCausalLM,
-             LlavaNextConfig: LlavaNextForConditionalGeneration, EvaCLIPConfig: EvaCLIPModel}
-    if type(cfg) not in table:
-        raise TypeError(f"no model for config type {type(cfg).__name__}")
-    return table[type(cfg)]
+    """Our Flax model class for a config (its family's record, `convert/families.py`)."""
+    return family_of(cfg).model
 
 
 def abstract_model(cfg) -> nnx.Module:
@@ -94,11 +76,8 @@ def hf_key(path: tuple) -> str:
 
 
 def canonical_key(key: str, cfg) -> str:
-    """Any accepted layout of a checkpoint key -> the transformers-5 file layout."""
-    if isinstance(cfg, LlavaConfig):
-        for pattern, replacement in _LLAVA_KEY_RENAMES:
-            key = pattern.sub(replacement, key)
-    return key
+    """Any accepted layout of a checkpoint key -> the transformers-5 file layout (the family's `key_renames`)."""
+    return family_of(cfg).canonical_key(key)
 
 
 def per_layer_paths(path: tuple, var: nnx.Variable) -> list[tuple] | None:
@@ -200,9 +179,9 @@ def load_weights(cfg, files: list[str], *, shardings: Callable[[tuple], jax.shar
         values[path] = var.replace(jnp.asarray(array, dtype=var.dtype) if shardings is None else
                                    jax.device_put(array.astype(var.dtype), shardings(path)))
 
-    tensors = iter_tensors(files)
-    if isinstance(cfg, EvaCLIPConfig):   # open_clip's names (in_proj split in three) -> ours
-        tensors = openclip.to_our_keys(tensors)
+    tensors, read_tensors = iter_tensors(files), family_of(cfg).read_tensors
+    if read_tensors is not None:   # e.g. open_clip's names (in_proj split in three) -> ours
+        tensors = read_tensors(tensors)
     for file, key, array in tensors:
         name = canonical_key(key, cfg)
         if name not in table:
@@ -277,8 +256,9 @@ def save_hf(model: nnx.Module, out_dir: str, *, source: str | None = None,
         hf_cfg.save_pretrained(out_dir)
         if source is not None:
             companions.copy_companions(source, out_dir)
-        companions.write_generation_config(hf_cfg, out_dir)
-    lora = {path[:-1]: node.delta() for path, node in nnx.iter_graph(model) if type(node).__name__ == "LoRA"}
+        if family_of(model.config).kind != "clip":   # a generating model
+            companions.write_generation_config(hf_cfg, out_dir)
+    lora = {path[:-1]: node.delta() for path, node in nnx.iter_graph(model) if isinstance(node, LoRA)}
     sources = {}   # HF key -> (parameter path, variable, layer of a stacked parameter or None)
     specs = []
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):

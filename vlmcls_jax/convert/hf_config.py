@@ -3,6 +3,9 @@
 transformers fills every default the checkpoint's `config.json` leaves out (no torch needed), so we read
 attributes from its config objects rather than re-deriving HF's defaults here.  Every id and size
 (image token, vocab, pad id, image size, patch size, feature layer) comes from the checkpoint.
+
+One translator pair per family (`llava_from_hf` / `llava_to_hf`, ...); `from_hf` and `to_hf` pick the pair from
+the family's record in `convert/families.py`.
 """
 
 from __future__ import annotations
@@ -17,15 +20,11 @@ from vlmcls_jax.convert import openclip
 from vlmcls_jax.models.blip2 import Blip2Config
 from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
 from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from vlmcls_jax.models.eva_clip import EvaCLIPConfig
 from vlmcls_jax.models.llama import LlamaConfig
 from vlmcls_jax.models.llava import LlavaConfig
 from vlmcls_jax.models.llava_next import LlavaNextConfig
 from vlmcls_jax.models.opt import OPTConfig
 from vlmcls_jax.models.qformer import QFormerConfig
-
-ModelConfig = LlavaConfig | CLIPConfig | LlamaConfig | Blip2Config | OPTConfig | EvaCLIPConfig
-SUPPORTED_MODEL_TYPES = ("llava", "clip", "llama", "mistral", "opt", "blip-2", "instructblip", "llava_next")
 
 
 def _dtypes(dtype, param_dtype) -> dict[str, Any]:
@@ -68,42 +67,55 @@ def llama_from_hf(c, dtype=jnp.float32, param_dtype=None) -> LlamaConfig:
                        eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id, **_dtypes(dtype, param_dtype))
 
 
-def from_hf(hf_config, dtype=jnp.float32, param_dtype=None) -> ModelConfig:
-    """A transformers config object -> our config, chosen by `model_type`."""
+def _registry():
+    """The family registry (`convert/families.py`); imported here when called, as it imports this module's
+    translators."""
+    from vlmcls_jax.convert import families
+    return families
+
+
+def from_hf(hf_config, dtype=jnp.float32, param_dtype=None):
+    """A transformers config object -> our config, by the family whose record lists its `model_type`."""
+    return _registry().for_model_type(hf_config.model_type).from_hf(hf_config, dtype, param_dtype)
+
+
+def _llava_fields(hf_config, dtype, param_dtype) -> dict:
+    """The fields LLaVA-1.5 and LLaVA-NeXT share (CLIP tower, Llama/Mistral decoder, projector)."""
     kind = hf_config.model_type
-    if kind in ("llava", "llava_next"):
-        if hf_config.vision_config.model_type != "clip_vision_model":
-            raise ValueError(f"llava vision_config.model_type {hf_config.vision_config.model_type!r}: only "
-                             "clip_vision_model is supported")
-        if hf_config.text_config.model_type not in ("llama", "mistral"):
-            raise ValueError(f"llava text_config.model_type {hf_config.text_config.model_type!r}: only "
-                             "llama and mistral are supported")
-        layer = hf_config.vision_feature_layer
-        # LLaVA-NeXT = LLaVA + AnyRes grid resolutions ([[h, w], ...] in config.json).
-        cls, extra = (LlavaConfig, {}) if kind == "llava" else \
-            (LlavaNextConfig, dict(image_grid_pinpoints=tuple(map(tuple, hf_config.image_grid_pinpoints))))
-        return cls(vision_config=clip_vision_from_hf(hf_config.vision_config, dtype, param_dtype),
-                   text_config=llama_from_hf(hf_config.text_config, dtype, param_dtype),
-                   image_token_index=hf_config.image_token_index,
-                   vision_feature_layer=layer if isinstance(layer, int) else tuple(layer),
-                   vision_feature_select_strategy=hf_config.vision_feature_select_strategy,
-                   projector_hidden_act=hf_config.projector_hidden_act,
-                   multimodal_projector_bias=bool(hf_config.multimodal_projector_bias), **extra)
-    if kind == "clip":
-        return CLIPConfig(text_config=clip_text_from_hf(hf_config.text_config, dtype, param_dtype),
-                          vision_config=clip_vision_from_hf(hf_config.vision_config, dtype, param_dtype),
-                          projection_dim=hf_config.projection_dim,
-                          logit_scale_init_value=hf_config.logit_scale_init_value)
-    if kind in ("llama", "mistral"):
-        return llama_from_hf(hf_config, dtype, param_dtype)
-    if kind == "opt":
-        return opt_from_hf(hf_config, dtype, param_dtype)
-    if kind in ("blip-2", "instructblip"):
-        return blip2_from_hf(hf_config, dtype, param_dtype)
-    raise ValueError(f"config.json model_type {kind!r} is not supported; supported: {SUPPORTED_MODEL_TYPES}")
+    if hf_config.vision_config.model_type != "clip_vision_model":
+        raise ValueError(f"{kind} vision_config.model_type {hf_config.vision_config.model_type!r}: only "
+                         "clip_vision_model is supported")
+    if hf_config.text_config.model_type not in _registry().LLAMA.model_types:
+        raise ValueError(f"{kind} text_config.model_type {hf_config.text_config.model_type!r}: only "
+                         "llama and mistral are supported")
+    layer = hf_config.vision_feature_layer
+    return dict(vision_config=clip_vision_from_hf(hf_config.vision_config, dtype, param_dtype),
+                text_config=llama_from_hf(hf_config.text_config, dtype, param_dtype),
+                image_token_index=hf_config.image_token_index,
+                vision_feature_layer=layer if isinstance(layer, int) else tuple(layer),
+                vision_feature_select_strategy=hf_config.vision_feature_select_strategy,
+                projector_hidden_act=hf_config.projector_hidden_act,
+                multimodal_projector_bias=bool(hf_config.multimodal_projector_bias))
 
 
-def load_config(checkpoint_dir: str, dtype=jnp.float32, param_dtype=None) -> ModelConfig:
+def llava_from_hf(hf_config, dtype=jnp.float32, param_dtype=None) -> LlavaConfig:
+    return LlavaConfig(**_llava_fields(hf_config, dtype, param_dtype))
+
+
+def llava_next_from_hf(hf_config, dtype=jnp.float32, param_dtype=None) -> LlavaNextConfig:
+    """LLaVA-NeXT = LLaVA + AnyRes grid resolutions ([[h, w], ...] in config.json)."""
+    return LlavaNextConfig(**_llava_fields(hf_config, dtype, param_dtype),
+                           image_grid_pinpoints=tuple(map(tuple, hf_config.image_grid_pinpoints)))
+
+
+def clip_from_hf(hf_config, dtype=jnp.float32, param_dtype=None) -> CLIPConfig:
+    return CLIPConfig(text_config=clip_text_from_hf(hf_config.text_config, dtype, param_dtype),
+                      vision_config=clip_vision_from_hf(hf_config.vision_config, dtype, param_dtype),
+                      projection_dim=hf_config.projection_dim,
+                      logit_scale_init_value=hf_config.logit_scale_init_value)
+
+
+def load_config(checkpoint_dir: str, dtype=jnp.float32, param_dtype=None):
     """Reads `checkpoint_dir/config.json` (transformers fills the defaults) into our config; an open_clip
     folder (open_clip_config.json, no config.json) is read by `openclip.load_config`."""
     if openclip.is_open_clip_dir(checkpoint_dir):
@@ -115,7 +127,7 @@ def load_config(checkpoint_dir: str, dtype=jnp.float32, param_dtype=None) -> Mod
     return from_hf(hf, dtype, param_dtype)
 
 
-def with_decoder_options(cfg: ModelConfig, **options) -> ModelConfig:
+def with_decoder_options(cfg, **options):
     """`cfg` with options of its language decoder's config set (`remat=True`, `scan_layers=True`): the
     `text_config` of a vision-language model, or a bare decoder's own.  An option set (truthy) that this
     decoder does not have is an error naming it; falsy ones are left alone."""
@@ -133,56 +145,73 @@ def _dtype_name(cfg) -> str:
     return jnp.dtype(cfg.param_dtype).name
 
 
-def to_hf(cfg: ModelConfig) -> transformers.PretrainedConfig:
-    """Our config -> the transformers config object that `save_pretrained` would write."""
-    if isinstance(cfg, LlamaConfig):
-        rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
-        rope.update(cfg.rope_scaling or {})
-        return transformers.LlamaConfig(
-            vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-            num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-            num_key_value_heads=cfg.num_key_value_heads, head_dim=cfg.head_size, rms_norm_eps=cfg.rms_norm_eps,
-            rope_parameters=rope, max_position_embeddings=cfg.max_position_embeddings,
-            tie_word_embeddings=cfg.tie_word_embeddings, attention_bias=cfg.attention_bias, mlp_bias=cfg.mlp_bias,
-            bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
-            dtype=_dtype_name(cfg), architectures=["LlamaForCausalLM"])
-    if isinstance(cfg, CLIPVisionConfig):
-        fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if "dtype" not in f.name}
-        return transformers.CLIPVisionConfig(**fields)
-    if isinstance(cfg, CLIPTextConfig):
-        fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if "dtype" not in f.name}
-        return transformers.CLIPTextConfig(**fields)
-    if isinstance(cfg, CLIPConfig):
-        return transformers.CLIPConfig(text_config=to_hf(cfg.text_config).to_dict(),
-                                       vision_config=to_hf(cfg.vision_config).to_dict(),
-                                       projection_dim=cfg.projection_dim,
-                                       logit_scale_init_value=cfg.logit_scale_init_value,
-                                       dtype=_dtype_name(cfg.vision_config), architectures=["CLIPModel"])
-    if isinstance(cfg, LlavaConfig):
-        if cfg.projector_type != "mlp2x_gelu":
-            raise ValueError(f"projector_type {cfg.projector_type!r} has no transformers equivalent; only "
-                             "mlp2x_gelu can be saved in the Hugging Face LLaVA format")
-        layer = cfg.vision_feature_layer
-        if isinstance(cfg, LlavaNextConfig):   # image_seq_length: tokens per tile (HF's default, 576 at 336 px)
-            cls, extra = transformers.LlavaNextConfig, dict(
-                image_grid_pinpoints=[list(p) for p in cfg.image_grid_pinpoints],
-                image_seq_length=cfg.vision_config.num_patches)
-        else:
-            cls, extra = transformers.LlavaConfig, dict(image_seq_length=cfg.num_image_tokens)
-        return cls(
-            vision_config=to_hf(cfg.vision_config), text_config=to_hf(cfg.text_config),
-            image_token_index=cfg.image_token_index, **extra,
-            projector_hidden_act=cfg.projector_hidden_act,
-            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-            vision_feature_layer=layer if isinstance(layer, int) else list(layer),
-            multimodal_projector_bias=cfg.multimodal_projector_bias,
-            tie_word_embeddings=cfg.text_config.tie_word_embeddings, dtype=_dtype_name(cfg.text_config),
-            architectures=[cls.__name__.replace("Config", "ForConditionalGeneration")])
-    if isinstance(cfg, OPTConfig):
-        return opt_to_hf(cfg)
-    if isinstance(cfg, Blip2Config):
-        return blip2_to_hf(cfg)
-    raise TypeError(f"no Hugging Face config for {type(cfg).__name__}")
+def to_hf(cfg) -> transformers.PretrainedConfig:
+    """Our config -> the transformers config object that `save_pretrained` would write (by its family's record)."""
+    family = _registry().family_of(cfg)
+    if family.to_hf is None:
+        raise TypeError(f"no Hugging Face config for {type(cfg).__name__} ({family.title} checkpoints are not "
+                        "transformers checkpoints)")
+    return family.to_hf(cfg)
+
+
+def llama_to_hf(cfg: LlamaConfig) -> transformers.LlamaConfig:
+    rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    rope.update(cfg.rope_scaling or {})
+    return transformers.LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads, head_dim=cfg.head_size, rms_norm_eps=cfg.rms_norm_eps,
+        rope_parameters=rope, max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=cfg.tie_word_embeddings, attention_bias=cfg.attention_bias, mlp_bias=cfg.mlp_bias,
+        bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
+        dtype=_dtype_name(cfg), architectures=["LlamaForCausalLM"])
+
+
+def _fields_but_dtypes(cfg) -> dict:
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if "dtype" not in f.name}
+
+
+def clip_vision_to_hf(cfg: CLIPVisionConfig) -> transformers.CLIPVisionConfig:
+    return transformers.CLIPVisionConfig(**_fields_but_dtypes(cfg))
+
+
+def clip_text_to_hf(cfg: CLIPTextConfig) -> transformers.CLIPTextConfig:
+    return transformers.CLIPTextConfig(**_fields_but_dtypes(cfg))
+
+
+def clip_to_hf(cfg: CLIPConfig) -> transformers.CLIPConfig:
+    return transformers.CLIPConfig(text_config=clip_text_to_hf(cfg.text_config).to_dict(),
+                                   vision_config=clip_vision_to_hf(cfg.vision_config).to_dict(),
+                                   projection_dim=cfg.projection_dim, logit_scale_init_value=cfg.logit_scale_init_value,
+                                   dtype=_dtype_name(cfg.vision_config), architectures=["CLIPModel"])
+
+
+def _llava_to_hf(cls, cfg: LlavaConfig, **extra) -> transformers.PretrainedConfig:
+    """transformers' `LlavaConfig` or `LlavaNextConfig` (`cls`) from the fields both share, plus `extra`."""
+    if cfg.projector_type != "mlp2x_gelu":
+        raise ValueError(f"projector_type {cfg.projector_type!r} has no transformers equivalent; only "
+                         "mlp2x_gelu can be saved in the Hugging Face LLaVA format")
+    layer = cfg.vision_feature_layer
+    return cls(
+        vision_config=clip_vision_to_hf(cfg.vision_config), text_config=llama_to_hf(cfg.text_config),
+        image_token_index=cfg.image_token_index, **extra,
+        projector_hidden_act=cfg.projector_hidden_act,
+        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+        vision_feature_layer=layer if isinstance(layer, int) else list(layer),
+        multimodal_projector_bias=cfg.multimodal_projector_bias,
+        tie_word_embeddings=cfg.text_config.tie_word_embeddings, dtype=_dtype_name(cfg.text_config),
+        architectures=[cls.__name__.replace("Config", "ForConditionalGeneration")])
+
+
+def llava_to_hf(cfg: LlavaConfig) -> transformers.LlavaConfig:
+    return _llava_to_hf(transformers.LlavaConfig, cfg, image_seq_length=cfg.num_image_tokens)
+
+
+def llava_next_to_hf(cfg: LlavaNextConfig) -> transformers.LlavaNextConfig:
+    """image_seq_length: tokens per tile (HF's default, 576 at 336 px)."""
+    return _llava_to_hf(transformers.LlavaNextConfig, cfg,
+                        image_grid_pinpoints=[list(p) for p in cfg.image_grid_pinpoints],
+                        image_seq_length=cfg.vision_config.num_patches)
 
 
 # ---------------------------------------------------------------------------------------- OPT, BLIP-2, InstructBLIP
@@ -217,13 +246,11 @@ def _square(size, what: str) -> int:
 def blip2_from_hf(hf_config, dtype=jnp.float32, param_dtype=None) -> Blip2Config:
     """transformers' `Blip2Config` ("blip-2") or `InstructBlipConfig` ("instructblip") -> `Blip2Config`."""
     kind, v, q, t = hf_config.model_type, hf_config.vision_config, hf_config.qformer_config, hf_config.text_config
-    if t.model_type == "opt":
-        text = opt_from_hf(t, dtype, param_dtype)
-    elif t.model_type in ("llama", "mistral"):
-        text = llama_from_hf(t, dtype, param_dtype)
-    else:
+    families = _registry()
+    if t.model_type not in families.OPT.model_types + families.LLAMA.model_types:
         raise ValueError(f"{kind} text_config.model_type {t.model_type!r}: only opt and llama are supported "
                          "(encoder-decoder language models such as flan-t5 are not)")
+    text = from_hf(t, dtype, param_dtype)
     if hf_config.image_token_index is None:
         raise ValueError(f"{kind} config has no image_token_index (a config.json from before transformers' processors "
                          "expanded image tokens); set image_token_index to the tokenizer's image token id")

@@ -23,6 +23,7 @@ import sys
 import numpy as np
 
 from vlmcls_jax.convert import safetensors_stream
+from vlmcls_jax.convert.families import BLIP2
 from vlmcls_jax.convert.hf import resolve_checkpoint, safetensors_files
 
 POSITION_KEY = "vision_model.embeddings.position_embedding"
@@ -82,7 +83,7 @@ def resize_checkpoint(source: str, out_dir: str, image_size: int, revision: str 
     src = resolve_checkpoint(source, revision)
     with open(os.path.join(src, "config.json")) as f:
         config = json.load(f)
-    if config.get("model_type") not in ("blip-2", "instructblip"):
+    if config.get("model_type") not in BLIP2.model_types:
         raise ValueError(f"{source}: model_type {config.get('model_type')!r}; only BLIP-2 / InstructBLIP are resized")
     vision = config.setdefault("vision_config", {})
     patch = vision.get("patch_size", 14)

@@ -16,10 +16,10 @@ from transformers import AutoTokenizer
 from vlmcls_jax import sharding as shd
 from vlmcls_jax.convert import hf_config, openclip
 from vlmcls_jax.convert.companions import require_tokenizer
+from vlmcls_jax.convert.families import family_of
 from vlmcls_jax.convert.hf import checkpoint_provenance, load_weights, resolve_checkpoint, safetensors_files
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, auto_prompt_format
-from vlmcls_jax.models.clip import CLIPModel
 
 
 def eval_mesh(mesh_shape: Sequence[int]):
@@ -76,11 +76,14 @@ def load_for_eval(checkpoint: str, mesh=None, revision: str | None = None, promp
     source = resolve_checkpoint(checkpoint, revision)
     require_tokenizer(source)
     cfg = eval_model_config(source, dtype, param_dtype, scan_layers)
+    family = family_of(cfg)
+    if family.kind == "lm":
+        raise ValueError(f"{checkpoint}: a bare {family.title} language model; evaluations take a VLM or a CLIP model")
     model = load_weights(cfg, safetensors_files(source),
                          shardings=None if mesh is None else shd.path_shardings(cfg, mesh))
     preprocess = preprocess_for(source, model.config.vision_config.image_size)
     inputs = None
-    if not isinstance(model, CLIPModel):    # CLIP and EVA-CLIP (a CLIPModel) take no prompt format
+    if family.kind == "vlm":    # CLIP and EVA-CLIP take no prompt format
         if prompt_format == "auto":
             with open(os.path.join(source, "config.json")) as f:
                 prompt_format = auto_prompt_format(json.load(f))

@@ -7,7 +7,7 @@ family-blind.
     batch = inputs.encode(tokenizer, prompts, image_paths)
     # {"input_ids", "attention_mask": int32[B, T] (left-padded), "images": the model's image keyword arguments}
 
-Families (chosen by the model's config type):
+Families (`convert.families`, by the model's config type):
   LLaVA-1.5    `<image>` in the prompt expands to `config.num_image_tokens` ids; images: pixel_values
                float32[B, S, S, 3] (CLIP preprocessing, optionally padded to a square first).
   LLaVA-NeXT   each image's own token count (`config.num_image_tokens_for(h, w)`); images: pixel_values
@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from vlmcls_jax.convert.families import FAMILIES, family_of
 from vlmcls_jax.data import anyres
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig, clip_preprocess, expand_to_square, load_image
 from vlmcls_jax.data.prompt_formats import (PROMPT_FORMATS, TOKENIZE_IMAGE_CHUNKS, scoring_prefix, study_prediction,
@@ -34,12 +35,13 @@ from vlmcls_jax.data.prompts import tokenize_prompts
 
 
 def _family(model) -> str:
-    """"llava", "llava_next" or "blip2" (InstructBLIP included) from the model's config type."""
-    name = type(model.config).__name__
-    table = {"LlavaConfig": "llava", "LlavaNextConfig": "llava_next", "Blip2Config": "blip2"}
-    if name not in table:
-        raise TypeError(f"{name}: not a VLM config this evaluation knows ({sorted(table)})")
-    return table[name]
+    """The name of the model's family (`convert.families`): "llava", "llava_next" or "blip2" (InstructBLIP
+    included)."""
+    family = family_of(model.config)
+    if family.kind != "vlm":
+        raise TypeError(f"{type(model.config).__name__}: not a VLM config this evaluation knows "
+                        f"({sorted(f.config.__name__ for f in FAMILIES if f.kind == 'vlm')})")
+    return family.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,14 +119,8 @@ class VLMInputs:
 
 
 # The study's prompt format for each family's checkpoints (`prompt_formats.CHECKPOINT_FORMATS`), for
-# `prompt_format="auto"`: by config.json's (model_type, text_config.model_type).
-AUTO_FORMATS: dict[tuple[str, str | None], str] = {
-    ("llava", None): "llava_hf",
-    ("llava_next", "mistral"): "llava_next_mistral",
-    ("llava_next", "llama"): "llava_next_vicuna",
-    ("blip-2", None): "blip2",
-    ("instructblip", None): "instructblip",
-}
+# `prompt_format="auto"`: by config.json's (model_type, text_config.model_type), from the families' records.
+AUTO_FORMATS: dict[tuple[str, str | None], str] = {k: v for f in FAMILIES for k, v in f.prompt_formats.items()}
 
 
 def auto_prompt_format(hf_config: dict) -> str:

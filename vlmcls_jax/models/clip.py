@@ -38,6 +38,11 @@ class CLIPVisionConfig:
         return (self.image_size // self.patch_size) ** 2
 
 
+# openai/clip-vit-large-patch14-336's vision tower: the one LLaVA-1.5 and LLaVA-NeXT use (`models/presets.py`).
+CLIP_L14_336_VISION = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                       num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
+
+
 @dataclasses.dataclass(frozen=True)
 class CLIPTextConfig:
     vocab_size: int = 49408

@@ -10,22 +10,12 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from vlmcls_jax.models.blip2 import Blip2Config
-from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
-from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from vlmcls_jax.models.eva_clip import EvaCLIPConfig
-from vlmcls_jax.models.llama import LlamaConfig
-from vlmcls_jax.models.llava import LlavaConfig
-from vlmcls_jax.models.llava_next import LlavaNextConfig
-from vlmcls_jax.models.opt import OPTConfig
-from vlmcls_jax.models.qformer import QFormerConfig
+from vlmcls_jax import models
 
-# LlavaNextConfig's image_grid_pinpoints (pairs) come back from JSON as lists of lists; its __post_init__ makes
-# them tuples again.
-CONFIG_TYPES = {c.__name__: c for c in (LlavaConfig, CLIPConfig, CLIPVisionConfig, CLIPTextConfig, LlamaConfig,
-                                        LlavaNextConfig)}
-CONFIG_TYPES.update({c.__name__: c for c in (Blip2Config, Blip2VisionConfig, QFormerConfig, OPTConfig)})
-CONFIG_TYPES[EvaCLIPConfig.__name__] = EvaCLIPConfig
+# Every config dataclass the package exports (each family's and its towers'), by class name.  LlavaNextConfig's
+# image_grid_pinpoints (pairs) come back from JSON as lists of lists; its __post_init__ makes them tuples again.
+CONFIG_TYPES = {c.__name__: c for c in vars(models).values()
+                if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__name__.endswith("Config")}
 
 
 def config_to_dict(cfg) -> dict:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vlmcls_jax.models.clip import CLIPVisionConfig, CLIPVisionTransformer
+from vlmcls_jax.models.clip import CLIP_L14_336_VISION, CLIPVisionConfig, CLIPVisionTransformer
 from vlmcls_jax.models.image_tokens import place_image_features
 from vlmcls_jax.models.kv_cache import KVCache
 from vlmcls_jax.models.llama import DecoderOutput, LlamaConfig, LlamaForCausalLM
@@ -24,9 +24,7 @@ SELECT_STRATEGIES = ("default", "full")
 
 @dataclasses.dataclass(frozen=True)
 class LlavaConfig:
-    vision_config: CLIPVisionConfig = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096,
-                                                       num_hidden_layers=24, num_attention_heads=16,
-                                                       image_size=336, patch_size=14, projection_dim=768)
+    vision_config: CLIPVisionConfig = CLIP_L14_336_VISION
     text_config: LlamaConfig = LlamaConfig(vocab_size=32064, pad_token_id=32001)
     image_token_index: int = 32000
     vision_feature_layer: int | tuple[int, ...] = -2

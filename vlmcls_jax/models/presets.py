@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from vlmcls_jax.models.blip2 import Blip2Config
 from vlmcls_jax.models.blip2_vision import Blip2VisionConfig
-from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from vlmcls_jax.models.clip import CLIP_L14_336_VISION, CLIPConfig, CLIPTextConfig
 from vlmcls_jax.models.eva_clip import EvaCLIPConfig
 from vlmcls_jax.models.llama import LlamaConfig
 from vlmcls_jax.models.llava import LlavaConfig
@@ -20,8 +20,6 @@ from vlmcls_jax.models.llava_next import DEFAULT_PINPOINTS, LlavaNextConfig
 from vlmcls_jax.models.opt import OPTConfig
 from vlmcls_jax.models.qformer import QFormerConfig
 
-CLIP_L14_336_VISION = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                       num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
 # openai's config.json keeps the legacy eos_token_id=2, so pooling takes the highest token id (transformers too).
 CLIP_L14_TEXT = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                num_attention_heads=12, max_position_embeddings=77, projection_dim=768,

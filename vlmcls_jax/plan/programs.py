@@ -22,6 +22,7 @@ from flax import nnx
 
 from vlmcls_jax import sharding as shd
 from vlmcls_jax.convert import hf_config
+from vlmcls_jax.convert.families import BLIP2, LLAVA_NEXT, family_of
 from vlmcls_jax.convert.hf import model_class
 from vlmcls_jax.models.presets import PRESETS, preset
 from vlmcls_jax.plan import flops
@@ -76,21 +77,21 @@ def batch_spec(mesh, shape, dtype) -> jax.ShapeDtypeStruct:
 def image_specs(cfg, mesh, batch: int, instruction_tokens: int = 32) -> dict:
     """The image inputs each family's `decode` takes (`eval.vlm_inputs.VLMInputs.encode`), as specs."""
     s = cfg.vision_config.image_size
-    kind = type(cfg).__name__
-    if kind == "LlavaNextConfig":
+    family = family_of(cfg)
+    if family is LLAVA_NEXT:
         tiles = max((h // s) * (w // s) for h, w in cfg.image_grid_pinpoints)
         return {"pixel_values": batch_spec(mesh, (batch, 1 + tiles, s, s, 3), jnp.float32),
                 "image_index": batch_spec(mesh, (batch, round_up(cfg.max_num_image_tokens, LENGTH_MULTIPLE)),
                                           jnp.int32)}
     out = {"pixel_values": batch_spec(mesh, (batch, s, s, 3), jnp.float32)}
-    if kind == "Blip2Config" and cfg.qformer_config.instruction_input:
+    if family is BLIP2 and cfg.qformer_config.instruction_input:
         out["qformer_input_ids"] = batch_spec(mesh, (batch, instruction_tokens), jnp.int32)
         out["qformer_attention_mask"] = batch_spec(mesh, (batch, instruction_tokens), jnp.int32)
     return out
 
 
 def image_tokens(cfg) -> int:
-    return cfg.max_num_image_tokens if type(cfg).__name__ == "LlavaNextConfig" else cfg.num_image_tokens
+    return cfg.max_num_image_tokens if family_of(cfg) is LLAVA_NEXT else cfg.num_image_tokens
 
 
 def prompt_length(cfg, dataset: str | None = None, label_set: int | None = None, extra_text: int = 0) -> int:

@@ -20,6 +20,7 @@ from vlmcls_jax import checkpoint, fingerprint, sharding as shd
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.convert import hf_config
 from vlmcls_jax.convert.companions import require_tokenizer
+from vlmcls_jax.convert.families import family_of
 from vlmcls_jax.convert.hf import checkpoint_provenance, load_weights, resolve_checkpoint, safetensors_files, save_hf
 from vlmcls_jax.data.finetune_data import caption_records, classification_records, concat_records, mix_records
 from vlmcls_jax.data.image_check import screen_images, write_skipped
@@ -48,11 +49,9 @@ def load_model(config, mesh):
 def model_config(config, cfg):
     """The checkpoint's model config `cfg` as the train job builds it (refusals, `config.model.remat` and
     `scan_layers`): shared by `load_model` and `vlmcls_jax.plan`, which starts from a preset instead."""
-    if getattr(getattr(cfg, "qformer_config", None), "instruction_input", False):
-        raise ValueError(f"{config.model.checkpoint}: InstructBLIP training is not supported yet (its Q-Former "
-                         "reads the instruction, which the training batches do not carry); BLIP-2 is")
-    if type(cfg).__name__ == "LlavaNextConfig":
-        raise ValueError(f"{config.model.checkpoint}: LLaVA-NeXT training is not supported yet (AnyRes batches)")
+    refusal = family_of(cfg).training_refusal(cfg)
+    if refusal:
+        raise ValueError(f"{config.model.checkpoint}: {refusal}")
     return hf_config.with_decoder_options(cfg, remat=config.model.remat, scan_layers=config.model.scan_layers)
 
 
