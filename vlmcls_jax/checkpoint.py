@@ -22,6 +22,7 @@ from flax import nnx
 
 from vlmcls_jax.convert.companions import copy_companions
 from vlmcls_jax.convert.hf import abstract_model
+from vlmcls_jax.fileio import write_json
 from vlmcls_jax.models.config_io import config_from_dict, config_to_dict
 from vlmcls_jax.models.presets import with_dtype
 
@@ -46,10 +47,7 @@ def save_model(model: nnx.Module, directory: str, *, concurrent_gb: int | None =
                                                    save_device_host_concurrent_gb=concurrent_gb)
     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler(**limits)) as ckptr:
         ckptr.save(params, args=ocp.args.PyTreeSave(nnx.state(model, nnx.Param)))
-    tmp = os.path.join(directory, CONFIG_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(config_to_dict(model.config), f, indent=2)
-    os.replace(tmp, os.path.join(directory, CONFIG_FILE))
+    write_json(os.path.join(directory, CONFIG_FILE), config_to_dict(model.config))
     if source is not None:
         copy_companions(source, directory)
 

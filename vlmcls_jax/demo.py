@@ -15,7 +15,6 @@ study's findings (the toy-world job, once built, trains the models first).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -28,6 +27,7 @@ from PIL import Image, ImageDraw
 from vlmcls_jax.convert import load_hf, save_hf
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig, preprocess_batch
 from vlmcls_jax.data.prompts import OPEN_QUESTION, SCORING_PREFIX, closed_world_question, llava_prompt, tokenize_prompts
+from vlmcls_jax.fileio import write_jsonl
 from vlmcls_jax.inference import generate, score_candidates
 from vlmcls_jax.models import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
@@ -137,9 +137,7 @@ def run(config, workdir: str) -> list[dict]:
                         "generation_correct": label.lower() in outputs[i].lower(),
                         "scored_prediction": predicted, "scored_correct": predicted == label,
                         "class_log_likelihoods": {n: float(s) for n, s in zip(names, scores[i])}})
-    with open(os.path.join(workdir, "demo_results.jsonl.tmp"), "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(os.path.join(workdir, "demo_results.jsonl.tmp"), os.path.join(workdir, "demo_results.jsonl"))
+    write_jsonl(os.path.join(workdir, "demo_results.jsonl"), records)
 
     print(f"\n{'image':>5}  {'true class':<16} {'scored prediction':<18} generated text")
     for r in records:

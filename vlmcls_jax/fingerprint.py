@@ -21,6 +21,8 @@ import hashlib
 import json
 import os
 
+from vlmcls_jax.fileio import write_json
+
 FILE = "fingerprint.json"
 
 # Dotted config fields (or section prefixes ending in ".") that never change a job's results.
@@ -125,9 +127,8 @@ def _read(directory: str) -> dict | None:
 def _write(directory: str, facts: dict) -> None:
     import jax
     if jax.process_index() == 0:
-        from vlmcls_jax.eval.tables import write_atomic
         os.makedirs(directory, exist_ok=True)
-        write_atomic(os.path.join(directory, FILE), json.dumps(facts, indent=2, sort_keys=True))
+        write_json(os.path.join(directory, FILE), facts, sort_keys=True)
 
 
 def claim(workdir: str, facts: dict, *, overwrite: bool = False) -> str:

@@ -20,11 +20,12 @@ The study probes `llm:-1/last` and `llm:-1/mean` after the prompt `USER: <image>
 
 Features go to OUT_DIR/part{i}-of-{n}/chunk{k}.npz (ids, labels and one float32[N, D] array per feature),
 each chunk written atomically once `chunk_size` examples are done; a rerun skips examples already in a
-chunk, and several processes split the examples as the evaluators do (`eval.shards`).
+chunk, and several processes split the examples as the evaluators do (`eval.resumable`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import glob
@@ -36,12 +37,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompts import QUESTION_WORDINGS
-from vlmcls_jax.eval import shards
+from vlmcls_jax.eval.resumable import run_resumable
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
+from vlmcls_jax.fileio import replacing
 from vlmcls_jax.sharding import put_batch
 
 STUDY_FEATURES = ("llm:-1/last", "llm:-1/mean")
@@ -110,17 +111,54 @@ def _features(graphdef, state, input_ids, attention_mask, images: dict, *, featu
     return out
 
 
-def _chunk_files(out_dir: str, index: int, count: int) -> list[str]:
-    return sorted(glob.glob(os.path.join(out_dir, f"part{index}-of-{count}", "chunk*.npz")))
+class FeatureChunks:
+    """`resumable.run_resumable`'s store for features: OUT_DIR/part{i}-of-{n}/chunk{k}.npz, each chunk (ids
+    str[N], labels int64[N], "feature:NAME" float32[N, D]) written atomically once `chunk_size` examples are
+    done, the rest when the share is finished.  Examples are keyed by str(id)."""
 
+    def __init__(self, out_dir: str, names: Sequence[str], chunk_size: int):
+        self.out_dir, self.names, self.chunk_size = out_dir, tuple(names), chunk_size
 
-def _write_chunk(folder: str, number: int, ids, labels, feats: dict[str, list]) -> None:
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"chunk{number:06d}.npz")
-    tmp = path[:-4] + f".tmp{os.getpid()}.npz"
-    np.savez(tmp, ids=np.array(ids), labels=np.array(labels, np.int64),
-             **{f"feature:{k}": np.stack(v) for k, v in feats.items()})
-    os.replace(tmp, path)
+    @staticmethod
+    def key(example) -> str:
+        return str(example.id)
+
+    def files(self, index: int, count: int) -> list[str]:
+        return sorted(glob.glob(os.path.join(self.out_dir, f"part{index}-of-{count}", "chunk*.npz")))
+
+    def read(self, index: int, count: int) -> set[str]:
+        return {str(i) for f in self.files(index, count) for i in np.load(f)["ids"]}
+
+    @contextlib.contextmanager
+    def appender(self, index: int, count: int):
+        """Yields append(rows), rows: {"id", "label", NAME: float32[D]}; a chunk is written per `chunk_size`
+        rows and the remainder when the block ends without an error."""
+        folder = os.path.join(self.out_dir, f"part{index}-of-{count}")
+        number = len(self.files(index, count))
+        rows: list[dict] = []
+
+        def write():
+            nonlocal number, rows
+            os.makedirs(folder, exist_ok=True)
+            with replacing(os.path.join(folder, f"chunk{number:06d}.npz")) as tmp:
+                np.savez(tmp, ids=np.array([r["id"] for r in rows]),
+                         labels=np.array([r["label"] for r in rows], np.int64),
+                         **{f"feature:{k}": np.stack([r[k] for r in rows]) for k in self.names})
+            number, rows = number + 1, []
+
+        def append(new_rows):
+            rows.extend(new_rows)
+            if len(rows) >= self.chunk_size:
+                write()
+
+        yield append
+        if rows:
+            write()
+
+    def gather(self, count: int, examples: Sequence) -> tuple[None, int]:
+        """(None: `load_features` reads the arrays, how many examples no part holds)."""
+        done = set().union(*(self.read(index, count) for index in range(count)))
+        return None, sum(self.key(e) not in done for e in examples)
 
 
 def extract_features(model, tokenizer, examples: Sequence, out_dir: str,
@@ -153,30 +191,15 @@ def write_features(examples: Sequence, out_dir: str, names: Sequence[str], compu
     """The resumable part of extraction: this process's share of `examples` not yet on disk, in padded batches
     through `compute(batch of examples) -> {name: array[len(batch), ...]}`, written as chunks of OUT_DIR.
     Returns how many examples it computed now."""
-    index, count = shards.resolve(shard)
-    mine = list(examples[index::count])
-    folder = os.path.join(out_dir, f"part{index}-of-{count}")
-    existing = _chunk_files(out_dir, index, count)
-    done = {str(i) for f in existing for i in np.load(f)["ids"]}
-    todo = [e for e in mine if str(e.id) not in done]
-    number = len(existing)
-    ids, labels, feats = [], [], {k: [] for k in names}
-    for chunk, real in tqdm(shards.padded_batches(todo, batch_size), desc="features", unit="batch",
-                            total=-(-len(todo) // batch_size)):
+
+    def rows(chunk):
         out = compute(chunk)
-        for i, e in enumerate(chunk[:real]):
-            ids.append(str(e.id))
-            labels.append(int(e.label))
-            for k in names:
-                feats[k].append(out[k][i])
-        if len(ids) >= chunk_size:
-            _write_chunk(folder, number, ids, labels, feats)
-            number += 1
-            ids, labels, feats = [], [], {k: [] for k in names}
-    if ids:
-        _write_chunk(folder, number, ids, labels, feats)
-    shards.barrier(count)
-    return len(todo)
+        return [{"id": str(e.id), "label": int(e.label), **{k: out[k][i] for k in names}}
+                for i, e in enumerate(chunk)]
+
+    store = FeatureChunks(out_dir, names, chunk_size)
+    return run_resumable(examples, out_dir, batch_size, rows, shard, store=store, desc="features",
+                         unit="img").computed
 
 
 def load_features(out_dir: str, examples: Sequence | None = None) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -15,12 +15,11 @@ refuses: missing, empty, not an image, truncated, over `MAX_IMAGE_PIXELS`.
 from __future__ import annotations
 
 import dataclasses
-import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Generic, Sequence, TypeVar
 
 from vlmcls_jax.data.preprocess import load_image
-from vlmcls_jax.eval.tables import write_atomic
+from vlmcls_jax.fileio import write_jsonl
 
 ON_BAD_IMAGE = ("error", "skip")
 Item = TypeVar("Item")
@@ -72,4 +71,4 @@ def screen_images(items: Sequence[Item], image_of: Callable[[Item], str | None],
 
 def write_skipped(path: str, screened: Screened) -> None:
     """WORKDIR/skipped_images.jsonl: one {"image", "error"} line per skipped item (written atomically)."""
-    write_atomic(path, "".join(json.dumps(row) + "\n" for row in screened.skipped))
+    write_jsonl(path, screened.skipped)

@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import hashlib
 import io
-import json
 import os
 import re
 import shutil
@@ -46,6 +45,7 @@ import numpy as np
 
 from vlmcls_jax.data import study
 from vlmcls_jax.data.sources import jsonl_objects, load_class_names
+from vlmcls_jax.fileio import write_jsonl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -390,9 +390,7 @@ def prepare_imagenet(files: dict[str, Path], out: Path) -> str:
             by_name[Path(image).name] = image
             rows.append({"image": "./" + image, "label": classes[index[wnid]], "label_idx": index[wnid],
                          "imagenet_label": wnid, "idx": len(rows), "split": "valid"})
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_jsonl(str(path), rows)
     linked = link_imagewikiqa_images(out, by_name, {Path(r["image"]).name: r["label"] for r in rows})
     return f"ImageNet: {n} validation images in {out / root}/val (the devkit lists {len(val_wnids)}); manifest " \
            f"{path} ({len(rows)} rows); {linked} ImageWikiQA images linked in {out / 'images'}"

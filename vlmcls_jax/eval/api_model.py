@@ -38,6 +38,7 @@ from vlmcls_jax.eval.api_vendors import (KEY_ENV, PRICES, STUDY_MAX_TOKENS, enco
                                          make_vendor, parse_checkpoint, retry_after, scrub)
 from vlmcls_jax.data.prompts import CHAIN_OF_THOUGHT
 from vlmcls_jax.eval.rate_limit import RateLimiter
+from vlmcls_jax.fileio import append_jsonl, read_jsonl_by_id
 from vlmcls_jax.eval.vlm_inputs import VLMInputs
 
 
@@ -85,7 +86,7 @@ class ApiModel:
         self._lock = threading.Lock()
         self._rng = random.Random(0)   # backoff jitter
         self.sent = self.retries = self.reused = 0
-        self.replies = read_log(log_path)
+        self.replies = read_jsonl_by_id(log_path)   # a torn last line is dropped
         self._tokens = sum(r["input_tokens"] + r["output_tokens"] for r in self.replies.values())
 
     # -- the study's settings, as sent -------------------------------------------------------------------------
@@ -166,7 +167,7 @@ class ApiModel:
                       "output_tokens": reply.output_tokens, "attempts": attempt + 1,
                       "seconds": round(time.time() - start, 3)}
             with self._lock:
-                append_record(self.log_path, record)
+                append_jsonl(self.log_path, [record], fsync=True)
                 self.replies[key] = record
                 self.sent += 1
                 self._tokens += reply.input_tokens + reply.output_tokens
@@ -192,20 +193,6 @@ class ApiModel:
                 "usd_per_million_tokens": None if prices is None else {"input": prices[0], "output": prices[1]},
                 "this_run": {"sent": self.sent, "reused_from_log": self.reused, "retries": self.retries},
                 "settings": self.settings()}
-
-
-def append_record(path: str, record: dict) -> None:
-    """One JSON line appended and flushed to disk before returning."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_log(path: str) -> dict[str, dict]:
-    """The replies already received, by request key (`vlm_generation.read_done`: a torn last line is dropped)."""
-    from vlmcls_jax.eval.vlm_generation import read_done
-    return read_done(path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ from vlmcls_jax.data.preprocess import ClipPreprocessConfig, clip_preprocess, lo
 from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set, names_to_mask
 from vlmcls_jax.eval.metrics import mean_per_class_recall, substring_match
+from vlmcls_jax.fileio import replacing, write_jsonl
 from vlmcls_jax.sharding import put_batch
 
 
@@ -59,9 +60,8 @@ def text_classifier(clip, tokenizer, class_names: Sequence[str], templates: Sequ
     classifier = _unit(per_template.mean(1)).astype(np.float32)
     if path:
         os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}.npy"        # processes sharing the folder never share a temp file
-        np.save(tmp, classifier)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:              # processes sharing the folder never share a temp file
+            np.save(tmp, classifier)
     return classifier
 
 
@@ -109,14 +109,10 @@ def evaluate_clip(clip, classifier: np.ndarray, examples: Sequence, class_names:
     substring = [substring_match(class_names[p], e.label_name) for p, e in zip(top[:, 0], examples)]
     if out_path and jax.process_index() == 0:
         os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-        lines = [json.dumps({"id": e.id, "label": int(e.label), "label_name": e.label_name,
-                             "pred": class_names[p], "pred_index": int(p), "substring_match": bool(m),
-                             "top1_match": bool(top_names[i, 0] == true[i])})
-                 for i, (e, p, m) in enumerate(zip(examples, top[:, 0], substring))]
-        tmp = f"{out_path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, out_path)
+        write_jsonl(out_path, [{"id": e.id, "label": int(e.label), "label_name": e.label_name,
+                                "pred": class_names[p], "pred_index": int(p), "substring_match": bool(m),
+                                "top1_match": bool(top_names[i, 0] == true[i])}
+                               for i, (e, p, m) in enumerate(zip(examples, top[:, 0], substring))])
     return {"examples": len(examples), "substring_accuracy": float(np.mean(substring)) if substring else 0.0,
             "top1": float((top_names[:, 0] == true).mean()),
             "top5": float((top_names == true[:, None]).any(1).mean()),

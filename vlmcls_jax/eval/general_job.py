@@ -29,9 +29,11 @@ from vlmcls_jax.eval import mmvet, shards
 from vlmcls_jax.eval.api_model import api_usage, load_api
 from vlmcls_jax.eval.loading import eval_mesh, load_for_eval
 from vlmcls_jax.eval.pope import read_pope, score_pope
-from vlmcls_jax.eval.tables import write_atomic, write_tables
+from vlmcls_jax.eval.resumable import run_resumable
+from vlmcls_jax.eval.tables import write_tables
 from vlmcls_jax.eval.textvqa import read_textvqa, score_textvqa
-from vlmcls_jax.eval.vlm_generation import answer_batch, read_done
+from vlmcls_jax.eval.vlm_generation import answer_batch
+from vlmcls_jax.fileio import write_atomic, write_jsonl
 
 BENCHMARKS = ("textvqa", "pope", "mmvet")
 POPE_COLUMNS = {"random": "POPE Random", "popular": "POPE Popular", "adversarial": "POPE Adverse"}
@@ -51,23 +53,17 @@ class AnswerSettings:
 def answer_items(model, tokenizer, inputs, items, out_path: str, settings: AnswerSettings, mesh=None) -> list[dict]:
     """Answers `textvqa.VQAItem`s, one JSONL record each ({"id", "prompt", "answers", "output"}) appended per
     batch; items already in the file are skipped.  Returns the records of all items, in order."""
-    count, path, mine = shards.my_share(list(items), out_path, None)
-    done = read_done(path)
-    todo = [i for i in mine if i.id not in done]
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(path, "a") as out:
-        for chunk, real in shards.padded_batches(todo, settings.batch_size):
-            prompts = [inputs.prompt(i.prompt) for i in chunk]
-            outputs = answer_batch(model, tokenizer, prompts, [i.image for i in chunk], inputs, settings, mesh)
-            for item, output in list(zip(chunk, outputs))[:real]:
-                out.write(json.dumps({"id": item.id, "prompt": item.prompt, "answers": list(item.answers),
-                                      "output": output.strip()}) + "\n")
-            out.flush()
-    shards.barrier(count)
-    records, missing = shards.gather(out_path, count, list(items), read_done)
-    if missing:
-        raise RuntimeError(f"{out_path}: {missing} answers missing after all processes finished")
-    return records
+
+    def answer(chunk):
+        prompts = [inputs.prompt(i.prompt) for i in chunk]
+        outputs = answer_batch(model, tokenizer, prompts, [i.image for i in chunk], inputs, settings, mesh)
+        return [{"id": item.id, "prompt": item.prompt, "answers": list(item.answers), "output": output.strip()}
+                for item, output in zip(chunk, outputs)]
+
+    answered = run_resumable(items, out_path, settings.batch_size, answer, desc=os.path.basename(out_path), unit="q")
+    if answered.missing:
+        raise RuntimeError(f"{out_path}: {answered.missing} answers missing after all processes finished")
+    return answered.records
 
 
 def slug(text: str) -> str:
@@ -120,7 +116,7 @@ def run(config, workdir: str) -> dict:
                     columns[POPE_COLUMNS[split]] = dict(metrics, score=metrics["f1"], score_is="F1")
             elif jax.process_index() == 0:   # graded once (process 0 writes the results)
                 graded = mmvet.grade(records, grader)
-                write_atomic(os.path.join(folder, "mmvet_graded.jsonl"), "".join(json.dumps(r) + "\n" for r in graded))
+                write_jsonl(os.path.join(folder, "mmvet_graded.jsonl"), graded)
                 scores = mmvet.capability_scores(graded, capabilities)
                 columns["MMVet"] = {"score": scores["total"] / 100, "score_is": "GPT-4 score", "capabilities": scores,
                                     "questions": len(graded), "grader": config.mmvet.grader}

@@ -29,19 +29,16 @@ missing stays when the image appears later: delete the output (or those lines) t
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import random
 from collections import Counter
 from collections.abc import Sequence
 
-from tqdm import tqdm
-
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompt_formats import model_vqa_prompt
-from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.answer_parser import ASSISTANT_PREFIX, HOWS, MAX_NEW_TOKENS, STUDY_SEED, parse_choice
-from vlmcls_jax.eval.vlm_generation import answer_batch, read_done
+from vlmcls_jax.eval.resumable import run_resumable
+from vlmcls_jax.eval.vlm_generation import answer_batch
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
 
 
@@ -113,27 +110,16 @@ def evaluate_imagewikiqa(model, tokenizer, questions: Sequence, out_path: str,
     if s.protocol == "model_vqa" and model is not None and inputs.prompt_format != "llava_v1":
         raise ValueError(f"protocol 'model_vqa' is LLaVA's own code path: it needs prompt format 'llava_v1' "
                          f"(LLaVA's tokenization), not {inputs.prompt_format!r}")
-    count, path, mine = shards.my_share(list(questions), out_path, shard)
-    done = read_done(path)
-    todo = [q for q in mine if q.id not in done]
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
-                                      desc="ImageWikiQA eval", unit="q") as bar:
-        on_disk = {q.id: os.path.isfile(q.image) for q in todo}
-        absent = [q for q in todo if not on_disk[q.id]]
-        out.writelines(json.dumps(_missing_record(q)) + "\n" for q in absent)
-        out.flush()
-        bar.update(len(absent))
-        present = [q for q in todo if on_disk[q.id]]
-        for chunk, real in shards.padded_batches(present, s.batch_size):
-            prompts = [question_prompt(q, inputs, s) for q in chunk]
-            outputs = answer_batch(model, tokenizer, prompts, [q.image for q in chunk], inputs, s, mesh)
-            for q, prompt, output in list(zip(chunk, prompts, outputs))[:real]:
-                out.write(json.dumps(score_output(q, output, response_text(prompt, output, inputs, s), s)) + "\n")
-            out.flush()
-            bar.update(real)
-    shards.barrier(count)
-    records, missing = shards.gather(out_path, count, list(questions), read_done)
+
+    def answer(chunk):
+        prompts = [question_prompt(q, inputs, s) for q in chunk]
+        outputs = answer_batch(model, tokenizer, prompts, [q.image for q in chunk], inputs, s, mesh)
+        return [score_output(q, output, response_text(prompt, output, inputs, s), s)
+                for q, prompt, output in zip(chunk, prompts, outputs)]
+
+    run = run_resumable(questions, out_path, s.batch_size, answer, shard, desc="ImageWikiQA eval", unit="q",
+                        direct=lambda q: None if os.path.isfile(q.image) else _missing_record(q))
+    records, missing = run.records, run.missing
     return summarize(records, missing)
 
 

@@ -24,7 +24,8 @@ from vlmcls_jax.eval.api_model import api_arguments, api_usage
 from vlmcls_jax.eval.loading import eval_mesh, load_model_section
 from vlmcls_jax.eval.imagewikiqa_eval import ImageWikiQASettings, evaluate_imagewikiqa
 from vlmcls_jax.eval.job import model_label
-from vlmcls_jax.eval.tables import load_paper, load_run, write_atomic
+from vlmcls_jax.eval.tables import load_paper, load_run
+from vlmcls_jax.fileio import write_atomic
 
 
 ROW = "ImageWikiQA (chain of thought)"

@@ -52,7 +52,8 @@ from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
 from vlmcls_jax.eval.loading import Loaded, eval_mesh, load_for_eval, load_model_section
 from vlmcls_jax.eval.plots import label_set_size_curve
 from vlmcls_jax.eval.synonyms import load_synonyms, row_name, synonym_accuracy
-from vlmcls_jax.eval.tables import headline, write_atomic, write_tables
+from vlmcls_jax.eval.tables import headline, write_tables
+from vlmcls_jax.fileio import write_atomic
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation
 from vlmcls_jax.eval.vlm_scoring import ScoringSettings, evaluate_scoring
 

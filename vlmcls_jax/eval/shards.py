@@ -12,6 +12,8 @@ from typing import Sequence
 
 import jax
 
+from vlmcls_jax.fileio import read_jsonl_by_id
+
 
 def resolve(shard: tuple[int, int] | None) -> tuple[int, int]:
     """(index, count): the given share, or this process's among all JAX processes."""
@@ -32,19 +34,14 @@ def barrier(count: int) -> None:
         multihost_utils.sync_global_devices("vlmcls_jax eval shards")
 
 
-def gather(out_path: str, count: int, examples: Sequence, read_done) -> tuple[list[dict], int]:
-    """The records of `examples` found in all part files, in example order, and how many are missing."""
+def gather(out_path: str, count: int, examples: Sequence, read_done=read_jsonl_by_id) -> tuple[list[dict], int]:
+    """The records of `examples` found in all part files (`read_done(path)`: {id: record}; default JSON
+    Lines), in example order, and how many are missing."""
     done: dict[str, dict] = {}
     for index in range(count):
         done.update(read_done(part_path(out_path, index, count)))
     records = [done[e.id] for e in examples if e.id in done]
     return records, len(examples) - len(records)
-
-
-def my_share(examples: Sequence, out_path: str, shard: tuple[int, int] | None):
-    """-> (count, this process's part file, this process's examples)."""
-    index, count = resolve(shard)
-    return count, part_path(out_path, index, count), list(examples[index::count])
 
 
 def padded_batches(items: Sequence, batch_size: int):

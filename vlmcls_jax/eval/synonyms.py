@@ -116,9 +116,8 @@ def synonym_match(output: str, synonyms: Sequence[str]) -> bool:
 def synonym_accuracy(out_path: str, examples: Sequence, synonyms: Sequence[Sequence[str]]) -> dict:
     """{"examples", "substring_accuracy" (with synonyms), "without_synonyms", "gained"} over the open-world
     records in `out_path` (all its process parts; `vlm_generation.evaluate_generation` wrote them)."""
-    from vlmcls_jax.eval.vlm_generation import read_done
     _, count = shards.resolve(None)
-    records, missing = shards.gather(out_path, count, examples, read_done)
+    records, missing = shards.gather(out_path, count, examples)
     if missing:
         raise RuntimeError(f"{out_path}: {missing} examples have no open-world answer")
     right = [synonym_match(r["output"], synonyms[r["label"]]) for r in records]

@@ -45,6 +45,8 @@ import os
 from importlib import resources
 from typing import Sequence
 
+from vlmcls_jax.fileio import write_atomic
+
 PAPER_FILE = "study_published.json"            # in this package (vlmcls_jax/eval)
 NOT_RUN = ("tables", "all", "none")
 PROBABILISTIC = "VLM probabilistic"
@@ -263,14 +265,6 @@ def render(runs: Sequence[dict], paper: dict | None = None, not_run: str = "tabl
         writer.writerow([model, setting] + values + ([("ours" if (model, setting) in cells else "not run")]
                                                       if paper else []))
     return markdown, buffer.getvalue()
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Writes then renames, so a crash never leaves a truncated file behind."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def write_tables(runs: Sequence[dict], out_dir: str, paper: bool | str = True, not_run: str = "tables",

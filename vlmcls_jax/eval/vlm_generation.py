@@ -16,17 +16,13 @@ redone), so the summary always covers each example exactly once.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Mapping, Sequence
-
-from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompts import WORDINGS, closed_world_question
-from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set, choice_order
 from vlmcls_jax.eval.metrics import exact_match, study_exact_match, substring_match, unparenthesized_substring_match
+from vlmcls_jax.eval.resumable import run_resumable
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
 from vlmcls_jax.inference import generate
 
@@ -94,27 +90,6 @@ def question_for(example, class_names: Sequence[str], s: GenerationSettings) -> 
     return closed_world_question(question, names)
 
 
-def read_done(path: str) -> dict[str, dict]:
-    """Records already in the output file, by id.  A trailing line without its newline (the process died
-    while writing it) is dropped from the file."""
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        text = f.read()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        with open(path, "w") as f:
-            f.write(text)
-    done = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e}); remove the line to resume") from e
-        done[record["id"]] = record
-    return done
-
-
 def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Sequence[str], out_path: str,
                         settings: GenerationSettings = GenerationSettings(),
                         preprocess: ClipPreprocessConfig | VLMInputs = ClipPreprocessConfig(),
@@ -131,29 +106,16 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
      after `metrics.normalise`), "headline" (the field tables show, by `settings.headline`)}.
     mesh: split each batch over the mesh's batch axes (the model placed on it, `sharding.shard_model`)."""
     s, inputs = settings, as_inputs(model, preprocess)
-    count, path, mine = shards.my_share(examples, out_path, shard)
-    done = read_done(path)
-    todo = [e for e in mine if e.id not in done]
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
-                                      desc=s.label, unit="img") as bar:
-        for chunk, real in shards.padded_batches(todo, s.batch_size):
-            prompts = [inputs.prompt(question_for(e, class_names, s), chain_of_thought=s.chain_of_thought)
-                       for e in chunk]
-            outputs = answer_batch(model, tokenizer, prompts, [e.image for e in chunk], inputs, s, mesh)
-            for e, prompt, output in list(zip(chunk, prompts, outputs))[:real]:
-                pred = inputs.prediction(prompt, output)
-                record = {"id": e.id, "label": int(e.label), "label_name": e.label_name, "prompt": prompt,
-                          "output": output, "pred": pred, "substring_match": substring_match(pred, e.label_name),
-                          "study_exact_match": study_exact_match(pred, e.label_name),
-                          "unparenthesized_substring_match": unparenthesized_substring_match(pred, e.label_name),
-                          "exact_match": exact_match(output, e.label_name)}
-                out.write(json.dumps(record) + "\n")
-                done[e.id] = record
-            out.flush()
-            bar.update(real)
-    shards.barrier(count)
-    wanted, missing = shards.gather(out_path, count, examples, read_done)
+
+    def answer(chunk):
+        prompts = [inputs.prompt(question_for(e, class_names, s), chain_of_thought=s.chain_of_thought)
+                   for e in chunk]
+        outputs = answer_batch(model, tokenizer, prompts, [e.image for e in chunk], inputs, s, mesh)
+        return [generation_record(e, prompt, output, inputs.prediction(prompt, output))
+                for e, prompt, output in zip(chunk, prompts, outputs)]
+
+    run = run_resumable(examples, out_path, s.batch_size, answer, shard, desc=s.label, unit="img")
+    wanted, missing = run.records, run.missing
     n = len(wanted)
     stale = [r["id"] for r in wanted if "unparenthesized_substring_match" not in r]
     if stale:
@@ -164,6 +126,15 @@ def evaluate_generation(model, tokenizer, examples: Sequence, class_names: Seque
             "study_exact_accuracy": mean("study_exact_match"), "exact_accuracy": mean("exact_match"),
             "unparenthesized_substring_accuracy": mean("unparenthesized_substring_match"),
             "headline": HEADLINES[s.headline]}
+
+
+def generation_record(e, prompt: str, output: str, pred: str) -> dict:
+    """The JSONL record of one example answered with `output` (`pred`: the study's prediction cut from it)."""
+    return {"id": e.id, "label": int(e.label), "label_name": e.label_name, "prompt": prompt,
+            "output": output, "pred": pred, "substring_match": substring_match(pred, e.label_name),
+            "study_exact_match": study_exact_match(pred, e.label_name),
+            "unparenthesized_substring_match": unparenthesized_substring_match(pred, e.label_name),
+            "exact_match": exact_match(output, e.label_name)}
 
 
 def answer_batch(model, tokenizer, prompts: Sequence[str], images: Sequence[str],

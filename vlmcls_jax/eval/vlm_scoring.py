@@ -25,20 +25,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from typing import Mapping, Sequence
 
 import jax
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompts import QUESTION_WORDINGS, SCORING_PREFIX
-from vlmcls_jax.eval import shards
 from vlmcls_jax.eval.candidates import candidate_set, names_to_mask
 from vlmcls_jax.eval.metrics import mean_per_class_recall
-from vlmcls_jax.eval.vlm_generation import read_done
+from vlmcls_jax.eval.resumable import run_resumable
 from vlmcls_jax.eval.vlm_inputs import VLMInputs, as_inputs
 from vlmcls_jax.inference import score_candidates
 from vlmcls_jax.inference.generate import image_inputs
@@ -186,33 +183,29 @@ def evaluate_scoring(model, tokenizer, examples: Sequence, class_names: Sequence
         else:                                 # its LLaVA branch feeds the ids alone (main.py:48-67)
             candidates = alone
     lengths = readout.lengths if readout is not None else np.array([len(c) for c in candidates])
-    count, path, mine = shards.my_share(examples, out_path, shard)
-    done = read_done(path)
-    todo = [e for e in mine if e.id not in done]
-    with open(path, "a") as out, tqdm(total=len(mine), initial=len(mine) - len(todo),
-                                      desc="scoring eval", unit="img") as bar:
-        for chunk, real in shards.padded_batches(todo, s.batch_size):
-            batch = inputs.encode(tokenizer, [prompt] * len(chunk), [e.image for e in chunk],
-                                  pad_to_square=s.pad_to_square)
-            if readout is not None:
-                per_token = readout.score(model, batch, s.chunk_size, mesh)
-                sums = per_token.sum(-1)
-            else:
-                sums, _, per_token = score_candidates(model, batch["input_ids"], batch["attention_mask"],
-                                                      candidates, batch["images"], chunk_size=s.chunk_size,
-                                                      token_logprobs=True, mesh=mesh)
-            for i, e in enumerate(chunk[:real]):
-                record = {"id": e.id, "label": int(e.label), "label_name": e.label_name,
-                          "sum": [round(float(x), 6) for x in sums[i]]}
-                if s.store_token_logprobs:
-                    record["token_logprobs"] = [[round(float(x), 6) for x in row[:n]]
-                                                for row, n in zip(per_token[i], lengths)]
-                out.write(json.dumps(record) + "\n")
-                done[e.id] = record
-            out.flush()
-            bar.update(real)
-    shards.barrier(count)
-    records, missing = shards.gather(out_path, count, examples, read_done)
+
+    def score(chunk):
+        batch = inputs.encode(tokenizer, [prompt] * len(chunk), [e.image for e in chunk],
+                              pad_to_square=s.pad_to_square)
+        if readout is not None:
+            per_token = readout.score(model, batch, s.chunk_size, mesh)
+            sums = per_token.sum(-1)
+        else:
+            sums, _, per_token = score_candidates(model, batch["input_ids"], batch["attention_mask"],
+                                                  candidates, batch["images"], chunk_size=s.chunk_size,
+                                                  token_logprobs=True, mesh=mesh)
+        records = []
+        for i, e in enumerate(chunk):
+            record = {"id": e.id, "label": int(e.label), "label_name": e.label_name,
+                      "sum": [round(float(x), 6) for x in sums[i]]}
+            if s.store_token_logprobs:
+                record["token_logprobs"] = [[round(float(x), 6) for x in row[:n]]
+                                            for row, n in zip(per_token[i], lengths)]
+            records.append(record)
+        return records
+
+    run = run_resumable(examples, out_path, s.batch_size, score, shard, desc="scoring eval", unit="img")
+    records, missing = run.records, run.missing
     return dict(summarize(records, class_names, lengths, s.cfg_alpha, s.label_set_size, s.label_set_seed,
                           s.cfg_sweep_alphas, s.choices), missing=missing)
 

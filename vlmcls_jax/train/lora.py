@@ -4,8 +4,9 @@
 
 `lora_b` starts at zero, so a freshly adapted model computes exactly what it did before.  The adapter
 lives on the Linear as `.lora` (`.../q_proj/lora/lora_a`), so the base weights keep their paths and the
-converters still find them; `merge_lora` folds the adapters into the kernels (what `save_hf` should be
-given: `save_hf(merge_lora(model), out)`).  On scanned layers (`models/scan.py`, a kernel stacked [L, in, out])
+converters still find them.  `convert.save_hf` merges the adapters into the kernels it writes (the model
+itself unchanged), so a LoRA model is exported as it is: `save_hf(model, out)`; `merge_lora` folds them into
+the model's own kernels in place (to run or save it without adapters by other means).  On scanned layers (`models/scan.py`, a kernel stacked [L, in, out])
 the adapter is stacked the same way (one per layer, `stack_layers`: lora_a [L, in, r], its dropout RNG
 stream [L]), so the scan hands each layer its own slice.
 """

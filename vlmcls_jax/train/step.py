@@ -1,4 +1,4 @@
-"""The pure train step and eval step, and their jitted, sharded forms.
+"""The pure train step and its jitted, sharded form.
 
     graphdef, state, frozen = init_train_state(model, groups, tx)
     train_step = jit_train_step(graphdef, objective, tx, state, frozen, mesh)
@@ -140,11 +140,6 @@ def train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, ba
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state, guard=guard_state), metrics
 
 
-def eval_step(graphdef, objective, params: nnx.State, frozen: nnx.State, batch: dict):
-    """The objective's metrics without updating anything (dropout off)."""
-    return objective(nnx.merge(graphdef, params, frozen), batch)[1]
-
-
 def _shardings_of(tree):
     return jax.tree.map(lambda x: x.sharding, tree)
 
@@ -169,14 +164,3 @@ def jit_train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State
     return jax.jit(step, in_shardings=(state_sh, frozen_sh, batch_sh, replicated),
                    out_shardings=(state_sh, replicated), donate_argnums=(0,))
 
-
-def jit_eval_step(graphdef, objective, params: nnx.State, frozen: nnx.State, mesh: Mesh,
-                  batch_ndims: dict[str, int]):
-    """`eval_step` jitted with the parameters' shardings and batches split over the batch axes; returns
-    replicated metrics."""
-    def step(params, frozen, batch):
-        return eval_step(graphdef, objective, params, frozen, batch)
-
-    batch_sh = {k: shd.batch_sharding(mesh, n) for k, n in batch_ndims.items()}
-    return jax.jit(step, in_shardings=(_shardings_of(params), _shardings_of(frozen), batch_sh),
-                   out_shardings=NamedSharding(mesh, PartitionSpec()))

@@ -26,7 +26,7 @@ from vlmcls_jax.data.finetune_data import caption_records, classification_record
 from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.pipeline import EncodeRecord, make_train_iterator, read_records
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
-from vlmcls_jax.eval.tables import write_atomic
+from vlmcls_jax.fileio import append_jsonl, write_atomic
 from vlmcls_jax.train.guard import GuardConfig
 from vlmcls_jax.train.lora import apply_lora
 from vlmcls_jax.train.objectives import make_objective
@@ -151,8 +151,7 @@ class MetricsLog:
             record["mfu"] = achieved / (self.peak_tflops * 1e12)
         if self.writer is None:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, [record])
         for key, value in record.items():
             if key != "step":
                 self.writer.add_scalar(key, value, step)
