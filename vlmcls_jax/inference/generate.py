@@ -1,7 +1,8 @@
 """Greedy generation: one jitted prefill, then a `lax.while_loop` of single-token decode steps.
 
-Works for any model with `decode(input_ids, pixel_values=?, attention_mask=, cache=) -> DecoderOutput`,
-`logits(hidden)` and `init_cache(batch, max_length)` (LLaVA and Llama).  Prompts are left-padded so every
+Works for any model with `decode(input_ids, attention_mask=, cache=, **image_inputs) -> DecoderOutput`,
+`logits(hidden)` and `init_cache(batch, max_length)`: the language models (`causal_lm.CausalLM`: Llama, OPT)
+and the vision-language ones (`vision_language.VisionLanguageModel`: LLaVA, LLaVA-NeXT, BLIP-2, InstructBLIP).  Prompts are left-padded so every
 row's last prompt token sits in the same slot; all rows share one cache write position.  Shapes are
 static (cache of T + max_new_tokens slots), so one compilation serves every batch of the same shape.
 Matches transformers' greedy `generate`: after a row emits EOS it is filled with `pad_id`, and the loop

@@ -1,0 +1,64 @@
+"""The decoder stack both language models share (`models/causal_lm.py`): OPT run with scanned layers (stacked
+parameters, one `jax.lax.scan`) equals OPT with a Python list of layers (OPT's own transformers parity:
+tests/test_opt.py; Llama's scanned parity: tests/test_scan.py), through the full forward, every layer's hidden
+states, the KV-cache path and greedy generation, and a scanned model's generation (whose decode loop runs on the
+layers unstacked once, `generate.unrolled_for_decoding`) equals the list model's, token for token."""
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import tiny_hf
+from vlmcls_jax.convert import load_hf
+from vlmcls_jax.inference.generate import generate
+from vlmcls_jax.models import LlamaConfig, LlamaForCausalLM
+from vlmcls_jax.models.scan import stack_layers
+
+IDS, MASK = tiny_hf.left_padded([[1, 7, 5, 6, 8, 11, 12], [1, 9, 10, 13, 14]])
+
+
+@pytest.fixture(scope="module")
+def opt_pair(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("opt")
+    tiny_hf.opt(folder)
+    return load_hf(str(folder)), load_hf(str(folder), scan_layers=True)
+
+
+def test_opt_scanned_equals_list(opt_pair):
+    plain, scanned = opt_pair
+    assert scanned.config.scan_layers and scanned.model.decoder.layers.fc1.kernel.shape[0] == \
+        plain.config.num_hidden_layers
+    ids, mask = jnp.asarray(IDS), jnp.asarray(MASK)
+    a = plain.decode(ids, attention_mask=mask, output_hidden_states=True)
+    b = scanned.decode(ids, attention_mask=mask, output_hidden_states=True)
+    assert len(a.hidden_states) == len(b.hidden_states) == plain.config.num_hidden_layers + 1
+    for x, y in zip(a.hidden_states, b.hidden_states):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2e-5)
+
+    T, split = IDS.shape[1], 4                         # prefill, then one token at a time, under jit
+    step = nnx.jit(lambda m, i, am, c: m(i, attention_mask=am, cache=c))
+    logits = {}
+    for name, model in (("plain", plain), ("scanned", scanned)):
+        out, cache = step(model, ids[:, :split], mask[:, :split], model.init_cache(2, T))
+        pieces = [out]
+        for t in range(split, T):
+            out, cache = step(model, ids[:, t:t + 1], mask[:, t:t + 1], cache)
+            pieces.append(out)
+        logits[name] = np.asarray(jnp.concatenate(pieces, 1))
+    np.testing.assert_allclose(logits["scanned"], logits["plain"], atol=2e-5)
+    np.testing.assert_array_equal(generate(scanned, IDS, MASK, max_new_tokens=5),
+                                  generate(plain, IDS, MASK, max_new_tokens=5))
+
+
+def test_scanned_llama_generation_equals_list():
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=None)
+    plain = LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))
+    scanned = LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))
+    scanned.model.layers = stack_layers(list(plain.model.layers))
+    scanned.config = scanned.model.config = dataclasses.replace(cfg, scan_layers=True)
+    ids = np.arange(12).reshape(2, 6) % 64
+    np.testing.assert_array_equal(generate(scanned, ids, max_new_tokens=6), generate(plain, ids, max_new_tokens=6))
