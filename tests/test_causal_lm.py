@@ -5,6 +5,8 @@ states, the KV-cache path and greedy generation, and a scanned model's generatio
 layers unstacked once, `generate.unrolled_for_decoding`) equals the list model's, token for token."""
 
 import dataclasses
+import importlib
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -62,3 +64,38 @@ def test_scanned_llama_generation_equals_list():
     scanned.config = scanned.model.config = dataclasses.replace(cfg, scan_layers=True)
     ids = np.arange(12).reshape(2, 6) % 64
     np.testing.assert_array_equal(generate(scanned, ids, max_new_tokens=6), generate(plain, ids, max_new_tokens=6))
+
+
+def _decode_loop_body(model, B: int, T: int, new: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(instruction name, output dims) of every instruction in the compiled body of `generate`'s decode loop."""
+    gen = importlib.import_module("vlmcls_jax.inference.generate")
+    graphdef, state = nnx.split(model)
+    ids = jnp.ones((B, T), jnp.int32)
+    hlo = gen._generate.lower(graphdef, state, ids, ids, {}, max_new_tokens=new, eos_ids=(), pad_id=0)
+    text = hlo.compile().as_text()
+    bodies = set(re.findall(r"while\(.*?body=(%[\w.-]+)", text))
+    computations = re.split(r"\n(?=%|ENTRY)", text)
+    body = max((c for c in computations if c.split(" ", 1)[0] in bodies), key=lambda c: c.count("fusion("))
+    found = re.findall(r"^\s*(?:ROOT )?(%[\w.-]+) = \w+\[([\d,]*)\]", body, re.M)
+    return [(name, tuple(int(d) for d in dims.split(",") if d)) for name, dims in found]
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["list", "scanned"])
+def test_decode_loop_copies_neither_cache_nor_weights(scan):
+    """Issue 22: in the compiled decode loop no instruction transposes or copies a layer's KV cache (its layout
+    is the one the attention products read) and none slices a layer's weights out of a stack (scanned layers
+    are unstacked once, before the loop).  A [B, S, K, H] cache or a per-step slice of stacked weights fails."""
+    B, T, new = 2, 12, 4
+    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    model = LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))
+    if scan:
+        model.model.layers = stack_layers(list(model.model.layers))
+        model.config = model.model.config = dataclasses.replace(cfg, scan_layers=True)
+    cache = sorted((B, 2, T + new, 12))
+    weights = {(48, 48), (48, 24), (48, 80), (80, 48)}
+    body = _decode_loop_body(model, B, T, new)
+    assert any(name.startswith("%dynamic") or "update" in name for name, _ in body)      # found the loop
+    moved = [n for n, dims in body if sorted(dims) == cache and ("copy" in n or "transpose" in n)]
+    sliced = [n for n, dims in body if tuple(d for d in dims if d != 1) in weights and "slice" in n]
+    assert not moved and not sliced, (moved, sliced)

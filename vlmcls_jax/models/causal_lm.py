@@ -25,7 +25,7 @@ from flax import nnx
 
 from vlmcls_jax.models.kv_cache import KVCache
 from vlmcls_jax.models.layers import (Embed, Linear, causal_cache_mask, constrain, continuation_mask, matmul)
-from vlmcls_jax.models.scan import scan_layers
+from vlmcls_jax.models.scan import scan_layers, unstack_layers
 
 ACTIVATION_AXES = ("batch", "length", "activation_embed")
 
@@ -64,12 +64,12 @@ def step_masks(attention_mask, cache: KVCache | None, prefix: KVCache | None, B:
 
 
 def run_layers(layers, x: jax.Array, mask, kv, start, prefix: KVCache | None, extra: tuple = (), *,
-               scanned: bool, remat: bool, output_hidden_states: bool):
+               remat: bool, output_hidden_states: bool):
     """Runs the decoder layers: a Python loop over an `nnx.List`, or one `jax.lax.scan` over layers stacked by
-    `scan.stack_layers` (`scanned`).  kv: (keys, values) of the cache (per-layer tuples, or [L, ...] arrays when
+    `scan.stack_layers` (anything else).  kv: (keys, values) of the cache (per-layer tuples, or [L, ...] arrays when
     stacked) or None.  remat: recompute each layer in the backward pass.  Returns (x [B, T, D], the new (keys,
     values) or None, [embeddings, layer 1, ..., layer L-1] when `output_hidden_states`, else None)."""
-    if scanned:
+    if not isinstance(layers, nnx.List):
         valid = None if prefix is None else prefix.valid
 
         def body(layer, x, xs):
@@ -111,6 +111,17 @@ class DecoderStack(nnx.Module):
     stacked layers when `config.scan_layers`) and `self.config` (with `dtype`, `remat`, optionally
     `scan_layers`), and defines the hooks below."""
 
+    @property
+    def stacked(self) -> bool:
+        """The layers are stacked and scanned (`config.scan_layers`, unless `unstack` split them since)."""
+        return not isinstance(self.layers, nnx.List)
+
+    def unstack(self) -> None:
+        """Splits stacked layers into a list (`scan.unstack_layers`), in place; a cache for this stack is then
+        per layer (`CausalLM.init_cache` follows)."""
+        if self.stacked:
+            self.layers = unstack_layers(self.layers)
+
     def default_positions(self, m: StepMasks) -> jax.Array:
         """int[B, T] positions when the caller gives none (the family's rule for padding tokens)."""
         raise NotImplementedError
@@ -138,8 +149,7 @@ class DecoderStack(nnx.Module):
         x, extra = self.layer_inputs(inputs_embeds, positions)
         kv = (cache.keys, cache.values) if cache is not None else None
         cfg = self.config
-        x, kv, hidden_states = run_layers(self.layers, x, m.mask, kv, m.start, prefix, extra,
-                                          scanned=getattr(cfg, "scan_layers", False), remat=cfg.remat,
+        x, kv, hidden_states = run_layers(self.layers, x, m.mask, kv, m.start, prefix, extra, remat=cfg.remat,
                                           output_hidden_states=output_hidden_states)
         x = self.final_norm(x)
         if output_hidden_states:
@@ -191,8 +201,14 @@ class CausalLM(nnx.Module):
                           positions=positions, cache=cache)
         return self.logits(out.hidden), out.cache
 
+    @property
+    def stack(self) -> DecoderStack:
+        """The `DecoderStack` inside `self.model`."""
+        return next(m for _, m in nnx.iter_modules(self.model) if isinstance(m, DecoderStack))
+
     def init_cache(self, batch: int, max_length: int) -> KVCache:
+        """An empty cache of `max_length` slots; stacked [L, ...] arrays when the layers are stacked."""
         cfg = self.config
         return KVCache.init(num_layers=cfg.num_hidden_layers, batch=batch, max_length=max_length,
                             num_kv_heads=getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
-                            head_dim=cfg.head_size, dtype=cfg.dtype, stacked=getattr(cfg, "scan_layers", False))
+                            head_dim=cfg.head_size, dtype=cfg.dtype, stacked=self.stack.stacked)
