@@ -19,7 +19,7 @@ steps the ratio to the time a jitted reduction takes to read those bytes (issue 
 from __future__ import annotations
 
 import argparse
-import time
+import importlib
 
 import numpy as np
 
@@ -42,7 +42,6 @@ def run(repeats: int = 10, tiny: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
     import torch
-    from flax import nnx
 
     _, _, ours, *_ = next(benchlib.both_sides(("float32",), tiny))
     lm = ours.language_model
@@ -113,7 +112,7 @@ def decode_steps(lm, B: int, D: int, cache_len: int, rng) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    from vlmcls_jax.inference import generate as gen
+    gen = importlib.import_module("vlmcls_jax.inference.generate")   # (the package exports the function)
 
     prepare = getattr(gen, "unrolled_for_decoding", lambda m: m)     # (absent before issue 22's change)
     graphdef, state = nnx.split(prepare(nnx.clone(lm)))               # once, as generate does before its loop

@@ -25,11 +25,19 @@ import numpy as np
 from PIL import Image
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig, ImageLike, clip_preprocess, load_image, to_rgb
-from vlmcls_jax.models.anyres_layout import (NEWLINE, PAD, Pinpoints, anyres_grid_shape,  # noqa: F401 (re-exported)
-                                             image_feature_index, image_feature_index_batch, max_image_features,
-                                             max_tiles, num_image_features, select_best_resolution,
-                                             unpadded_ranges)
-
+from vlmcls_jax.models.anyres_layout import (  # noqa: F401 (re-exported)
+    NEWLINE,
+    PAD,
+    Pinpoints,
+    anyres_grid_shape,
+    image_feature_index,
+    image_feature_index_batch,
+    max_image_features,
+    max_tiles,
+    num_image_features,
+    select_best_resolution,
+    unpadded_ranges,
+)
 
 # ---------------------------------------------------------------------------------------------- pixels
 

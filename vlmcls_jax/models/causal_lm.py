@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.layers import (Embed, Linear, causal_cache_mask, constrain, continuation_mask, matmul)
+from vlmcls_jax.models.layers import Embed, Linear, causal_cache_mask, constrain, continuation_mask, matmul
 from vlmcls_jax.models.scan import scan_layers, unstack_layers
 
 ACTIVATION_AXES = ("batch", "length", "activation_embed")

@@ -32,7 +32,7 @@ class KVCache:
 
     @classmethod
     def init(cls, *, num_layers: int, batch: int, max_length: int, num_kv_heads: int, head_dim: int,
-             dtype=jnp.float32, stacked: bool = False) -> "KVCache":
+             dtype=jnp.float32, stacked: bool = False) -> KVCache:
         shape = (batch, num_kv_heads, max_length, head_dim)
         if stacked:
             keys, values = jnp.zeros((num_layers,) + shape, dtype), jnp.zeros((num_layers,) + shape, dtype)
@@ -52,7 +52,7 @@ class KVCache:
         if int(self.end) + num_new > self.max_length:
             raise ValueError(f"KV cache overflow: {int(self.end)} filled + {num_new} new > max_length {self.max_length}")
 
-    def broadcast(self, batch: int) -> "KVCache":
+    def broadcast(self, batch: int) -> KVCache:
         """A batch-1 cache viewed as `batch` rows (for scoring many continuations of one prefix)."""
         b = lambda a: jnp.broadcast_to(a, (batch,) + a.shape[1:])
         per_layer = lambda kv: tuple(map(b, kv)) if isinstance(kv, tuple) else \

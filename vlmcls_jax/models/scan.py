@@ -12,7 +12,7 @@ rules), and checkpoints keep transformers' per-layer names: the converter splits
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
