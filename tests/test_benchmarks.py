@@ -87,5 +87,7 @@ def test_data_pipeline_benchmark_reports_workers_and_the_step(capsys):
 def test_decode_anatomy_times_products_and_steps(capsys):
     import decode_anatomy
     times = decode_anatomy.run(repeats=1, tiny=True)
-    assert len(times) == 5 and all(t > 0 for t in times.values())
-    assert "GB/s of weights" in capsys.readouterr().out
+    assert len(times) == 7 and all(t > 0 for t in times.values())
+    assert {"decode step", "decode step, scanned layers"} <= set(times)
+    out = capsys.readouterr().out
+    assert "GB/s of weights" in out and "x the time to read them" in out

@@ -129,7 +129,7 @@ def test_mistral_without_sliding_window(tmp_path):
 
 @pytest.fixture(scope="module")
 def cache_model(tmp_path_factory):
-    """GQA with one kv head and head_dim 16 != 32 / 4, so the cache layout [B, S, K, H] is not square."""
+    """GQA with one kv head and head_dim 16 != 32 / 4, so the cache layout [B, K, S, H] is not square."""
     folder = tmp_path_factory.mktemp("cache")
     tiny_hf.llama(folder, **VARIANTS["head_dim"])
     return load_hf(str(folder))
@@ -153,7 +153,7 @@ def test_kv_cache_prefill_then_extend_equals_full_forward(cache_model, chunk, pa
     B, T = ids.shape
     full, _ = model(jnp.asarray(ids), attention_mask=jnp.asarray(mask))
     cache = model.init_cache(B, T)
-    assert cache.keys[0].shape == (B, T, 1, 16)
+    assert cache.keys[0].shape == (B, 1, T, 16)          # [B, K, S, H]: heads before slots (kv_cache.py)
     logits, cache = step(model, jnp.asarray(ids[:, :5]), jnp.asarray(mask[:, :5]), cache)
     pieces = [logits]
     for start in range(5, T, chunk):

@@ -73,7 +73,7 @@ def test_scanned_generation_and_scoring_match_unscanned(both):
     plain, scanned = both
     kw = dict(max_new_tokens=6, eos_token_id=[], pad_token_id=0)
     np.testing.assert_array_equal(generate(scanned, IDS, MASK, PIXELS, **kw), generate(plain, IDS, MASK, PIXELS, **kw))
-    assert scanned.language_model.init_cache(2, 8).keys.shape == (L, 2, 8, 2, 8)
+    assert scanned.language_model.init_cache(2, 8).keys.shape == (L, 2, 2, 8, 8)     # [L, B, K, S, H]
     candidates = [[5], [6, 7], [6, 8, 9], [10, 11, 12, 13]]
     s_scan, _ = score_candidates(scanned, IDS, MASK, candidates, PIXELS, chunk_size=4)
     s_plain, _ = score_candidates(plain, IDS, MASK, candidates, PIXELS, chunk_size=4)

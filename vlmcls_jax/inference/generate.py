@@ -1,11 +1,21 @@
 """Greedy generation: one jitted prefill, then a `lax.while_loop` of single-token decode steps.
 
-Works for any model with `decode(input_ids, pixel_values=?, attention_mask=, cache=) -> DecoderOutput`,
-`logits(hidden)` and `init_cache(batch, max_length)` (LLaVA and Llama).  Prompts are left-padded so every
+Works for any model with `decode(input_ids, attention_mask=, cache=, **image_inputs) -> DecoderOutput`,
+`logits(hidden)` and `init_cache(batch, max_length)`: the language models (`causal_lm.CausalLM`: Llama, OPT)
+and the vision-language ones (`vision_language.VisionLanguageModel`: LLaVA, LLaVA-NeXT, BLIP-2, InstructBLIP).  Prompts are left-padded so every
 row's last prompt token sits in the same slot; all rows share one cache write position.  Shapes are
 static (cache of T + max_new_tokens slots), so one compilation serves every batch of the same shape.
 Matches transformers' greedy `generate`: after a row emits EOS it is filled with `pad_id`, and the loop
 stops early once every row has finished.
+
+What a decode step reads (benchmarks/decode_anatomy.py measures it against the time to read it once): the
+decoder's weights and the KV cache, nothing copied.  The cache is a carry of the `while_loop`, so XLA writes
+each step's keys and values into it in place (`layers.cached_attention`; no per-step copy of the cache), in the
+layout its attention products read directly (`kv_cache.py`).  On XLA:CPU, a model with scanned (stacked) layers
+has its layers unstacked once per call, before the loop (`unrolled_for_decoding`): inside the loop, XLA:CPU
+would otherwise copy every layer's weights out of the stacked arrays on every step (it cannot fuse the slice into
+the matrix product, as the TPU and GPU compilers do), which made a scanned step 1.8x an unrolled one.  The
+price is a second copy of the decoder's weights while `generate` runs (CPU memory only).
 """
 
 from __future__ import annotations
@@ -17,13 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vlmcls_jax.models.causal_lm import DecoderStack
 from vlmcls_jax.sharding import put_batch
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "eos_ids", "pad_id"))
 def _generate(graphdef, state, input_ids, attention_mask, images: dict, *, max_new_tokens: int,
               eos_ids: tuple[int, ...], pad_id: int):
-    model = nnx.merge(graphdef, state)
+    model = unrolled_for_decoding(nnx.merge(graphdef, state))
     B, T = input_ids.shape
     cache = model.init_cache(B, T + max_new_tokens)
     out = model.decode(input_ids, attention_mask=attention_mask, cache=cache, **images)
@@ -45,6 +56,16 @@ def _generate(graphdef, state, input_ids, attention_mask, images: dict, *, max_n
     carry = (jnp.int32(1), first, out.cache, tokens, is_eos(first))
     _, _, _, tokens, _ = jax.lax.while_loop(cond, body, carry)
     return tokens
+
+
+def unrolled_for_decoding(model: nnx.Module) -> nnx.Module:
+    """On the CPU backend: `model` with every stacked decoder stack split into per-layer modules (in place; call
+    it on a merged copy inside jit, once, outside the decode loop).  Elsewhere, `model` unchanged."""
+    if jax.default_backend() == "cpu":
+        for _, module in list(nnx.iter_modules(model)):
+            if isinstance(module, DecoderStack):
+                module.unstack()
+    return model
 
 
 def generate(model: nnx.Module, input_ids, attention_mask=None, pixel_values=None, *, max_new_tokens: int,

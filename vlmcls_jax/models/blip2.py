@@ -24,12 +24,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vlmcls_jax.models.blip2_vision import Blip2VisionConfig, Blip2VisionModel
-from vlmcls_jax.models.image_tokens import place_image_features
-from vlmcls_jax.models.kv_cache import KVCache
 from vlmcls_jax.models.layers import Linear, param
-from vlmcls_jax.models.llama import DecoderOutput, LlamaConfig, LlamaForCausalLM
+from vlmcls_jax.models.llama import LlamaConfig, LlamaForCausalLM
 from vlmcls_jax.models.opt import OPTConfig, OPTForCausalLM
 from vlmcls_jax.models.qformer import QFormerConfig, QFormerModel
+from vlmcls_jax.models.vision_language import VisionLanguageModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +60,10 @@ class Blip2Config:
         return self.num_query_tokens
 
 
-class Blip2ForConditionalGeneration(nnx.Module):
-    """BLIP-2 (OPT or Llama decoder) and, with `qformer_config.instruction_input`, InstructBLIP."""
+class Blip2ForConditionalGeneration(VisionLanguageModel):
+    """BLIP-2 (OPT or Llama decoder) and, with `qformer_config.instruction_input`, InstructBLIP.  Image inputs
+    (keywords of `embed` / `decode` / `__call__`): pixel_values, and for InstructBLIP optionally
+    qformer_input_ids / qformer_attention_mask; placement: `image_tokens.place_image_features`."""
 
     def __init__(self, cfg: Blip2Config, *, rngs: nnx.Rngs):
         qc, tc = cfg.qformer_config, cfg.text_config
@@ -94,45 +95,6 @@ class Blip2ForConditionalGeneration(nnx.Module):
         queries = jnp.broadcast_to(self.query_tokens[...], (B,) + self.query_tokens.shape[1:])
         out = self.qformer(queries, image, qformer_input_ids, qformer_attention_mask)
         return self.language_projection(out[:, : self.config.num_query_tokens])
-
-    def embed(self, input_ids: jax.Array, pixel_values: jax.Array | None = None,
-              qformer_input_ids: jax.Array | None = None, qformer_attention_mask: jax.Array | None = None
-              ) -> jax.Array:
-        """Token embeddings with the image features placed at the `image_token_index` positions.
-
-        input_ids: int[B, T] already expanded (num_query_tokens ids per image); pixel_values: [B_img, H, W, 3]
-        or None (then image-token ids embed as themselves); placement rules: `place_image_features`.
-        Returns [B, T, D]."""
-        if pixel_values is None:
-            return self.language_model.embed(input_ids)
-        image_mask = input_ids == self.config.image_token_index
-        embeds = self.language_model.embed(jnp.where(image_mask, 0, input_ids))
-        features = self.get_image_features(pixel_values, qformer_input_ids, qformer_attention_mask)
-        return place_image_features(embeds, image_mask, features)
-
-    def decode(self, input_ids: jax.Array, *, pixel_values=None, qformer_input_ids=None, qformer_attention_mask=None,
-               attention_mask=None, positions=None, cache: KVCache | None = None, prefix: KVCache | None = None,
-               output_hidden_states: bool = False) -> DecoderOutput:
-        """The decoder's final hidden states (and optionally every layer's); see `LlamaModel.__call__` /
-        `OPTDecoder.__call__` (default positions count real tokens, as transformers' generation does)."""
-        embeds = self.embed(input_ids, pixel_values, qformer_input_ids, qformer_attention_mask)
-        return self.language_model.decode(inputs_embeds=embeds, attention_mask=attention_mask, positions=positions,
-                                          cache=cache, prefix=prefix, output_hidden_states=output_hidden_states)
-
-    def logits(self, hidden: jax.Array) -> jax.Array:
-        """[..., D] -> float32[..., V]."""
-        return self.language_model.logits(hidden)
-
-    def __call__(self, input_ids: jax.Array, *, pixel_values=None, qformer_input_ids=None,
-                 qformer_attention_mask=None, attention_mask=None, positions=None, cache: KVCache | None = None):
-        """input_ids int[B, T] -> (logits float32[B, T, V], extended cache or None)."""
-        out = self.decode(input_ids, pixel_values=pixel_values, qformer_input_ids=qformer_input_ids,
-                          qformer_attention_mask=qformer_attention_mask, attention_mask=attention_mask,
-                          positions=positions, cache=cache)
-        return self.logits(out.hidden), out.cache
-
-    def init_cache(self, batch: int, max_length: int) -> KVCache:
-        return self.language_model.init_cache(batch, max_length)
 
 
 InstructBlipForConditionalGeneration = Blip2ForConditionalGeneration   # same class; see the module docstring

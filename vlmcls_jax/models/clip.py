@@ -80,6 +80,7 @@ class CLIPAttention(nnx.Module):
         self.out_proj = Linear(width, width, axes=("heads", "embed"), **kw)
         self.num_heads = num_heads
 
+    @jax.named_scope("attention")
     def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
         B, T, D = x.shape
         split = lambda t: t.reshape(B, T, self.num_heads, D // self.num_heads)
@@ -94,6 +95,7 @@ class CLIPMLP(nnx.Module):
         self.fc2 = Linear(hidden, width, axes=("mlp", "embed"), **kw)
         self.act = activation(act)
 
+    @jax.named_scope("mlp")
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.fc2(self.act(self.fc1(x)))
 
@@ -108,6 +110,7 @@ class CLIPEncoderLayer(nnx.Module):
         self.mlp = CLIPMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, rngs=rngs, **kw)
         self.layer_norm2 = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, **kw)
 
+    @jax.named_scope("encoder_layer")
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         x = x + self.self_attn(self.layer_norm1(x), mask)
         return x + self.mlp(self.layer_norm2(x))

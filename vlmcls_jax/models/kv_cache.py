@@ -1,11 +1,14 @@
-"""A functional key/value cache for the Llama decoder.
+"""A functional key/value cache for the decoders (Llama, OPT).
 
 The cache is a pytree passed into and returned from the model, never mutated in place, so a prefix
 cache can be reused (or broadcast over candidates) freely.  All rows share one write position `end`:
 batched prompts are left-padded (right-aligned), and `valid` marks which slots hold real tokens.
 
-  keys, values: one [B, S, K, H] array per layer (S = max_length slots), or for a model with scanned layers
-                one [L, B, S, K, H] array each (`stacked=True`)
+  keys, values: one [B, K, S, H] array per layer (S = max_length slots), or for a model with scanned layers
+                one [L, B, K, S, H] array each (`stacked=True`).  Heads before slots: a decode step's
+                query-key and probability-value products are then plain batched products over (B, K) that read
+                the cache as stored; a [B, S, K, H] cache made XLA copy every layer's keys and values into
+                this order on every step (benchmarks/RESULTS.md, "decode step").
   valid:        bool[B, S]   slot holds a real (non-padding) token
   end:          int32[]      next slot to write; slots [0, end) are filled
 
@@ -29,8 +32,8 @@ class KVCache:
 
     @classmethod
     def init(cls, *, num_layers: int, batch: int, max_length: int, num_kv_heads: int, head_dim: int,
-             dtype=jnp.float32, stacked: bool = False) -> "KVCache":
-        shape = (batch, max_length, num_kv_heads, head_dim)
+             dtype=jnp.float32, stacked: bool = False) -> KVCache:
+        shape = (batch, num_kv_heads, max_length, head_dim)
         if stacked:
             keys, values = jnp.zeros((num_layers,) + shape, dtype), jnp.zeros((num_layers,) + shape, dtype)
         else:
@@ -49,7 +52,7 @@ class KVCache:
         if int(self.end) + num_new > self.max_length:
             raise ValueError(f"KV cache overflow: {int(self.end)} filled + {num_new} new > max_length {self.max_length}")
 
-    def broadcast(self, batch: int) -> "KVCache":
+    def broadcast(self, batch: int) -> KVCache:
         """A batch-1 cache viewed as `batch` rows (for scoring many continuations of one prefix)."""
         b = lambda a: jnp.broadcast_to(a, (batch,) + a.shape[1:])
         per_layer = lambda kv: tuple(map(b, kv)) if isinstance(kv, tuple) else \

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Dtype = Any
@@ -145,7 +146,7 @@ def attention_with_prefix(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     """Attention of C continuations of each of P prompts over their shared prompt cache plus themselves.
 
     q: [P, C, T, N, H]; k, v: [P, C, T, K, H] (the continuations' own keys); mask: bool[P, C, T, T];
-    prefix_k, prefix_v: [P, S, K, H] (the prompt cache, shared by the C rows, never repeated);
+    prefix_k, prefix_v: [P, K, S, H] (the prompt cache in its layout, shared by the C rows, never repeated);
     prefix_valid: bool[P, S].  Returns [P, C, T, N, H].
 
     One softmax over the concatenated prefix and own keys, written as two einsums so the prefix cache is
@@ -156,12 +157,12 @@ def attention_with_prefix(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     q = (q.astype(jnp.float32) * (H ** -0.5)).astype(dtype).reshape(P, C, T, K, N // K, H)
     dot = lambda spec, a, b: jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
     big_neg = jnp.finfo(jnp.float32).min / 2
-    lp = jnp.where(prefix_valid[:, None, None, None, None, :], dot("pctkgh,pskh->pckgts", q, prefix_k), big_neg)
+    lp = jnp.where(prefix_valid[:, None, None, None, None, :], dot("pctkgh,pksh->pckgts", q, prefix_k), big_neg)
     lc = jnp.where(mask[:, :, None, None], dot("pctkgh,pcskh->pckgts", q, k), big_neg)
     top = jnp.maximum(lp.max(-1, keepdims=True), lc.max(-1, keepdims=True))
     pp, pc = jnp.exp(lp - top), jnp.exp(lc - top)
     denom = pp.sum(-1) + pc.sum(-1)                                                    # [P, C, K, G, T]
-    out = dot("pckgts,pskh->pctkgh", pp, prefix_v) + dot("pckgts,pcskh->pctkgh", pc, v)
+    out = dot("pckgts,pksh->pctkgh", pp, prefix_v) + dot("pckgts,pcskh->pctkgh", pc, v)
     out = out / jnp.moveaxis(denom, -1, 2)[..., None]
     return out.reshape(P, C, T, N, H).astype(dtype)
 
@@ -181,24 +182,43 @@ def continuation_mask(attention_mask: jax.Array | None, B: int, T: int) -> tuple
     return jnp.tril(jnp.ones((T, T), bool))[None] & valid[:, None, :], valid
 
 
+def cache_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """`attention` over keys and values in the cache's layout.  q: [B, T, N, H]; k, v: [B, K, S, H]; mask:
+    bool[B, 1, T, S].  Returns [B, T, N, H].
+
+    The same arithmetic as `jax.nn.dot_product_attention`'s XLA path (float32 logits scaled after the product,
+    masked with 0.7 x the float32 minimum, float32 softmax cast back to the values' dtype), written over
+    (B, K) batches so that XLA reads the cache as it is stored instead of transposing it on every step."""
+    B, T, N, H = q.shape
+    K = k.shape[1]
+    q = q.reshape(B, T, K, N // K, H)
+    dtype = q.dtype
+    logits = jnp.einsum("btkgh,bksh->bkgts", q, k.astype(dtype), preferred_element_type=jnp.float32)
+    logits = logits * jnp.array(1.0 / np.sqrt(H), jnp.float32)
+    logits = jnp.where(mask[:, :, None], logits, 0.7 * jnp.finfo(jnp.float32).min)     # mask [B, 1, 1, T, S]
+    probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    return jnp.einsum("bkgts,bksh->btkgh", probs, v.astype(dtype)).reshape(B, T, N, H)
+
+
 def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, kv: tuple[jax.Array, jax.Array] | None,
                      start, prefix=None) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """The decoders' attention step around a KV cache.  q: [B, T, N, H]; k, v: [B, T, K, H] (this step's);
-    kv: the cache's ([B, S, K, H] x 2), written at slot `start`, or None; mask: bool[B, 1, T, S] (or [B, T, T]
-    with `prefix`); prefix: (keys [P, S, K, H], values, valid bool[P, S]) of P prompts that the B = P * C rows
-    continue (read only; see `attention_with_prefix`).  Returns ([B, T, N, H], the updated cache or None)."""
+    kv: the cache's ([B, K, S, H] x 2, kv_cache.py), written at slot `start` (in place when the cache is a
+    donated argument or a loop carry), or None; mask: bool[B, 1, T, S] (or [B, T, T] with `prefix`); prefix:
+    (keys [P, K, S, H], values, valid bool[P, S]) of P prompts that the B = P * C rows continue (read only; see
+    `attention_with_prefix`).  Returns ([B, T, N, H], the updated cache or None)."""
     B, T, N, H = q.shape
     if kv is not None:
-        k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, start, 0, 0))
-        v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, start, 0, 0))
+        write = lambda cache, new: jax.lax.dynamic_update_slice(
+            cache, new.transpose(0, 2, 1, 3).astype(cache.dtype), (0, 0, start, 0))
+        kv = (write(kv[0], k), write(kv[1], v))
+        return cache_attention(q, kv[0], kv[1], mask), kv
     if prefix is not None:
         pk, pv, pvalid = prefix
         P = pk.shape[0]
         rows = lambda t: t.reshape((P, B // P) + t.shape[1:])
-        out = attention_with_prefix(rows(q), rows(k), rows(v), rows(mask), pk, pv, pvalid).reshape(B, T, N, H)
-    else:
-        out = attention(q, k, v, mask)
-    return out, ((k, v) if kv is not None else None)
+        return attention_with_prefix(rows(q), rows(k), rows(v), rows(mask), pk, pv, pvalid).reshape(B, T, N, H), None
+    return attention(q, k, v, mask), None
 
 
 def causal_cache_mask(attention_mask: jax.Array | None, cache, B: int, T: int):

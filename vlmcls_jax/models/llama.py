@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vlmcls_jax.models.causal_lm import CausalLM, output_head
-from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.layers import (Embed, Linear, RMSNorm, cached_attention, causal_cache_mask, constrain,
-                                      continuation_mask)
-from vlmcls_jax.models.scan import scan_layers, stack_layers
+from vlmcls_jax.models.causal_lm import CausalLM, DecoderStack, StepMasks, output_head
+from vlmcls_jax.models.layers import Embed, Linear, RMSNorm, cached_attention
+from vlmcls_jax.models.scan import stack_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +92,6 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return (x.astype(jnp.float32) * cos + rotated * sin).astype(x.dtype)
 
 
-ACTIVATION_AXES = ("batch", "length", "activation_embed")
-
 
 class LlamaAttention(nnx.Module):
     def __init__(self, cfg: LlamaConfig, *, rngs):
@@ -107,9 +103,10 @@ class LlamaAttention(nnx.Module):
         self.o_proj = Linear(N * H, D, axes=("heads", "embed"), **kw)
         self.shape = (N, K, H)
 
-    def __call__(self, x, mask, cos, sin, kv: tuple[jax.Array, jax.Array] | None, start, prefix=None):
-        """x: [B, T, D]; mask: bool[B, 1, T, S]; cos/sin: [B, T, 1, H]; kv: cached ([B, S, K, H] x 2) or None
-        (then S = T); start: slot where the new keys are written.  Returns ([B, T, D], new kv or None).
+    @jax.named_scope("attention")
+    def __call__(self, x, mask, kv: tuple[jax.Array, jax.Array] | None, start, prefix, cos, sin):
+        """x: [B, T, D]; mask: bool[B, 1, T, S]; kv: cached ([B, S, K, H] x 2) or None (then S = T); start: slot
+        where the new keys are written; cos/sin: [B, T, 1, H].  Returns ([B, T, D], new kv or None).
 
         prefix: (keys [P, S, K, H], values, valid bool[P, S]) of P prompts that the B = P * C rows continue
         (C rows per prompt, prompt-major); then mask is bool[B, T, T] over the rows' own tokens."""
@@ -131,6 +128,7 @@ class LlamaMLP(nnx.Module):
         self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, axes=("embed", "mlp"), **kw)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, axes=("mlp", "embed"), **kw)
 
+    @jax.named_scope("mlp")
     def __call__(self, x):
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
 
@@ -143,20 +141,17 @@ class LlamaDecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, **kw)
         self.mlp = LlamaMLP(cfg, rngs=rngs)
 
-    def __call__(self, x, mask, cos, sin, kv, start, prefix=None):
-        h, kv = self.self_attn(self.input_layernorm(x), mask, cos, sin, kv, start, prefix)
+    def __call__(self, x, mask, kv, start, prefix, cos, sin):
+        """The layer protocol of `causal_lm.run_layers`; cos/sin: the rotary tables [B, T, 1, H]."""
+        h, kv = self.self_attn(self.input_layernorm(x), mask, kv, start, prefix, cos, sin)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), kv
 
 
-class DecoderOutput(NamedTuple):
-    hidden: jax.Array                        # [B, T, D] after the final norm
-    cache: KVCache | None                    # the extended cache, when one was passed in
-    hidden_states: tuple[jax.Array, ...]     # () unless requested: (embeddings, layer 1, ..., final normed)
-
-
-class LlamaModel(nnx.Module):
-    """Embeddings + decoder layers + final norm (transformers' `LlamaModel`)."""
+class LlamaModel(DecoderStack):
+    """Embeddings + decoder layers + final norm (transformers' `LlamaModel`); the call: `DecoderStack.__call__`.
+    Default positions count real tokens only (cumsum of the mask - 1, as transformers' `generate` does), so a
+    left-padded row gets the same positions as the unpadded one; pass `positions` explicitly for anything else."""
 
     def __init__(self, cfg: LlamaConfig, *, rngs):
         self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
@@ -166,91 +161,14 @@ class LlamaModel(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
         self.config = cfg
 
-    def __call__(self, inputs_embeds: jax.Array, *, attention_mask: jax.Array | None = None,
-                 positions: jax.Array | None = None, cache: KVCache | None = None, prefix: KVCache | None = None,
-                 output_hidden_states: bool = False) -> DecoderOutput:
-        """inputs_embeds: [B, T, D]; attention_mask: int/bool[B, T] (1 = real token, 0 = padding);
-        positions: int[B, T] or None; cache: KVCache with room for T more tokens, or None.
-        prefix: a filled KVCache of P prompts that these B = P * C rows continue (C per prompt, prompt-major),
-        read but neither copied nor extended (for scoring many continuations); exclusive with `cache`.
+    def default_positions(self, m: StepMasks) -> jax.Array:
+        return jnp.maximum(m.counts, m.floor)     # a padding token takes its row's last real position (or 0)
 
-        Default positions count real tokens only (cumsum of the mask - 1, as transformers' `generate`
-        does), so a left-padded row gets the same positions as the unpadded one; pass `positions`
-        explicitly for anything else.
-        """
-        B, T, _ = inputs_embeds.shape
-        if prefix is not None:
-            return self._continue_prefix(inputs_embeds, attention_mask, positions, prefix, cache, output_hidden_states)
-        start, valid, _, mask, counts = causal_cache_mask(attention_mask, cache, B, T)
-        if positions is None:
-            positions = jnp.maximum(counts, 0)
-        cos, sin = rotary(positions, inv_freq(self.config))
+    def layer_inputs(self, inputs_embeds, positions):
+        return inputs_embeds.astype(self.config.dtype), rotary(positions, inv_freq(self.config))
 
-        x = inputs_embeds.astype(self.config.dtype)
-        kv = (cache.keys, cache.values) if cache is not None else None
-        x, kv, hidden_states = self._layers(x, mask, cos, sin, kv, start, None, output_hidden_states)
-        x = self.norm(x)
-        if output_hidden_states:
-            hidden_states.append(x)
-        if cache is not None:
-            cache = KVCache(keys=kv[0], values=kv[1], valid=valid, end=cache.end + T)
-        return DecoderOutput(x, cache, tuple(hidden_states) if output_hidden_states else ())
-
-    def _layers(self, x, mask, cos, sin, kv, start, prefix: KVCache | None, output_hidden_states: bool):
-        """Runs the decoder layers (in a Python loop, or one `jax.lax.scan` when `scan_layers`).
-        kv: (keys, values) of the cache, one [B, S, K, H] per layer (a tuple, or [L, B, S, K, H] arrays), or None.
-        Returns (x [B, T, D], the new (keys, values) or None, [embeddings, layer 1, ..., layer L-1] when
-        `output_hidden_states`, else None)."""
-        cfg = self.config
-        prefix_kv = None if prefix is None else (prefix.keys, prefix.values)
-        if cfg.scan_layers:
-            def body(layer, x, xs):
-                layer_kv, layer_prefix = xs
-                if layer_prefix is not None:
-                    layer_prefix = (*layer_prefix, prefix.valid)
-                y, layer_kv = layer(x, mask, cos, sin, layer_kv, start, layer_prefix)
-                return constrain(y, ACTIVATION_AXES), (layer_kv, x if output_hidden_states else None)
-
-            stack = lambda pair: None if pair is None else tuple(jnp.stack(a) if isinstance(a, tuple) else a
-                                                                 for a in pair)
-            y, (kv, inputs) = scan_layers(self.layers, body, x, (stack(kv), stack(prefix_kv)), remat=cfg.remat)
-            return y, kv, (list(inputs) if output_hidden_states else None)
-        hidden_states = [] if output_hidden_states else None
-        new_k, new_v = [], []
-        call = nnx.remat(lambda layer, *args: layer(*args)) if cfg.remat else (lambda layer, *a: layer(*a))
-        for i, layer in enumerate(self.layers):
-            if output_hidden_states:
-                hidden_states.append(x)
-            layer_prefix = None if prefix is None else (prefix.keys[i], prefix.values[i], prefix.valid)
-            x, layer_kv = call(layer, x, mask, cos, sin, None if kv is None else (kv[0][i], kv[1][i]), start,
-                               layer_prefix)
-            x = constrain(x, ACTIVATION_AXES)
-            if layer_kv is not None:
-                new_k.append(layer_kv[0])
-                new_v.append(layer_kv[1])
-        return x, (None if kv is None else (tuple(new_k), tuple(new_v))), hidden_states
-
-    def _continue_prefix(self, x, attention_mask, positions, prefix: KVCache, cache, output_hidden_states
-                         ) -> DecoderOutput:
-        """The `prefix=` branch of `__call__`: rows attend to their prompt's cache and to their own tokens
-        (`layers.continuation_mask`: causally, or as a bool[B, T, T] token-tree mask says)."""
-        if cache is not None:
-            raise ValueError("pass either cache= (to extend it) or prefix= (to read it), not both")
-        B, T, _ = x.shape
-        P = prefix.valid.shape[0]
-        if B % P:
-            raise ValueError(f"{B} rows do not split evenly over the prefix's {P} prompts")
-        mask, valid = continuation_mask(attention_mask, B, T)                                     # [B, T, T]
-        if positions is None:
-            before = jnp.repeat(prefix.valid.sum(1, dtype=jnp.int32), B // P)[:, None]           # [B, 1]
-            positions = before + jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, 0)
-        cos, sin = rotary(positions, inv_freq(self.config))
-        x, _, hidden_states = self._layers(x.astype(self.config.dtype), mask, cos, sin, None, 0, prefix,
-                                           output_hidden_states)
-        x = self.norm(x)
-        if output_hidden_states:
-            hidden_states.append(x)
-        return DecoderOutput(x, None, tuple(hidden_states) if output_hidden_states else ())
+    def final_norm(self, x):
+        return self.norm(x)
 
 
 class LlamaForCausalLM(CausalLM):

@@ -14,10 +14,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vlmcls_jax.models.clip import CLIP_L14_336_VISION, CLIPVisionConfig, CLIPVisionTransformer
-from vlmcls_jax.models.image_tokens import place_image_features
-from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.llama import DecoderOutput, LlamaConfig, LlamaForCausalLM
+from vlmcls_jax.models.llama import LlamaConfig, LlamaForCausalLM
 from vlmcls_jax.models.projector import MultiModalProjector
+from vlmcls_jax.models.vision_language import VisionLanguageModel
 
 SELECT_STRATEGIES = ("default", "full")
 
@@ -54,7 +53,12 @@ class LlavaConfig:
         return self.vision_config.num_patches + (self.vision_feature_select_strategy == "full")
 
 
-class LlavaForConditionalGeneration(nnx.Module):
+class LlavaForConditionalGeneration(VisionLanguageModel):
+    """`embed` / `decode` / `__call__` take `pixel_values` float[B_img, H, W, 3] as a keyword; with B_img == B,
+    row b's image tokens take image b's features (a row without image tokens ignores its image: training
+    batches mixing text-only and image rows pass zeros there), otherwise the images fill the image positions
+    in order across the batch (transformers' rule); see `vision_language.VisionLanguageModel`."""
+
     def __init__(self, cfg: LlavaConfig, *, rngs: nnx.Rngs):
         vc, tc = cfg.vision_config, cfg.text_config
         self.vision_tower = CLIPVisionTransformer(vc, rngs=rngs)
@@ -73,40 +77,3 @@ class LlavaForConditionalGeneration(nnx.Module):
         hidden = self.vision_tower.hidden_states(pixel_values, num_layers=max(absolute))
         selected = [hidden[i] if cfg.vision_feature_select_strategy == "full" else hidden[i][:, 1:] for i in absolute]
         return self.multi_modal_projector(jnp.concatenate(selected, axis=-1))
-
-    def embed(self, input_ids: jax.Array, pixel_values: jax.Array | None = None) -> jax.Array:
-        """Token embeddings with image features placed at the `image_token_index` positions.
-
-        input_ids: int[B, T] already expanded (num_image_tokens ids per image); pixel_values: [B_img, H, W, 3].
-        With B_img == B, row b's image tokens take image b's features, and a row without image tokens
-        ignores its image (training batches mixing text-only and image rows pass zeros there).  Otherwise
-        the images fill the image positions in order across the batch (transformers' rule), so their count
-        must equal B_img * num_image_tokens.  Counts are checked outside jit.  Returns [B, T, D].
-        """
-        if pixel_values is None:   # image-token ids embed as themselves, as in transformers
-            return self.language_model.embed(input_ids)
-        image_mask = input_ids == self.config.image_token_index
-        embeds = self.language_model.embed(jnp.where(image_mask, 0, input_ids))
-        return place_image_features(embeds, image_mask, self.get_image_features(pixel_values))
-
-    def decode(self, input_ids: jax.Array, *, pixel_values=None, attention_mask=None, positions=None,
-               cache: KVCache | None = None, prefix: KVCache | None = None,
-               output_hidden_states: bool = False) -> DecoderOutput:
-        """The decoder's final hidden states (and optionally every layer's); see `LlamaModel.__call__`."""
-        return self.language_model.model(self.embed(input_ids, pixel_values), attention_mask=attention_mask,
-                                         positions=positions, cache=cache, prefix=prefix,
-                                         output_hidden_states=output_hidden_states)
-
-    def logits(self, hidden: jax.Array) -> jax.Array:
-        """[..., D] -> float32[..., V]."""
-        return self.language_model.logits(hidden)
-
-    def __call__(self, input_ids: jax.Array, *, pixel_values=None, attention_mask=None, positions=None,
-                 cache: KVCache | None = None):
-        """input_ids int[B, T] -> (logits float32[B, T, V], extended cache or None)."""
-        out = self.decode(input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
-                          positions=positions, cache=cache)
-        return self.logits(out.hidden), out.cache
-
-    def init_cache(self, batch: int, max_length: int) -> KVCache:
-        return self.language_model.init_cache(batch, max_length)

@@ -8,7 +8,7 @@ tiles' patch grid cropped to the image's aspect ratio, row by row, each row clos
 
 The number of features (= `<image>` tokens in `input_ids`) so depends on each image's size; jit wants static
 shapes.  Design: the host computes, per image, an int index into the image's flattened tile features
-(`LlavaNextConfig.image_index`, from `data.anyres.image_feature_index`), with `NEWLINE` (-1) for the
+(`LlavaNextConfig.image_index`, from `models.anyres_layout.image_feature_index`), with `NEWLINE` (-1) for the
 `image_newline` embedding and `PAD` (-2) past the image's count.  The model computes features for all tiles
 of all images in one batch and gathers with the index.  Shapes:
 
@@ -35,11 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vlmcls_jax.data import anyres
-from vlmcls_jax.data.anyres import NEWLINE, PAD
-from vlmcls_jax.models.kv_cache import KVCache
+from vlmcls_jax.models import anyres_layout
+from vlmcls_jax.models.anyres_layout import NEWLINE, PAD
 from vlmcls_jax.models.layers import param
-from vlmcls_jax.models.llama import DecoderOutput
 from vlmcls_jax.models.llava import LlavaConfig, LlavaForConditionalGeneration
 
 DEFAULT_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
@@ -76,12 +74,12 @@ class LlavaNextConfig(LlavaConfig):
     @property
     def max_tiles(self) -> int:
         """Tiles of the largest grid (4 for the default pinpoints): pixel_values' dim 1 is at most 1 + this."""
-        return anyres.max_tiles(self.image_grid_pinpoints, self.vision_config.image_size)
+        return anyres_layout.max_tiles(self.image_grid_pinpoints, self.vision_config.image_size)
 
     @property
     def max_num_image_tokens(self) -> int:
         """Upper bound of `num_image_tokens_for` over all sizes (2928 for LLaVA-1.6 at 336 px: 576 + 48 x 49)."""
-        return anyres.max_image_features(**self._geometry())
+        return anyres_layout.max_image_features(**self._geometry())
 
     def _geometry(self) -> dict:
         vc = self.vision_config
@@ -89,17 +87,17 @@ class LlavaNextConfig(LlavaConfig):
 
     def num_image_tokens_for(self, height: int, width: int) -> int:
         """`<image>` tokens (= features) for an image of (height, width) pixels, as `LlavaNextProcessor` counts."""
-        return anyres.num_image_features(height, width, **self._geometry())
+        return anyres_layout.num_image_features(height, width, **self._geometry())
 
     def image_index(self, image_sizes: Sequence[Sequence[int]] | np.ndarray, length: int | None = None) -> np.ndarray:
         """int32[B_img, length] gather index for images of `image_sizes` [(height, width), ...]; see the module
         docstring.  length: default the longest image's count (pass `max_num_image_tokens` for one shape)."""
-        return anyres.image_feature_index_batch(image_sizes, length=length, **self._geometry())
+        return anyres_layout.image_feature_index_batch(image_sizes, length=length, **self._geometry())
 
 
 class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
-    """LLaVA with AnyRes images.  Same interface as `LlavaForConditionalGeneration`, plus `image_index` (see
-    the module docstring) wherever `pixel_values` goes."""
+    """LLaVA with AnyRes images.  Same interface as `LlavaForConditionalGeneration`, plus the keyword
+    `image_index` (see the module docstring) wherever `pixel_values` goes."""
 
     def __init__(self, cfg: LlavaNextConfig, *, rngs: nnx.Rngs):
         super().__init__(cfg, rngs=rngs)
@@ -137,21 +135,23 @@ class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
 
     def embed(self, input_ids: jax.Array, pixel_values: jax.Array | None = None,
               image_index: jax.Array | None = None) -> jax.Array:
-        """Token embeddings with image features at the `image_token_index` positions.  input_ids int[B, T]
-        (each image already expanded to its `num_image_tokens_for` ids); returns [B, T, D].
+        """`VisionLanguageModel.embed` with `image_index` also taken by position."""
+        return super().embed(input_ids, pixel_values, image_index=image_index)
+
+    def place_features(self, embeds: jax.Array, image_mask: jax.Array, pixel_values: jax.Array,
+                       image_index: jax.Array | None = None) -> jax.Array:
+        """embeds [B, T, D] with image features at `image_mask` (bool[B, T]; each image already expanded to its
+        `num_image_tokens_for` ids in input_ids).
 
         As in LLaVA: with B_img == B, row b's image tokens take image b's features (a row without image tokens
         ignores its image); otherwise the images fill the image positions in order across the batch
-        (transformers' rule).  Counts are checked outside jit.
+        (transformers' rule).  Counts are checked outside jit, before any image is computed.
         """
-        if pixel_values is None:   # image-token ids embed as themselves, as in transformers
-            return self.language_model.embed(input_ids)
         if image_index is None:
             raise ValueError("LLaVA-NeXT needs image_index with pixel_values (config.image_index(image_sizes))")
-        image_mask = input_ids == self.config.image_token_index
         counts = (jnp.asarray(image_index) != PAD).sum(1)                                    # [B_img]
         B_img, N = jnp.shape(image_index)
-        per_row = B_img == input_ids.shape[0]
+        per_row = B_img == image_mask.shape[0]
         if not isinstance(image_mask, jax.core.Tracer) and not isinstance(counts, jax.core.Tracer):
             have, need = np.asarray(image_mask.sum(1)), np.asarray(counts)
             if per_row and not np.all((have == 0) | (have == need)):
@@ -160,7 +160,6 @@ class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
             if not per_row and have.sum() != need.sum():
                 raise ValueError(f"Image features and image tokens do not match: {have.sum()} image tokens in "
                                  f"input_ids, {need.sum()} features ({B_img} images with {need.tolist()})")
-        embeds = self.language_model.embed(jnp.where(image_mask, 0, input_ids))
         features = self.get_image_features(pixel_values, image_index).astype(embeds.dtype)   # [B_img, N, D]
         if per_row:
             k = jnp.clip(jnp.cumsum(image_mask, axis=1) - 1, 0, N - 1)                        # [B, T]
@@ -172,18 +171,3 @@ class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
             k = jnp.clip(rank - (ends - counts)[image], 0, N - 1)
             gathered = features[image, k].reshape(embeds.shape)
         return jnp.where(image_mask[..., None], gathered, embeds)
-
-    def decode(self, input_ids: jax.Array, *, pixel_values=None, image_index=None, attention_mask=None,
-               positions=None, cache: KVCache | None = None, prefix: KVCache | None = None,
-               output_hidden_states: bool = False) -> DecoderOutput:
-        """The decoder's final hidden states (and optionally every layer's); see `LlamaModel.__call__`."""
-        return self.language_model.model(self.embed(input_ids, pixel_values, image_index),
-                                         attention_mask=attention_mask, positions=positions, cache=cache,
-                                         prefix=prefix, output_hidden_states=output_hidden_states)
-
-    def __call__(self, input_ids: jax.Array, *, pixel_values=None, image_index=None, attention_mask=None,
-                 positions=None, cache: KVCache | None = None):
-        """input_ids int[B, T] -> (logits float32[B, T, V], extended cache or None)."""
-        out = self.decode(input_ids, pixel_values=pixel_values, image_index=image_index,
-                          attention_mask=attention_mask, positions=positions, cache=cache)
-        return self.logits(out.hidden), out.cache

@@ -25,11 +25,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vlmcls_jax.models.causal_lm import CausalLM, output_head
-from vlmcls_jax.models.kv_cache import KVCache
-from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, cached_attention, causal_cache_mask,
-                                      constrain, continuation_mask)
-from vlmcls_jax.models.llama import ACTIVATION_AXES, DecoderOutput
+from vlmcls_jax.models.causal_lm import CausalLM, DecoderOutput, DecoderStack, StepMasks, output_head
+from vlmcls_jax.models.layers import Embed, LayerNorm, Linear, activation, cached_attention
+from vlmcls_jax.models.scan import stack_layers
 
 POSITION_OFFSET = 2   # fairseq's padding_idx + 1: position p reads row p + 2 of `embed_positions`
 LAYER_NORM_EPS = 1e-5  # OPT's LayerNorms use torch's default eps (not configurable in transformers)
@@ -54,6 +52,7 @@ class OPTConfig:
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     remat: bool = False   # recompute each decoder block in the backward pass
+    scan_layers: bool = False   # stacked layers run by jax.lax.scan (models/scan.py), as LlamaConfig's
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
@@ -75,6 +74,7 @@ class OPTAttention(nnx.Module):
         self.out_proj = Linear(D, D, axes=("heads", "embed"), **kw)
         self.shape = (cfg.num_attention_heads, cfg.head_size)
 
+    @jax.named_scope("attention")
     def __call__(self, x, mask, kv: tuple[jax.Array, jax.Array] | None, start, prefix=None):
         """x: [B, T, D]; mask: bool[B, 1, T, S]; kv: cached ([B, S, N, H] x 2) or None (then S = T); start: slot
         where the new keys are written.  prefix: (keys [P, S, N, H], values, valid bool[P, S]) of P prompts that
@@ -101,18 +101,22 @@ class OPTDecoderLayer(nnx.Module):
         self.pre_norm = cfg.do_layer_norm_before
 
     def __call__(self, x, mask, kv, start, prefix=None):
+        """The layer protocol of `causal_lm.run_layers` (no extra arguments)."""
         pre = self.pre_norm
         h, kv = self.self_attn(self.self_attn_layer_norm(x) if pre else x, mask, kv, start, prefix)
         x = x + h
         if not pre:
             x = self.self_attn_layer_norm(x)
-        h = self.fc2(self.act(self.fc1(self.final_layer_norm(x) if pre else x)))
+        with jax.named_scope("mlp"):
+            h = self.fc2(self.act(self.fc1(self.final_layer_norm(x) if pre else x)))
         x = x + h
         return (x if pre else self.final_layer_norm(x)), kv
 
 
-class OPTDecoder(nnx.Module):
-    """Token + learned position embeddings, decoder layers, `final_layer_norm` (transformers' `OPTDecoder`)."""
+class OPTDecoder(DecoderStack):
+    """Token + learned position embeddings, decoder layers, `final_layer_norm` (transformers' `OPTDecoder`); the
+    call: `DecoderStack.__call__` (positions: 0-based, the offset of 2 is added here; by default real tokens
+    counted over the cache or prefix too, padding -1, transformers' rule)."""
 
     def __init__(self, cfg: OPTConfig, *, rngs):
         kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
@@ -121,56 +125,19 @@ class OPTDecoder(nnx.Module):
                                      axes=(None, "embed"), **kw)
         self.final_layer_norm = LayerNorm(cfg.hidden_size, eps=LAYER_NORM_EPS, dtype=cfg.dtype,
                                           param_dtype=cfg.param_dtype) if cfg.do_layer_norm_before else None
-        self.layers = nnx.List([OPTDecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
+        layers = [OPTDecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
+        self.layers = stack_layers(layers) if cfg.scan_layers else nnx.List(layers)
         self.config = cfg
 
-    def __call__(self, inputs_embeds: jax.Array, *, attention_mask: jax.Array | None = None,
-                 positions: jax.Array | None = None, cache: KVCache | None = None, prefix: KVCache | None = None,
-                 output_hidden_states: bool = False) -> DecoderOutput:
-        """inputs_embeds: [B, T, D]; attention_mask: int/bool[B, T] (1 = real token); positions: int[B, T]
-        (0-based; the offset of 2 is added here) or None for transformers' rule (real tokens counted, over the
-        cache too; padding -1); cache: KVCache with room for T more tokens, or None; prefix: a filled
-        KVCache of P prompts that these B = P * C rows continue (read only; exclusive with `cache`).
-        Returns DecoderOutput (hidden_states: embeddings + positions, layers 1..L-1, final normed)."""
-        B, T, _ = inputs_embeds.shape
-        if prefix is not None:
-            if cache is not None:
-                raise ValueError("pass either cache= (to extend it) or prefix= (to read it), not both")
-            P = prefix.valid.shape[0]
-            if B % P:
-                raise ValueError(f"{B} rows do not split evenly over the prefix's {P} prompts")
-            mask, new_valid = continuation_mask(attention_mask, B, T)                               # [B, T, T]
-            if positions is None:
-                before = jnp.repeat(prefix.valid.sum(1, dtype=jnp.int32), B // P)[:, None]
-                positions = jnp.where(new_valid, before + jnp.cumsum(new_valid, axis=1, dtype=jnp.int32) - 1, -1)
-            layer_args = lambda i: (None, 0, (prefix.keys[i], prefix.values[i], prefix.valid))
-            valid = None
-        else:
-            start, valid, new_valid, mask, counts = causal_cache_mask(attention_mask, cache, B, T)
-            if positions is None:
-                positions = jnp.where(new_valid, counts, -1)
-            layer_args = lambda i: ((cache.keys[i], cache.values[i]) if cache is not None else None, start, None)
+    def default_positions(self, m: StepMasks) -> jax.Array:
+        return jnp.where(m.new_valid, m.counts, -1)
 
+    def layer_inputs(self, inputs_embeds, positions):
         x = inputs_embeds.astype(jnp.float32) + self.embed_positions(positions + POSITION_OFFSET).astype(jnp.float32)
-        x = x.astype(self.config.dtype)
-        hidden_states = [x] if output_hidden_states else None
-        new_k, new_v = [], []
-        call = nnx.remat(lambda layer, *args: layer(*args)) if self.config.remat else (lambda layer, *a: layer(*a))
-        for i, layer in enumerate(self.layers):
-            x, kv = call(layer, x, mask, *layer_args(i))
-            x = constrain(x, ACTIVATION_AXES)
-            if kv is not None:
-                new_k.append(kv[0])
-                new_v.append(kv[1])
-            if output_hidden_states and i < len(self.layers) - 1:
-                hidden_states.append(x)
-        if self.final_layer_norm is not None:
-            x = self.final_layer_norm(x)
-        if output_hidden_states:
-            hidden_states.append(x)
-        if cache is not None:
-            cache = KVCache(keys=tuple(new_k), values=tuple(new_v), valid=valid, end=cache.end + T)
-        return DecoderOutput(x, cache, tuple(hidden_states) if output_hidden_states else ())
+        return x.astype(self.config.dtype), ()
+
+    def final_norm(self, x):
+        return x if self.final_layer_norm is None else self.final_layer_norm(x)
 
 
 class OPTModel(nnx.Module):

@@ -12,7 +12,7 @@ rules), and checkpoints keep transformers' per-layer names: the converter splits
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,14 @@ def stack_layers(layers: list[nnx.Module]) -> nnx.Module:
 
     is_var = lambda x: isinstance(x, nnx.Variable)
     return nnx.merge(graphdef, jax.tree.map(stack, *states, is_leaf=is_var))
+
+
+def unstack_layers(layers: nnx.Module) -> nnx.List:
+    """The inverse of `stack_layers`: an `nnx.List` of L modules, module i holding slice i of every variable.
+    Under jit the slices are copies; `inference.generate` makes them once per call, outside its decode loop,
+    where XLA:CPU would otherwise copy every layer's weights out of the stack on every step."""
+    graphdef, state = nnx.split(layers)
+    return nnx.List([nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)) for i in range(num_stacked(layers))])
 
 
 def num_stacked(layers: nnx.Module) -> int:
