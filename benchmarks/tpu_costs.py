@@ -307,30 +307,41 @@ def main():
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: decode, scoring, "
                         "projector, lora, full (the full-size scanned train step's memory)")
     parser.add_argument("--scoring_batch", type=int, default=1, help="prompts per prefill (the job's default: 1)")
-    parser.add_argument("--json", default="", help="also write every figure here")
+    parser.add_argument("--json", default="", help="also write every figure here (after each part)")
+    parser.add_argument("--report", default="", help="only print the report of a --json file written before")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if args.report:
+        with open(args.report) as f:
+            r = json.load(f)
+        print(report(r, r["topology"]))
+        return
     from vlmcls_jax.plan import chips
 
     target = chips.tpu_target(args.topology)
     from vlmcls_jax.plan.programs import prompt_length
 
     r = {"topology": args.topology, "decode": [], "train": []}
+
+    def done():   # the figures so far (a long run that fails later keeps them)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(r, f, indent=1, default=float)
+
     if not {"decode", "scoring"} <= skip:
         _, mesh, cfg, model = eval_setup(target)
         if "decode" not in skip:
             for dataset in (None, "imagenet"):      # open world; closed world with the 1000 names in the prompt
                 r["decode"].append(decode_step_figures(target, cfg, model, mesh, 8, prompt_length(cfg, dataset)))
+                done()
         if "scoring" not in skip:
             r["scoring"] = scoring_figures(target, cfg, model, mesh, args.scoring_batch)
+            done()
     for recipe in ("finetune_projector", "finetune_lora"):
         if recipe.split("_")[1] not in skip:
             r["train"].append(train_figures(target, recipe, full="full" not in skip))
+            done()
     print(report(r, args.topology))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=1, default=float)
-
 
 if __name__ == "__main__":
     main()
