@@ -109,6 +109,7 @@ def test_compiles_for_the_target_bypass_the_persistent_cache(target, tmp_path):
         assert not written("tpu_matmul")                               # nothing written for the TPU program
         jax.jit(after_plan).lower(x).compile()
         assert written("after_plan")                                   # the cache is back on afterwards
+
         def tpu_control(a):
             return a.T @ a
 

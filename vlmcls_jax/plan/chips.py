@@ -49,7 +49,8 @@ class Target:
 
 def tpu_target(topology: str) -> Target:
     """`topology` as JAX spells it ("v5e:2x4" = v5e-8, "v4:2x2x1" = v4-8, "v5p:2x2x1" = v5p-8, "v5e:4x8" =
-    v5e-32): its abstract devices, one per chip, compiled for by libtpu.  Raises naming the topology when libtpu cannot describe it."""
+    v5e-32): its abstract devices, one per chip, compiled for by libtpu.  Raises naming the topology when libtpu
+    cannot describe it."""
     from jax.experimental import topologies
 
     # Compiling only (no TPU is attached): let several processes load libtpu at once instead of the first one
