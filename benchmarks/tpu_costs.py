@@ -232,23 +232,28 @@ def train_config(recipe: str):
 
 
 def train_figures(target, recipe: str, full: bool) -> dict:
-    """Whole-step FLOPs and bytes from 1- and 2-layer unrolled compiles (with and without remat)."""
+    """Whole-step FLOPs and bytes from small unrolled compiles (with and without remat): a step's cost is
+    a + v x b + l x c in its v vision-tower and l decoder layers, so with C(v, l) compiled at (2, 1), (3, 1) and
+    (2, 2):  C(V, L) = C(2, 1) + (V - 2) x (C(3, 1) - C(2, 1)) + (L - 1) x (C(2, 2) - C(2, 1))  (two vision
+    layers at least: LLaVA reads the penultimate one)."""
     from vlmcls_jax.plan import job_mesh
-    from vlmcls_jax.plan.programs import train_programs
+    from vlmcls_jax.plan.programs import base_model_config, train_programs
 
     config = train_config(recipe)
     mesh = job_mesh(config, target)
-    full_layers = 32
+    base = base_model_config(config.model.checkpoint, config.model.dtype, config.model.param_dtype)
+    V, L = base.vision_config.num_hidden_layers, base.text_config.num_hidden_layers
     out = {"recipe": recipe, "batch": config.data.batch_size}
     for remat in (True, False):
         c = train_config(recipe)
         c.model.remat, c.model.scan_layers = remat, False
-        per = {}
-        for layers in (1, 2):
-            (program,) = train_programs(c, mesh, decoder_layers=layers)
-            per[layers] = costs(timed_compile(f"{recipe} step, {layers} unrolled layer(s), remat={remat}",
-                                              program.lower))
-        whole = {k: per[1][k] + (full_layers - 1) * (per[2][k] - per[1][k]) for k in ("flops", "bytes")}
+        C = {}
+        for v, layers in ((2, 1), (3, 1), (2, 2)):
+            (program,) = train_programs(c, mesh, decoder_layers=layers, vision_layers=v)
+            C[v, layers] = costs(timed_compile(f"{recipe} step, {v} vision + {layers} decoder layers unrolled, "
+                                               f"remat={remat}", program.lower))
+        whole = {k: C[2, 1][k] + (V - 2) * (C[3, 1][k] - C[2, 1][k]) + (L - 1) * (C[2, 2][k] - C[2, 1][k])
+                 for k in ("flops", "bytes")}
         out["remat" if remat else "no_remat"] = whole
     (program,) = train_programs(config, mesh)
     n = target.num_devices

@@ -106,10 +106,11 @@ def prompt_length(cfg, dataset: str | None = None, label_set: int | None = None,
 # ------------------------------------------------------------------------------------------------ training
 
 
-def train_programs(config, mesh, seq_len: int | None = None, decoder_layers: int | None = None) -> list[Program]:
-    """The train job's step (`trainer.step_function`) on its abstract, sharded state.  decoder_layers: the
-    model with that many decoder layers instead (benchmarks/tpu_costs.py counts one layer's cost as the
-    difference of 1 and 2 layers: XLA counts a scanned layer once)."""
+def train_programs(config, mesh, seq_len: int | None = None, decoder_layers: int | None = None,
+                   vision_layers: int | None = None) -> list[Program]:
+    """The train job's step (`trainer.step_function`) on its abstract, sharded state.  decoder_layers /
+    vision_layers: the model with that many decoder / vision-tower layers instead (benchmarks/tpu_costs.py counts
+    one layer's cost as the difference of two such compiles: XLA counts a scanned layer once)."""
     from vlmcls_jax.train import trainer
     from vlmcls_jax.train.optimizer import trainable_filter
     from vlmcls_jax.train.step import abstract_train_state
@@ -118,6 +119,9 @@ def train_programs(config, mesh, seq_len: int | None = None, decoder_layers: int
                                                          config.model.param_dtype))
     if decoder_layers:
         cfg = hf_config.with_decoder_options(cfg, num_hidden_layers=decoder_layers)
+    if vision_layers:
+        cfg = dataclasses.replace(cfg, vision_config=dataclasses.replace(cfg.vision_config,
+                                                                         num_hidden_layers=vision_layers))
 
     def build():
         model = model_class(cfg)(cfg, rngs=None)
