@@ -18,10 +18,9 @@ LLaVA-1.5-7B in bfloat16 on a v5e-8 (`v5e:2x4`), compiled here through libtpu (n
                   and XLA's bytes accessed / bandwidth per call).  Target < 2 h.
   train step      the recipes' steps (configs/finetune_projector.py and finetune_lora.py: remat, scanned layers,
                   64 x 768 per call, FSDP over 8).  XLA counts a `while` (scan) body once, so the whole step's
-                  FLOPs and bytes are taken as  C(1) + (L - 1) x (C(2) - C(1))  from the same step compiled with
-                  1 and 2 *unrolled* decoder layers (every other part, vision tower included, unchanged; a
-                  decoder layer costs the same at every depth), once with remat (hardware FLOPs, what the chip
-                  does) and once without (model FLOPs, comparable to the hand count).  Against the hand count
+                  FLOPs and bytes come from the step compiled unrolled with few vision-tower and decoder layers
+                  (`train_figures`: a cost linear in both layer counts), once with remat (hardware FLOPs, what the
+                  chip does) and once without (model FLOPs, comparable to the hand count).  Against the hand count
                   (`plan.flops.train_step_flops`: forward of everything, gradients with respect to activations
                   of every part after the first that trains, 2 x trained parameters per token for weight
                   gradients; for LoRA the usual "6N per trained token" plus the frozen weights' forward and
@@ -32,9 +31,8 @@ LLaVA-1.5-7B in bfloat16 on a v5e-8 (`v5e:2x4`), compiled here through libtpu (n
     python benchmarks/tpu_costs.py [--topology v5e:2x4] [--skip lora,full] [--json out.json]
 
 Every figure is a real compile; nothing runs.  On this shared 2-core machine the decode and scoring parts took 25
-minutes; the train part has not yet been run to its end here (its first 1-layer compile took 22 minutes under a
-load average of 24: see benchmarks/RESULTS.md section 9).  `--report FILE.json` prints a saved run's table
-(benchmarks/tpu_costs_v5e8.json: the decode and scoring figures of RESULTS.md).
+minutes, the projector's train part 14 minutes (LoRA's not run yet: RESULTS.md section 9).  `--report FILE.json` prints a saved run's table
+(benchmarks/tpu_costs_v5e8.json, tpu_costs_v5e8_train.json: the figures of RESULTS.md).
 """
 
 from __future__ import annotations
