@@ -11,6 +11,7 @@ Values and their sources (yuhui-zh15/VLMClassifier, finetune_lora.sh at commit 2
   epochs               as finetune_projector.EPOCHS: ImageNet 1 (the evaluated file names), the small datasets 50
                        (finetune_lora.sh says `--num_train_epochs 50`, though its output dir says `-100epochs-lora`)
   schedule             cosine, warmup ratio 0.03, weight decay 0
+  model                LLaVA-1.5-7B; `:DATASET,13b`: LLaVA-1.5-13B, 32 a step (finetune_projector.MODELS)
 
 Data and template as configs/finetune_projector.py.  The merged model is exported to WORKDIR/hf_export at the
 end; evaluate it with configs/finetuned_eval.py (the study's model_vqa path, exact match).  Compare with the
@@ -23,19 +24,19 @@ study's Table 3 right, LoRA row (no number is printed in the repository).
 import ml_collections
 
 from configs import common
-from configs.finetune_projector import EPOCHS, dataset_and_batch
+from configs.finetune_projector import EPOCHS, dataset_and_batch, model_and_step
 
 
 def get_config(arg: str = "flowers") -> ml_collections.ConfigDict:
     dataset, batch = dataset_and_batch(arg)
     c = common.train_config()
-    c.model.checkpoint = "llava-hf/llava-1.5-7b-hf"
+    c.model.checkpoint, step = model_and_step(arg)   # ",13b": LLaVA-1.5-13B, 32 a step
     c.learning_rates = {"projector": 2e-5, "lora": 2e-4}
     c.lora.rank, c.lora.alpha, c.lora.dropout = 128, 256.0, 0.05
     # Global batch 128 (32 per device x 4 GPUs, finetune_lora.sh; the paper's 64 with :DATASET,paper_batch) as
-    # 64 per step, accumulated: remat, scanned layers (LoRA stacked per layer): 15.1 GiB a chip on a v5e-8
-    # at 7B (plan); 13B: --config.data.batch_size=32 --config.optim.accumulate_steps=4, 15.4 GiB
-    c.data.batch_size, c.optim.accumulate_steps = 64, batch // 64
+    # `step` a step, accumulated, remat, scanned layers (LoRA stacked per layer): fits a v5e-8 at 7B (64 x 2,
+    # 15.1 GiB a chip) and 13B (32 x 4, 15.4 GiB): configs/finetune_projector.py MODELS
+    c.data.batch_size, c.optim.accumulate_steps = step, batch // step
     c.model.remat, c.model.scan_layers = True, True
     c.num_epochs = EPOCHS[dataset]
     c.mesh_shape = (1, -1, 1)

@@ -8,6 +8,8 @@ commit 24544323; see the research notes, section C):
   global batch 128     finetune.sh `--per_device_train_batch_size 32 --gradient_accumulation_steps 1` on the
                        README's 4 GPUs (32 x 1 x 4).  The paper's appendix says 64: `:DATASET,paper_batch`
                        gives 64 (the scripts' 128 is the default)
+  model                LLaVA-1.5-7B; `:DATASET,13b` (e.g. `imagenet,13b`, `imagenet,paper_batch,13b`): LLaVA-1.5-13B
+                       (the study's other LLaVA), 32 a step accumulated to the same global batch (MODELS)
   epochs               ImageNet 1: the evaluated run behind the study's printed 85.668 writes
                        `imagenet_llava_val_finetuned_1epochs.jsonl` (finetune.sh as stored says 50);
                        Flowers102 / StanfordCars / Caltech101 50: finetune.sh as stored (the eval file names say
@@ -40,26 +42,37 @@ BATCH = {"scripts": 128, "paper_batch": 64}
 
 
 def dataset_and_batch(arg: str) -> tuple[str, int]:
-    """"flowers" or "flowers,paper_batch" -> (dataset, global batch); unknown names are an error."""
-    dataset, _, batch = arg.partition(",")
+    """"flowers", "flowers,paper_batch" (or either with ",13b") -> (dataset, global batch); unknown names are an
+    error."""
+    dataset, *rest = arg.split(",")
     if dataset not in EPOCHS:
         raise ValueError(f"dataset {dataset!r} is not one of {sorted(EPOCHS)}")
-    if (batch or "scripts") not in BATCH:
-        raise ValueError(f"batch {batch!r} (in {arg!r}) is not one of {sorted(BATCH)}")
-    return dataset, BATCH[batch or "scripts"]
+    batch = [p for p in rest if p not in MODELS]
+    if len(batch) > 1 or (batch and batch[0] not in BATCH):
+        raise ValueError(f"{','.join(batch)!r} (in {arg!r}) is not one of {sorted(BATCH)} or {sorted(MODELS)}")
+    return dataset, BATCH[batch[0] if batch else "scripts"]
+
+
+# Model size (",13b" after the dataset; 7B by default) -> (checkpoint, examples per step).  The step sizes fit a
+# v5e-8 (16 GiB a chip) with remat and scanned layers, per chip (python -m vlmcls_jax.plan --config
+# configs/finetune_projector.py:imagenet,13b --topology v5e:2x4): projector 7B 64 x 2 12.0 GiB (128 x 1 needs
+# 18.3 GiB of temporaries), 13B 32 x 4 9.8 GiB; LoRA 7B 64 x 2 15.1 GiB, 13B 32 x 4 15.4 GiB.
+MODELS = {"7b": ("llava-hf/llava-1.5-7b-hf", 64), "13b": ("llava-hf/llava-1.5-13b-hf", 32)}
+
+
+def model_and_step(arg: str) -> tuple[str, int]:
+    """"imagenet,13b" -> (the 13B checkpoint, 32); no size given: the 7B's."""
+    return MODELS[next((p for p in arg.split(",")[1:] if p in MODELS), "7b")]
 
 
 def get_config(arg: str = "flowers") -> ml_collections.ConfigDict:
     dataset, batch = dataset_and_batch(arg)
     c = common.train_config()
-    c.model.checkpoint = "llava-hf/llava-1.5-7b-hf"
+    c.model.checkpoint, step = model_and_step(arg)
     c.learning_rates = {"projector": 2e-5}
     # Global batch 128 per update (32 per device x 4 GPUs, finetune.sh; the paper's 64 with
-    # :DATASET,paper_batch), as 64 per step accumulated: on a v5e-8 (16 GiB a chip) 128 at once needs 18.3 GiB
-    # of temporaries; 64 x 2 peaks at 12.0 GiB (7B) with remat and scanned layers (`python -m vlmcls_jax.plan
-    # --config configs/finetune_projector.py:imagenet --topology v5e:2x4`; 13B: --config.data.batch_size=32
-    # --config.optim.accumulate_steps=4, 9.8 GiB)
-    c.data.batch_size, c.optim.accumulate_steps = 64, batch // 64
+    # :DATASET,paper_batch), as `step` examples a step, accumulated: sizes that fit a v5e-8 (MODELS)
+    c.data.batch_size, c.optim.accumulate_steps = step, batch // step
     c.model.remat, c.model.scan_layers = True, True
     c.num_epochs = EPOCHS[dataset]
     c.mesh_shape = (1, -1, 1)               # FSDP over all devices

@@ -134,6 +134,13 @@ def test_table5_variants_and_paper_batch():
     assert glob(finetune_lora.get_config("cars,paper_batch")) == 64
     with pytest.raises(ValueError, match="batch"):
         finetune_projector.get_config("flowers,huge")
+    # ",13b": LLaVA-1.5-13B with the step size the plan fits on a v5e-8 (32), the same global batch
+    for recipe in (finetune_projector, finetune_lora):
+        big = recipe.get_config("imagenet,13b")
+        assert big.model.checkpoint == "llava-hf/llava-1.5-13b-hf"
+        assert (big.data.batch_size, glob(big)) == (32, 128)
+        assert glob(recipe.get_config("imagenet,paper_batch,13b")) == 64
+        assert recipe.get_config("imagenet").model.checkpoint == "llava-hf/llava-1.5-7b-hf"
 
 
 def test_blip2_qformer_recipe_is_the_studys_lavis_config():

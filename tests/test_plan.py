@@ -2,11 +2,15 @@
 through libtpu on this CPU, and its figures hang together."""
 
 import json
+import os
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from vlmcls_jax import defaults
-from vlmcls_jax.plan import chips, format_table, plan
+from vlmcls_jax.plan import chips, compile_row, format_table, plan
+from vlmcls_jax.plan.programs import Program
 
 import train_fixtures
 
@@ -70,3 +74,48 @@ def test_a_program_too_large_is_reported_as_not_fitting(target, ckpt):
     table = format_table(c, [row], target)
     assert "**does not fit**" in table and "--config.model.remat=True" in table
     json.dumps(row.__dict__)                  # plain figures, printable and storable
+
+
+def test_compiles_for_the_target_bypass_the_persistent_cache(target, tmp_path):
+    """An executable for abstract TPU devices cannot be loaded back from JAX's persistent cache (a warning and a
+    recompile on every later run): the plan keeps it out, though this process already uses the cache (JAX
+    decides that once, at its first compile), and the cache works as before afterwards."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compilation_cache.reset_cache()
+    try:
+        written = lambda name: any(f.startswith(f"jit_{name}-") for f in os.listdir(tmp_path))
+
+        def before_plan(x):
+            return x * 3 + 1
+
+        def tpu_matmul(a):
+            return a @ a.T
+
+        def after_plan(x):
+            return x * 5 - 1
+
+        x = jnp.ones(3)
+        jax.jit(before_plan).lower(x).compile()
+        assert written("before_plan")                                  # this process uses the cache
+        mesh = jax.sharding.Mesh(target.devices, ("x",))
+        spec = jax.ShapeDtypeStruct((256, 256), jnp.float32,
+                                    sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x")))
+        row = compile_row(Program("matmul", lambda: jax.jit(tpu_matmul).lower(spec), 2.0 * 256 ** 3, 256), target)
+        assert row.fits and row.xla_flops > 0
+        assert not written("tpu_matmul")                               # nothing written for the TPU program
+        jax.jit(after_plan).lower(x).compile()
+        assert written("after_plan")                                   # the cache is back on afterwards
+
+        def tpu_control(a):
+            return a.T @ a
+
+        jax.jit(tpu_control).lower(spec).compile()                    # a TPU program outside the plan: written
+        assert written("tpu_control")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+        compilation_cache.reset_cache()

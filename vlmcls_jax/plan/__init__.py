@@ -17,6 +17,7 @@ estimated wall-clock over the whole dataset.  What to change when a program does
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -56,27 +57,44 @@ def _refusal(error: Exception) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def without_persistent_cache():
+    """JAX's persistent compilation cache off for the compiles inside, and as it was after.
+
+    An executable compiled for a topology's abstract devices is written to the cache, but this process's client
+    cannot load it back ("PjRtCompiler must be constructed with a Client to call DeserializeLoadedExecutable":
+    a warning and a recompile on every later run), and the compile time reported must be a compile's.  JAX
+    decides whether a process uses the cache once, at its first compile, so turning
+    `jax_enable_compilation_cache` off later changes nothing by itself; `reset_cache()` (public:
+    jax.experimental.compilation_cache) makes it decide again at the next compile, here and on the way out."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", enabled)
+        compilation_cache.reset_cache()
+
+
 def compile_row(program, target: Target) -> Row:
     """Compiles one program for the target and reads its memory and cost; a refusal for memory is a row that
-    does not fit, any other error propagates."""
-    import jax
-
+    does not fit, any other error propagates (the persistent compilation cache is off meanwhile:
+    `without_persistent_cache`)."""
     n, chip = target.num_devices, target.chip
-    # The persistent compilation cache off while compiling for the target: an executable for abstract TPU
-    # devices cannot be loaded back by this process's client (and the compile time reported is a real one).
-    cached = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
     start = time.perf_counter()
     try:
-        compiled = program.compiled()
+        with without_persistent_cache():
+            compiled = program.compiled()
     except Exception as e:   # noqa: BLE001  (the compiler raises XlaRuntimeError; only memory refusals are kept)
         reason = _refusal(e)
         if reason is None:
             raise
         return Row(program.name, time.perf_counter() - start, refused=reason, hand_flops=program.hand_flops / n,
                    calls=program.calls, note=program.note)
-    finally:
-        jax.config.update("jax_enable_compilation_cache", cached)
     seconds = time.perf_counter() - start
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis() or {}

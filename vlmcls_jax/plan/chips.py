@@ -48,8 +48,9 @@ class Target:
 
 
 def tpu_target(topology: str) -> Target:
-    """`topology` as JAX spells it ("v5e:2x4", "v4:2x2x1", "v5p:2x2x1"): its abstract devices, compiled for by
-    libtpu.  Raises naming the topology when libtpu cannot describe it."""
+    """`topology` as JAX spells it ("v5e:2x4" = v5e-8, "v4:2x2x1" = v4-8, "v5p:2x2x1" = v5p-8, "v5e:4x8" =
+    v5e-32): its abstract devices, one per chip, compiled for by libtpu.  Raises naming the topology when libtpu
+    cannot describe it."""
     from jax.experimental import topologies
 
     # Compiling only (no TPU is attached): let several processes load libtpu at once instead of the first one
@@ -60,7 +61,10 @@ def tpu_target(topology: str) -> Target:
         raise ValueError(f"--topology {topology!r}: the chip {kind!r} is not in the plan's table "
                          f"({', '.join(k for k in CHIPS if k.startswith('v'))})")
     try:
-        desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
+        # v4 as a v4 VM runs JAX: megacore, one device per chip (libtpu's default is one per TensorCore);
+        # v5e / v5p / v6e have one device per chip already.
+        extra = {"chip_config_name": "megacore"} if kind == "v4" else {}
+        desc = topologies.get_topology_desc(platform="tpu", topology_name=topology, **extra)
     except Exception as e:   # libtpu missing, or a topology it does not know
         raise ValueError(f"--topology {topology!r}: libtpu cannot describe it ({type(e).__name__}: {e})") from e
     return Target(topology, CHIPS[kind], list(desc.devices), "TPU (libtpu)")

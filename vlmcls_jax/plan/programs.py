@@ -107,14 +107,22 @@ def prompt_length(cfg, dataset: str | None = None, label_set: int | None = None,
 # ------------------------------------------------------------------------------------------------ training
 
 
-def train_programs(config, mesh, seq_len: int | None = None) -> list[Program]:
-    """The train job's step (`trainer.step_function`) on its abstract, sharded state."""
+def train_programs(config, mesh, seq_len: int | None = None, decoder_layers: int | None = None,
+                   vision_layers: int | None = None) -> list[Program]:
+    """The train job's step (`trainer.step_function`) on its abstract, sharded state.  decoder_layers /
+    vision_layers: the model with that many decoder / vision-tower layers instead (benchmarks/tpu_costs.py counts
+    one layer's cost as the difference of two such compiles: XLA counts a scanned layer once)."""
     from vlmcls_jax.train import trainer
     from vlmcls_jax.train.optimizer import trainable_filter
     from vlmcls_jax.train.step import abstract_train_state
 
     cfg = trainer.model_config(config, base_model_config(config.model.checkpoint, config.model.dtype,
                                                          config.model.param_dtype))
+    if decoder_layers:
+        cfg = hf_config.with_decoder_options(cfg, num_hidden_layers=decoder_layers)
+    if vision_layers:
+        cfg = dataclasses.replace(cfg, vision_config=dataclasses.replace(cfg.vision_config,
+                                                                         num_hidden_layers=vision_layers))
 
     def build():
         model = model_class(cfg)(cfg, rngs=None)
@@ -241,18 +249,21 @@ def eval_programs(config, mesh) -> list[Program]:
         images = min(images, config.max_examples)
     g = config.generation
     cot = 16 if g.chain_of_thought else 0
+    from vlmcls_jax.eval.vlm_generation import study_max_new_tokens
+    new_tokens = g.max_new_tokens or study_max_new_tokens(g.chain_of_thought)   # 0: the study's 64 (CoT: 512)
     out = []
     sizes = [None] + [int(k) for k in config.label_set_sizes]
     if "open" in config.experiments:
         out.append(generation_program("open world", cfg, model, mesh, g.batch_size, prompt_length(cfg, extra_text=cot),
-                                      g.max_new_tokens, images))
+                                      new_tokens, images))
     for k in sizes if "closed" in config.experiments else ():
         out.append(generation_program(f"closed world{f', {k} labels' if k else ''}", cfg, model, mesh, g.batch_size,
-                                      prompt_length(cfg, dataset, k, extra_text=cot), g.max_new_tokens, images))
+                                      prompt_length(cfg, dataset, k, extra_text=cot), new_tokens, images))
     if "scoring" in config.experiments:   # scores do not depend on the label-set size: one run serves all
-        sc = config.scoring
+        sc = config.scoring   # subset "study": the first subset_size images of the study's shuffle (eval.job)
+        scored = min(images, sc.get("subset_size", 1000)) if sc.get("subset", "study") == "study" else images
         out += scoring_programs("scoring", cfg, model, mesh, sc.batch_size, prompt_length(cfg, extra_text=8),
-                                CLASS_NAMES[dataset][0], sc.chunk_size, images)
+                                CLASS_NAMES[dataset][0], sc.chunk_size, scored)
     return out
 
 
