@@ -43,3 +43,63 @@ def test_readme_api_example_runs(tmp_path, monkeypatch):
     assert np.isfinite(namespace["scores"]).all()
     assert namespace["logits"].shape[-1] == len(tokenizer)
     assert (tmp_path / "export" / "model.safetensors").exists()
+
+
+# The README's commands: every config it names loads (placeholders filled) and fits its job's fields, every
+# `--config.x=` override it shows is a field (of the config of the same command in a code block; in prose and
+# tables, of some job's config), every `python -m vlmcls_jax...` module exists, every `make` target is in the Makefile.
+CONFIG_REF = re.compile(r"configs/(\w+)\.py(?::([\w,:.\-]+))?")
+OVERRIDE = re.compile(r"--config\.([\w.]+)")
+PLACEHOLDERS = {"DATASET": "flowers", "VARIANT": "cot"}
+
+
+def readme_units() -> list[tuple[str, bool]]:
+    """The README cut into (text, is a command): a fenced block's commands (`\\` continuations joined), and
+    each line elsewhere."""
+    units, text = [], README.read_text()
+    for i, part in enumerate(re.split(r"^```.*$", text, flags=re.M)):
+        if i % 2:   # inside a fenced block
+            units += [(" ".join(c.split()), True) for c in re.sub(r"\\\n", " ", part).splitlines() if c.strip()]
+        else:
+            units += [(line, False) for line in part.splitlines()]
+    return units
+
+
+def load_readme_config(name: str, arg: str | None):
+    import importlib
+    module = importlib.import_module(f"configs.{name}")
+    for placeholder, value in PLACEHOLDERS.items():
+        arg = arg.replace(placeholder, value) if arg else arg
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def test_readme_configs_overrides_modules_and_make_targets_exist():
+    import importlib.util
+
+    from vlmcls_jax.config_check import check_job_config, override_problem
+    from vlmcls_jax.defaults import JOB_FIELDS
+
+    every_job = [fields() for fields, _ in JOB_FIELDS.values()]
+    configs_seen, overrides_seen = set(), 0
+    for unit, command in readme_units():
+        named = []
+        for name, arg in CONFIG_REF.findall(unit):
+            arg = arg.rstrip(".,") or None
+            config = load_readme_config(name, arg)
+            if config.get("job") in JOB_FIELDS:
+                check_job_config(config, config.job)
+            named.append(config)
+            configs_seen.add(f"{name}:{arg}")
+        for dotted in OVERRIDE.findall(unit):
+            dotted = dotted.rstrip(".")
+            argument = f"--config.{dotted}=1"
+            candidates = named if command and named else every_job
+            problems = [override_problem(c, argument) for c in candidates]
+            assert None in problems, f"README: `--config.{dotted}` in `{unit.strip()[:160]}`: {problems[0]}"
+            overrides_seen += 1
+        for module in re.findall(r"python -m (vlmcls_jax[\w.]*)", unit):
+            assert importlib.util.find_spec(module) is not None, f"README runs `python -m {module}`: no such module"
+    assert len(configs_seen) > 20 and overrides_seen > 20, (configs_seen, overrides_seen)
+    targets = set(re.findall(r"^([\w-]+):", (README.parent / "Makefile").read_text(), flags=re.M))
+    for target in re.findall(r"\bmake (?:PYTHON=\S+ )?([a-z][\w-]*)", README.read_text()):
+        assert target in targets, f"README runs `make {target}`; the Makefile has {sorted(targets)}"
