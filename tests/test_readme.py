@@ -103,3 +103,25 @@ def test_readme_configs_overrides_modules_and_make_targets_exist():
     targets = set(re.findall(r"^([\w-]+):", (README.parent / "Makefile").read_text(), flags=re.M))
     for target in re.findall(r"\bmake (?:PYTHON=\S+ )?([a-z][\w-]*)", README.read_text()):
         assert target in targets, f"README runs `make {target}`; the Makefile has {sorted(targets)}"
+
+
+def test_a_checkpoint_the_hub_cannot_give_is_named_in_one_user_error(monkeypatch):
+    """A README command run offline (or with a misspelt hub id) names the checkpoint and the fix, as a
+    ValueError of ours (main.py prints it as one line, exit status 2), not the hub client's bare message."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from vlmcls_jax.convert.hf import resolve_checkpoint
+    from vlmcls_jax.main import is_user_error
+
+    def offline(*args, **kwargs):
+        raise LocalEntryNotFoundError("An error happened while trying to locate the files on the Hub")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    try:
+        resolve_checkpoint("llava-hf/llava-1.5-7b-hf", "abc123")
+    except ValueError as e:
+        assert "'llava-hf/llava-1.5-7b-hf' (revision abc123)" in str(e) and "--config.model.checkpoint=DIR" in str(e)
+        assert is_user_error(e)
+    else:
+        raise AssertionError("no error")
