@@ -125,3 +125,23 @@ def test_a_checkpoint_the_hub_cannot_give_is_named_in_one_user_error(monkeypatch
         assert is_user_error(e)
     else:
         raise AssertionError("no error")
+
+
+def test_a_wrong_data_folder_fails_before_any_download(monkeypatch, tmp_path):
+    """`--config.data.image_root=DATA` misspelt: the eval, probe and ImageWikiQA jobs say so before the
+    fingerprint resolves (downloads) the checkpoints, not after a 14 GB download."""
+    import huggingface_hub
+    import pytest
+
+    from configs import table1, table3_probe, table5_imagewikiqa
+    from vlmcls_jax.main import jobs
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the hub was asked before the data were checked")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    for job, config in (("eval", table1.get_config("flowers")), ("probe", table3_probe.get_config("flowers")),
+                        ("imagewikiqa", table5_imagewikiqa.get_config())):
+        config.data.image_root = str(tmp_path / "no_such_folder")
+        with pytest.raises(FileNotFoundError, match="no_such_folder"):
+            jobs()[job](config, str(tmp_path / job))

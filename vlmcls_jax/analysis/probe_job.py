@@ -38,11 +38,11 @@ from vlmcls_jax.eval.tables import write_atomic, write_tables
 
 def run(config, workdir: str) -> dict:
     check_job_config(config, "probe")
-    workdir = fingerprint.claim(workdir, fingerprint.of(config, "probe"), overwrite=config.get("overwrite", False))
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
     splits = {name: read_manifest(data.manifest, data.image_root, classes, split=split)
               for name, split in (("train", data.train_split), ("test", data.test_split))}
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "probe"), overwrite=config.get("overwrite", False))
     p = config.probe
     order = p.get("order", "study")
     if order not in ("study", "file"):

@@ -138,7 +138,7 @@ def resolve_checkpoint(path_or_hub_id: str, revision: str | None = None) -> str:
                                  allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
     except OSError as e:   # huggingface_hub's errors (offline, no such repository or revision, gated) are OSErrors
         raise ValueError(f"checkpoint {path_or_hub_id!r}{f' (revision {revision})' if revision else ''} is no local "
-                         f"folder, and the Hugging Face hub did not give it: {type(e).__name__}: {e}. Pass a local "
+                         f"folder, and the Hugging Face hub did not give it: {type(e).__name__}: {str(e).rstrip('. ')}. Pass a local "
                          "checkpoint folder (e.g. --config.model.checkpoint=DIR), or check the id, the network and, for "
                          "a gated model, your hub login") from e
 

@@ -41,10 +41,10 @@ def study_gain() -> float:
 
 def run(config, workdir: str) -> dict:
     check_job_config(config, "imagewikiqa")
-    workdir = fingerprint.claim(workdir, fingerprint.of(config, "imagewikiqa"), overwrite=config.get("overwrite", False))
-    os.makedirs(workdir, exist_ok=True)
     questions, report = read_imagewikiqa(config.data.questions, config.data.image_root,
                                          require_images=config.data.require_images)
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "imagewikiqa"), overwrite=config.get("overwrite", False))
+    os.makedirs(workdir, exist_ok=True)
     if config.get("max_examples"):
         questions = questions[: config.max_examples]
     mesh = eval_mesh(config.mesh_shape)

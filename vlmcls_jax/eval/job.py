@@ -61,11 +61,11 @@ def run(config, workdir: str) -> dict:
     unknown = sorted(set(config.experiments) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"config.experiments: unknown {unknown}; known: {list(EXPERIMENTS)}")
-    workdir = fingerprint.claim(workdir, fingerprint.of(config, "eval"), overwrite=config.get("overwrite", False))
-    os.makedirs(os.path.join(workdir, "outputs"), exist_ok=True)
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
     split_rows = read_manifest(data.manifest, data.image_root, classes, split=data.split or None)
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "eval"), overwrite=config.get("overwrite", False))
+    os.makedirs(os.path.join(workdir, "outputs"), exist_ok=True)
     sampling = config.get("sampling", "study")
     if sampling not in SAMPLERS:
         raise ValueError(f"config.sampling={sampling!r} is not one of {SAMPLERS}")
