@@ -240,18 +240,21 @@ def eval_programs(config, mesh) -> list[Program]:
         images = min(images, config.max_examples)
     g = config.generation
     cot = 16 if g.chain_of_thought else 0
+    from vlmcls_jax.eval.vlm_generation import study_max_new_tokens
+    new_tokens = g.max_new_tokens or study_max_new_tokens(g.chain_of_thought)   # 0: the study's 64 (CoT: 512)
     out = []
     sizes = [None] + [int(k) for k in config.label_set_sizes]
     if "open" in config.experiments:
         out.append(generation_program("open world", cfg, model, mesh, g.batch_size, prompt_length(cfg, extra_text=cot),
-                                      g.max_new_tokens, images))
+                                      new_tokens, images))
     for k in sizes if "closed" in config.experiments else ():
         out.append(generation_program(f"closed world{f', {k} labels' if k else ''}", cfg, model, mesh, g.batch_size,
-                                      prompt_length(cfg, dataset, k, extra_text=cot), g.max_new_tokens, images))
+                                      prompt_length(cfg, dataset, k, extra_text=cot), new_tokens, images))
     if "scoring" in config.experiments:   # scores do not depend on the label-set size: one run serves all
-        sc = config.scoring
+        sc = config.scoring   # subset "study": the first subset_size images of the study's shuffle (eval.job)
+        scored = min(images, sc.get("subset_size", 1000)) if sc.get("subset", "study") == "study" else images
         out += scoring_programs("scoring", cfg, model, mesh, sc.batch_size, prompt_length(cfg, extra_text=8),
-                                CLASS_NAMES[dataset][0], sc.chunk_size, images)
+                                CLASS_NAMES[dataset][0], sc.chunk_size, scored)
     return out
 
 
