@@ -145,3 +145,15 @@ def test_a_wrong_data_folder_fails_before_any_download(monkeypatch, tmp_path):
         config.data.image_root = str(tmp_path / "no_such_folder")
         with pytest.raises(FileNotFoundError, match="no_such_folder"):
             jobs()[job](config, str(tmp_path / job))
+
+
+def test_the_training_recipes_find_the_studys_manifest_with_only_the_image_root():
+    """`Reproduce the paper` runs the fine-tuning recipes with only `--config.data.image_root`: their default
+    classification manifest is the study's, shipped (ImageNet's: the one `prepare imagenet` writes)."""
+    import os
+
+    from configs import finetune_blip2_qformer, finetune_lora, finetune_projector
+
+    for recipe in (finetune_projector, finetune_lora, finetune_blip2_qformer):
+        assert os.path.isfile(recipe.get_config("flowers").data.classification_manifest), recipe.__name__
+        assert recipe.get_config("imagenet").data.classification_manifest == "data/imagenet.jsonl"
