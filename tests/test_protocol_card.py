@@ -4,7 +4,8 @@ The study's side: every `path:line` it cites in the study's repository (yuhui-zh
 exists there, and the code quoted right after a citation (backticks; `...` separates pieces) is on the cited
 lines, or in the cited notebook cell.  The cited lines and cells are read from
 tests/data/study_cited_lines.json (extracted from the study's git repository, MIT), so every clone checks
-them; where the study's repository is at hand the file is compared with it.  A new citation needs a refresh:
+them; where the study's repository is at hand (`VLMCLASSIFIER_GIT`, a git directory) the file is compared
+with it.  A new citation needs a refresh:
 
     python tests/test_protocol_card.py /path/to/VLMClassifier/.git     # rewrites tests/data/study_cited_lines.json
 
@@ -14,6 +15,7 @@ hold, each checked against the study's string or number quoted here with its fil
 """
 
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -25,7 +27,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CARD_PATH = ROOT / "docs" / "protocol.md"
 SNAPSHOT = ROOT / "tests" / "data" / "study_cited_lines.json"
 STUDY_COMMIT = "d069792"
-STUDY_GIT = pathlib.Path("/work/.mirror/yuhui-zh15+VLMClassifier/repo")   # where the study's repository was read
+# A git directory of the study's repository, where there is one (the snapshot was extracted from this one)
+STUDY_GIT = pathlib.Path(os.environ.get("VLMCLASSIFIER_GIT", "/work/.mirror/yuhui-zh15+VLMClassifier/repo"))
 
 STUDY_DIRS = ("main_results", "inference_analysis", "feature_analysis", "imagewikiqa", "training_analysis",
               "data_analysis")
