@@ -201,6 +201,6 @@ def test_same_rows_hold_against_the_studys_strings():
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit(f"usage: python {sys.argv[0]} STUDY_GIT_DIR   (yuhui-zh15/VLMClassifier, with commit {STUDY_COMMIT})")
+        sys.exit(f"usage: python {sys.argv[0]} STUDY_GIT_DIR   (yuhui-zh15/VLMClassifier with {STUDY_COMMIT})")
     SNAPSHOT.write_text(json.dumps(extract(sys.argv[1]), indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {SNAPSHOT}")
