@@ -192,7 +192,8 @@ def test_same_rows_hold_against_the_studys_strings():
     assert defaults.eval_config().generation.max_new_tokens == 0          # 0: the study's value:
     assert (study_max_new_tokens(False), study_max_new_tokens(True)) == (64, 512)
     # main_results/main.py:319 `@click.option("--split", default="valid")` for ImageNet; its scripts: test
-    assert defaults.eval_config("imagenet").data.split == "valid" and defaults.eval_config("flowers").data.split == "test"
+    assert defaults.eval_config("imagenet").data.split == "valid"
+    assert defaults.eval_config("flowers").data.split == "test"
     # feature_analysis/probe.py:86 `lr=0.001`, :89 `bsz = 512`, :37 `--n_epochs` 500; probe.sh ImageNet 100
     for dataset, epochs in (("flowers", 500), ("imagenet", 100)):
         p = defaults.probe_config(dataset).probe
