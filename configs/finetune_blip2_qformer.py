@@ -56,6 +56,7 @@ def get_config(dataset: str = "imagenet") -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.05
     c.optim.warmup_steps = 1000                # config.yaml:39 warmup_steps: 1000
     c.num_epochs = 10
+    c.data.classification_manifest = common.study_manifest(dataset)   # the study's (shipped)
     c.seed = 42                                # config.yaml run.seed
     c.mesh_shape = (1, -1, 1)
     return c

@@ -75,5 +75,6 @@ def get_config(arg: str = "flowers") -> ml_collections.ConfigDict:
     c.data.batch_size, c.optim.accumulate_steps = step, batch // step
     c.model.remat, c.model.scan_layers = True, True
     c.num_epochs = EPOCHS[dataset]
+    c.data.classification_manifest = common.study_manifest(dataset)   # the study's (shipped)
     c.mesh_shape = (1, -1, 1)               # FSDP over all devices
     return c

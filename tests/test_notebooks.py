@@ -43,6 +43,29 @@ def test_there_are_notebooks_and_each_starts_by_installing_the_package():
         assert setup.startswith("# Setup: installs vlmcls_jax") and '"pip", "install"' in setup, path.name
 
 
+def test_setup_cell_installs_the_clone_it_sits_in_or_names_what_to_set(monkeypatch, tmp_path):
+    """Where vlmcls_jax is missing: inside a clone, `pip install -e` of the clone; outside one with no
+    REPOSITORY_URL, one error naming it; with one, pip's `git+URL` (pip itself is not run here)."""
+    import importlib.util
+    import subprocess as sp
+    setup = code_cells(NOTEBOOKS[0])[0]
+    calls = []
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vlmcls_jax" else
+                        real_find_spec(name, *a))
+    monkeypatch.setattr(sp, "run", lambda cmd, check: calls.append(cmd))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(REPO / "colabs")
+    exec(compile(setup, "setup cell", "exec"), {})
+    assert calls == [[sys.executable, "-m", "pip", "install", "-q", "-e", str(REPO)]]
+    assert sys.path[0] == str(REPO)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match="REPOSITORY_URL"):
+        exec(compile(setup, "setup cell", "exec"), {})
+    exec(compile(setup.replace('REPOSITORY_URL = ""', 'REPOSITORY_URL = "https://example.org/r"'), "cell", "exec"), {})
+    assert calls[-1][-1] == "git+https://example.org/r"
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> pathlib.Path:
     """The wheel's contents unpacked into a folder (an install without pip's bookkeeping)."""

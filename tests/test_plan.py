@@ -52,11 +52,11 @@ def test_train_step_compiles_for_tpu_and_the_figures_hang_together(target, ckpt)
 def test_eval_and_probe_programs_compile_for_tpu(target, ckpt):
     c = defaults.eval_config("flowers")
     c.model.checkpoint, c.mesh_shape, c.experiments = ckpt, (1, 1, 4), ("open", "scoring")
-    c.generation.max_new_tokens = 4
-    rows = plan(c, target)
+    rows = plan(c, target)     # max_new_tokens 0: the study's 64; scoring: the study's 1000 images
     assert [r.program.split(":")[1].split("(")[0].strip() for r in rows] == ["generate", "prefill", "score rows"]
     assert all(r.fits and r.args_gib > 0 and r.calls > 1 for r in rows)
-    assert rows[0].calls == -(-6149 // 8)                         # Flowers102's test images in batches of 8
+    assert rows[0].calls == -(-6149 // 8) and "+ 64 new" in rows[0].program   # Flowers102's test images, by 8
+    assert rows[1].calls == 1000                                  # prefill, one image a call
     assert "Estimated wall-clock for the whole dataset" in format_table(c, rows, target)
     p = defaults.probe_config("flowers")
     p.model.checkpoint, p.mesh_shape = ckpt, (1, 2, 2)

@@ -39,11 +39,11 @@ from vlmcls_jax.fileio import write_atomic
 
 def run(config, workdir: str) -> dict:
     config = check_job_config(config, "probe")   # every field, the declared default where config has none
-    workdir = fingerprint.claim(workdir, fingerprint.of(config, "probe"), overwrite=config.overwrite)
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
     splits = {name: read_manifest(data.manifest, data.image_root, classes, split=split)
               for name, split in (("train", data.train_split), ("test", data.test_split))}
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "probe"), overwrite=config.overwrite)
     p = config.probe
     if p.order not in ("study", "file"):
         raise ValueError(f"config.probe.order={p.order!r} is not 'study' or 'file'")

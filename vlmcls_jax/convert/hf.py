@@ -112,8 +112,15 @@ def resolve_checkpoint(path_or_hub_id: str, revision: str | None = None) -> str:
     if os.path.exists(path_or_hub_id):
         raise ValueError(f"{path_or_hub_id} is a file; pass the checkpoint folder holding config.json")
     from huggingface_hub import snapshot_download
-    return snapshot_download(path_or_hub_id, revision=revision,
-                             allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+    try:
+        return snapshot_download(path_or_hub_id, revision=revision,
+                                 allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+    except OSError as e:   # huggingface_hub's errors (offline, no such repository or revision, gated) are OSErrors
+        asked = f"{path_or_hub_id!r}" + (f" (revision {revision})" if revision else "")
+        raise ValueError(f"checkpoint {asked} is no local folder, and the Hugging Face hub did not give it: "
+                         f"{type(e).__name__}: {str(e).rstrip('. ')}. Pass a local checkpoint folder (e.g. "
+                         "--config.model.checkpoint=DIR), or check the id, the network and, for a gated model, your "
+                         "hub login") from e
 
 
 def checkpoint_provenance(path_or_hub_id: str, revision: str | None, folder: str) -> dict:

@@ -42,10 +42,10 @@ def study_gain() -> float:
 
 def run(config, workdir: str) -> dict:
     config = check_job_config(config, "imagewikiqa")   # every field, the declared default where config has none
-    workdir = fingerprint.claim(workdir, fingerprint.of(config, "imagewikiqa"), overwrite=config.overwrite)
-    os.makedirs(workdir, exist_ok=True)
     questions, report = read_imagewikiqa(config.data.questions, config.data.image_root,
                                          require_images=config.data.require_images)
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "imagewikiqa"), overwrite=config.overwrite)
+    os.makedirs(workdir, exist_ok=True)
     if config.max_examples:
         questions = questions[: config.max_examples]
     mesh = eval_mesh(config.mesh_shape)

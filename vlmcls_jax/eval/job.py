@@ -147,11 +147,11 @@ def run(config, workdir: str) -> dict:
                          "(vlmcls_jax/eval/job.py, @experiment)")
     if config.sampling not in SAMPLERS:
         raise ValueError(f"config.sampling={config.sampling!r} is not one of {SAMPLERS}")
-    workdir = fingerprint.claim(workdir, fingerprint.of(config, "eval"), overwrite=config.overwrite)
-    os.makedirs(os.path.join(workdir, "outputs"), exist_ok=True)
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
     split_rows = read_manifest(data.manifest, data.image_root, classes, split=data.split or None)
+    workdir = fingerprint.claim(workdir, fingerprint.of(config, "eval"), overwrite=config.overwrite)
+    os.makedirs(os.path.join(workdir, "outputs"), exist_ok=True)
     # "study": the study's example order (its seed's shuffle); max_examples takes the first N of that order
     examples = study_order(split_rows, config.seed) if config.sampling == "study" else split_rows
     if config.max_examples:
