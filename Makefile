@@ -45,7 +45,8 @@ test: $(VENV)/.installed-test
 
 .PHONY: test-fast lint
 
-# The edit-test loop: every test not marked `slow` (tests/conftest.py lists those and why), FASTTIME here.
+# The edit-test loop: every test not marked `slow` (tests/slow_tests.txt lists them and why):
+# 754 of 916 tests in 1.5 min here alone (2 min with a cold compile cache; 1 min with -n 2).
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
