@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import tempfile
 
 import numpy as np
 
 import benchlib
+
 
 def class_names(n: int | None) -> list[str]:
     from vlmcls_jax.data.study import class_list_path

@@ -17,7 +17,6 @@ TPU/GPU host the decode runs beside a step that leaves the host's cores free.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time

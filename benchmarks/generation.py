@@ -33,7 +33,6 @@ def decode_weight_bytes(model) -> int:
 def run(dtypes=("float32", "bfloat16"), repeats: int = 5, tiny: bool = False, scan_layers: bool = False) -> dict:
     import jax
     import torch
-    from flax import nnx
 
     from vlmcls_jax.inference.generate import generate
 

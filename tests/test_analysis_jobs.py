@@ -4,15 +4,13 @@ import json
 import random
 
 import numpy as np
-
 import pytest
 
+import train_fixtures
 from configs import table3_probe, table5_imagewikiqa
 from vlmcls_jax import demo
 from vlmcls_jax.analysis import probe_job
 from vlmcls_jax.main import jobs
-
-import train_fixtures
 
 
 def test_probe_job(tmp_path, monkeypatch):

@@ -29,11 +29,10 @@ pytest.importorskip("anthropic")
 pytest.importorskip("google.genai")
 
 from configs import table1, table5_imagewikiqa  # noqa: E402
+from vendor_server import VendorServer, image_of  # noqa: E402
 from vlmcls_jax.eval import imagewikiqa_job, job  # noqa: E402
 from vlmcls_jax.eval.api_model import ApiModel, ApiOptions, ApiRequestError  # noqa: E402
 from vlmcls_jax.eval.rate_limit import RateLimiter  # noqa: E402
-
-from vendor_server import VendorServer, image_of  # noqa: E402
 
 KEY = "sk-test-9f8e7d6c5b4a-never-written"
 ENV = {"OPENAI_API_KEY": KEY, "ANTHROPIC_API_KEY": KEY, "GOOGLE_API_KEY": KEY}
@@ -261,8 +260,9 @@ def test_api_model_reuses_replies_and_sends_a_repeated_request_once(server, data
 
 def test_study_sample_is_the_studys_shuffled_subset():
     """The API runs' subset is the eval job's study order (seed 1234) cut at max_examples=100."""
-    from vlmcls_jax.eval.candidates import study_order
     import random
+
+    from vlmcls_jax.eval.candidates import study_order
     data = [{"image": f"{i}.jpg"} for i in range(500)]
     expected = list(data)
     random.seed(1234)                 # main_api.py:19-20, 197

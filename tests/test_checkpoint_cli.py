@@ -77,9 +77,9 @@ def test_converted_checkpoints_carry_tokenizer_processor_and_generation_config(t
     """hf-to-orbax keeps the source's tokenizer, image processor and generation config beside the orbax
     checkpoint; orbax-to-hf carries them on, so the export loads in the eval job's loader like the source.
     The orbax folder itself and a folder without a tokenizer are refused with one line saying what to do."""
-    import train_fixtures
     from transformers import AutoTokenizer
 
+    import train_fixtures
     from vlmcls_jax.convert.__main__ import main as convert
     from vlmcls_jax.eval.loading import load_for_eval
 

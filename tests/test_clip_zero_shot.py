@@ -9,10 +9,9 @@ from flax import nnx
 from tokenizers import processors
 
 from vlmcls_jax import demo, sharding
-from vlmcls_jax.data.preprocess import ClipPreprocessConfig
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig, preprocess_batch
 from vlmcls_jax.eval.clip_templates import IMAGENET_80, SINGLE
 from vlmcls_jax.eval.clip_zero_shot import evaluate_clip, text_classifier
-from vlmcls_jax.data.preprocess import preprocess_batch
 from vlmcls_jax.models import CLIPModel, CLIPVisionConfig
 from vlmcls_jax.models.clip import CLIPConfig, CLIPTextConfig
 

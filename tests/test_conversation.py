@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from vlmcls_jax.data.conversation import TEMPLATES, classification_record, render, tokenize_conversation
-from vlmcls_jax.data.pipeline import pad_batch, read_records
-
 import llava_reference
 from conftest import shared_tokenizer_file
+from vlmcls_jax.data.conversation import TEMPLATES, classification_record, render, tokenize_conversation
+from vlmcls_jax.data.pipeline import pad_batch, read_records
 
 RECORD = {"id": "r1", "image": "a.jpg", "conversations": [
     {"from": "human", "value": "<image>\nWhat type of object is in this photo?"},

@@ -101,7 +101,7 @@ def test_main_command_line(tmp_path):
     assert "class-scoring accuracy:" in result.stdout, result.stdout
     # Quiet by default: the key facts, the demo's own lines and where its outputs went; no library logs.
     assert len(result.stdout.splitlines()) <= 12 and not result.stderr.strip(), result.stdout + result.stderr
-    assert result.stdout.splitlines()[-1].startswith(f"demo job done in ") and str(workdir) in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("demo job done in ") and str(workdir) in result.stdout
     records = [json.loads(line) for line in (workdir / "demo_results.jsonl").read_text().splitlines()]
     assert len(records) == 2
     assert all(math.isfinite(v) for r in records for v in r["class_log_likelihoods"].values())

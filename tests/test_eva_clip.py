@@ -154,8 +154,8 @@ def test_text_tower_of_g14_plus():
 def world(tiny_trunk, tmp_path_factory):
     """A tiny EVA01-CLIP checkpoint with a tokenizer (open_clip layout), 12 rendered images (4 test), the
     open_clip model and its eval image transform."""
-    from vlmcls_jax import demo
     import train_fixtures
+    from vlmcls_jax import demo
 
     root = tmp_path_factory.mktemp("evaclip_world")
     names = demo.class_names()
@@ -189,6 +189,7 @@ def test_preprocessing_equals_open_clips_transform(world, tmp_path):
     """open_clip's eval transform (torchvision: shortest-edge bicubic resize, centre crop, normalise) and ours
     from the folder's open_clip_config.json, on images of other sizes and aspect ratios."""
     from PIL import Image
+
     from vlmcls_jax.data.preprocess import clip_preprocess
     from vlmcls_jax.eval.loading import preprocess_for
     pre = preprocess_for(str(world["ckpt"]), 28)

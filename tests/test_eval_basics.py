@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from vlmcls_jax.data.prompts import CHAIN_OF_THOUGHT, QUESTION_WORDINGS, SCORING_PREFIX, closed_world_question, llava_prompt
+from vlmcls_jax.data.prompts import (
+    CHAIN_OF_THOUGHT,
+    QUESTION_WORDINGS,
+    SCORING_PREFIX,
+    closed_world_question,
+    llava_prompt,
+)
 from vlmcls_jax.eval.candidates import candidate_set, choice_order
 from vlmcls_jax.eval.metrics import exact_match, mean_per_class_recall, substring_match, topk_accuracy
 

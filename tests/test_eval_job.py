@@ -4,10 +4,9 @@ import json
 
 import pytest
 
+import train_fixtures
 from vlmcls_jax import demo
 from vlmcls_jax.eval import job, tables
-
-import train_fixtures
 
 
 def test_eval_job_writes_tables_and_resumes(tmp_path, capsys):

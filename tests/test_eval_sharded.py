@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import train_fixtures
 from vlmcls_jax import demo
 from vlmcls_jax import sharding as shd
 from vlmcls_jax.data.prompts import QUESTION_WORDINGS
@@ -15,8 +16,6 @@ from vlmcls_jax.eval.loading import load_for_eval
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, answer_batch
 from vlmcls_jax.eval.vlm_scoring import class_name_tokens
 from vlmcls_jax.inference import score_candidates
-
-import train_fixtures
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vlmcls_jax.analysis.features import FeatureSettings, extract_features, load_features
-from vlmcls_jax.data.preprocess import ClipPreprocessConfig
-from vlmcls_jax.data.prompts import OPEN_QUESTION, llava_prompt, tokenize_prompts
-from vlmcls_jax.data.preprocess import preprocess_batch
-
 import train_fixtures
+from vlmcls_jax.analysis.features import FeatureSettings, extract_features, load_features
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig, preprocess_batch
+from vlmcls_jax.data.prompts import OPEN_QUESTION, llava_prompt, tokenize_prompts
 
 PRE = ClipPreprocessConfig(size=28, crop_size=(28, 28))
 FEATURES = ("llm:-1/last", "llm:-1/mean", "llm:1/index:0", "llm:2/index:-2", "vision/mean", "vision/cls",

@@ -10,7 +10,8 @@ import pytest
 nltk = pytest.importorskip("nltk")
 pytest.importorskip("punkt.data.english")
 
-from vlmcls_jax.analysis import frequency, frequency_study as fs  # noqa: E402
+from vlmcls_jax.analysis import frequency  # noqa: E402
+from vlmcls_jax.analysis import frequency_study as fs  # noqa: E402
 
 CORPUS = [
     {"id": "1", "conversations": [

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from test_train_sharded import batch
+from tiny_models import LLAVA, LlavaForConditionalGeneration
 from vlmcls_jax import defaults
 from vlmcls_jax import sharding as shd
 from vlmcls_jax.models import presets
@@ -16,9 +18,6 @@ from vlmcls_jax.train import trainer
 from vlmcls_jax.train.objectives import make_objective
 from vlmcls_jax.train.optimizer import ParamGroup, make_optimizer
 from vlmcls_jax.train.step import abstract_train_state, init_train_state, split_model, train_step
-
-from test_train_sharded import batch
-from tiny_models import LLAVA, LlavaForConditionalGeneration
 
 GROUPS = [ParamGroup("projector", ("projector",), 1e-3)]
 

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from test_optimizer import FAST_COMPILE, text_batch
+from tiny_models import LLAMA
 from vlmcls_jax.models import LlamaForCausalLM
 from vlmcls_jax.train import guard
 from vlmcls_jax.train.objectives import make_objective
 from vlmcls_jax.train.optimizer import ParamGroup, make_optimizer
 from vlmcls_jax.train.step import init_train_state, split_model, train_step
-
-from test_optimizer import FAST_COMPILE, text_batch
-from tiny_models import LLAMA
 
 BASE = make_objective("text_generation")
 

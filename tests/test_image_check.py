@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import train_fixtures
 from vlmcls_jax import demo
 from vlmcls_jax.convert.hf import checkpoint_provenance
 from vlmcls_jax.data.image_check import screen_images
 from vlmcls_jax.data.preprocess import MAX_IMAGE_PIXELS, load_image
 from vlmcls_jax.eval import job
-
-import train_fixtures
 
 
 def png_declaring(path, width: int, height: int) -> None:

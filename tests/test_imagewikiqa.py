@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 
+import train_fixtures
 from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.study import imagewikiqa_path
 from vlmcls_jax.eval.answer_parser import imagewikiqa_prompt, parse_choice, study_response
-from vlmcls_jax.eval.imagewikiqa_eval import (ImageWikiQASettings, evaluate_imagewikiqa, question_rng,
-                                              score_output)
-
-import train_fixtures
+from vlmcls_jax.eval.imagewikiqa_eval import ImageWikiQASettings, evaluate_imagewikiqa, question_rng, score_output
 
 RELEASED = Path(imagewikiqa_path())     # the study's file, shipped in the package
 

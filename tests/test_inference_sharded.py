@@ -4,10 +4,9 @@ import jax
 import numpy as np
 import pytest
 
+from tiny_models import IMAGE_TOKEN, new_llava
 from vlmcls_jax import sharding as shd
 from vlmcls_jax.inference import generate, score_candidates
-
-from tiny_models import IMAGE_TOKEN, new_llava
 
 
 def prompts(B=8, T=10):

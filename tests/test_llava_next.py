@@ -40,7 +40,7 @@ from vlmcls_jax.convert import config_from_hf, load_hf, save_hf
 from vlmcls_jax.data.anyres import NEWLINE, PAD, anyres_batch, anyres_preprocess, image_feature_index
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompt_formats import PROMPT_FORMATS, prompt_format, study_prompt
-from vlmcls_jax.data.prompts import SCORING_PREFIX, OPEN_QUESTION, llava_prompt
+from vlmcls_jax.data.prompts import OPEN_QUESTION, SCORING_PREFIX, llava_prompt
 from vlmcls_jax.models import LlavaNextConfig, LlavaNextForConditionalGeneration
 from vlmcls_jax.models.config_io import config_from_dict, config_to_dict
 from vlmcls_jax.models.presets import PRESETS

@@ -7,11 +7,11 @@ import pytest
 from flax import nnx
 from safetensors import safe_open
 
+from tiny_models import IMAGE_TOKEN, new_llava
+from tiny_models import LLAVA as CFG
 from vlmcls_jax.convert import load_hf, save_hf
 from vlmcls_jax.models.layers import Linear
 from vlmcls_jax.train.lora import LoRA, apply_lora, merge_lora
-
-from tiny_models import IMAGE_TOKEN, LLAVA as CFG, new_llava
 
 
 def inputs(seed=0, B=3, T=12):

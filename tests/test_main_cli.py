@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vlmcls_jax import main
-
 import train_fixtures
+from vlmcls_jax import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,9 +48,10 @@ def _raise(error):
 
 
 def test_user_errors_are_ours_or_about_paths_internal_errors_are_not():
+    import ml_collections
+
     from vlmcls_jax.config_check import check_config
     from vlmcls_jax.defaults import train_config
-    import ml_collections
 
     config = ml_collections.ConfigDict({"num_stepz": 1})
     for error_of, user in [(lambda: check_config(config, train_config()), True),

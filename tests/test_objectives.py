@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vlmcls_jax.models import (CLIPModel, LlavaForConditionalGeneration)
+from tiny_models import CLIP, IMAGE_TOKEN, LLAVA
+from vlmcls_jax.models import CLIPModel, LlavaForConditionalGeneration
 from vlmcls_jax.models.heads import WithHead
 from vlmcls_jax.train import losses, objectives
 from vlmcls_jax.train.objectives import make_objective
-
-from tiny_models import CLIP, IMAGE_TOKEN, LLAVA
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vlmcls_jax.models import (CLIPModel, LlamaConfig, LlamaForCausalLM)
+from tiny_models import CLIP, IMAGE_TOKEN, LLAMA, new_llava
+from vlmcls_jax.models import CLIPModel, LlamaConfig, LlamaForCausalLM
 from vlmcls_jax.models.heads import WithHead
 from vlmcls_jax.train.lora import LoRA, apply_lora
 from vlmcls_jax.train.objectives import make_objective
-from vlmcls_jax.train.optimizer import (ParamGroup, check_groups, decay_mask, make_optimizer, path_str,
-                                        warmup_cosine)
+from vlmcls_jax.train.optimizer import ParamGroup, check_groups, decay_mask, make_optimizer, path_str, warmup_cosine
 from vlmcls_jax.train.step import init_train_state, split_model, train_step
-
-from tiny_models import CLIP, IMAGE_TOKEN, LLAMA, new_llava
 
 
 def llava_batch(seed=0, B=4, T=12):

@@ -4,12 +4,11 @@ its saved state, split across processes."""
 import pytest
 from transformers import AutoTokenizer
 
+import train_fixtures
 from configs import train_tiny
 from vlmcls_jax.data.pipeline import EncodeRecord, make_train_iterator
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.train.trainer import training_records
-
-import train_fixtures
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import train_fixtures
 from vlmcls_jax import defaults
 from vlmcls_jax.plan import chips, compile_row, format_table, plan
 from vlmcls_jax.plan.programs import Program
-
-import train_fixtures
 
 
 @pytest.fixture(scope="module")

@@ -217,7 +217,7 @@ def test_caltech_missing_image_is_an_error(tmp_path):
 
 
 def tfds_imagenet_file(name: str) -> list[str]:
-    import tensorflow_datasets   # an install dependency; its package data holds ImageNet's label files
+    import tensorflow_datasets  # an install dependency; its package data holds ImageNet's label files
 
     path = Path(tensorflow_datasets.__file__).parent / "datasets" / "imagenet2012" / name
     return path.read_text().split()

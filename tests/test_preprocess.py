@@ -13,8 +13,14 @@ from PIL import Image
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
-from vlmcls_jax.data.preprocess import (ClipPreprocessConfig, clip_preprocess, expand_to_square, load_image,
-                                        preprocess_batch, to_rgb)
+from vlmcls_jax.data.preprocess import (
+    ClipPreprocessConfig,
+    clip_preprocess,
+    expand_to_square,
+    load_image,
+    preprocess_batch,
+    to_rgb,
+)
 
 TOL = 1e-5  # measured: 0.0 (bit-identical) for every case below
 

@@ -12,7 +12,8 @@ import string
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from vlmcls_jax.data.conversation import TEMPLATES, tokenize_conversation

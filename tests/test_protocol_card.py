@@ -34,8 +34,8 @@ STUDY_DIRS = ("main_results", "inference_analysis", "feature_analysis", "imagewi
               "data_analysis")
 # A study citation: a path under the study's folders, with `:LINE[-LINE]` or ` cell K`; or a bare `:LINE`
 # continuing the last path of the row ("model_vqa.py:68-73 the prompt, :80-82 ...").
-STUDY_REF = re.compile(r"(?P<path>(?:%s)/[\w./-]+?\.(?:py|sh|yaml|ipynb))(?::(?P<a>\d+)(?:-(?P<b>\d+))?"
-                       r"| cell (?P<cell>\d+))?|(?<=[ (]):(?P<ca>\d+)(?:-(?P<cb>\d+))?" % "|".join(STUDY_DIRS))
+STUDY_REF = re.compile(r"(?P<path>(?:{})/[\w./-]+?\.(?:py|sh|yaml|ipynb))(?::(?P<a>\d+)(?:-(?P<b>\d+))?"
+                       r"| cell (?P<cell>\d+))?|(?<=[ (]):(?P<ca>\d+)(?:-(?P<cb>\d+))?".format("|".join(STUDY_DIRS)))
 OUR_REF = re.compile(r"(?<![\w/])(?P<path>(?:vlmcls_jax/|configs/|benchmarks/)?[\w/]+\.py):(?P<a>\d+)"
                      r"(?:-(?P<b>\d+))?")
 def flat(code: str) -> str:

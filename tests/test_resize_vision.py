@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vlmcls_jax.convert.resize_vision import bicubic_matrix, interpolate_position_embedding, resize_checkpoint
-
 import train_fixtures
+from vlmcls_jax.convert.resize_vision import bicubic_matrix, interpolate_position_embedding, resize_checkpoint
 
 
 @pytest.mark.parametrize("grid_in,grid_out", [(16, 26), (2, 3), (5, 3), (4, 4)])

@@ -29,7 +29,6 @@ from vlmcls_jax.data.sources import (
     read_tfds,
     study_class_list,
 )
-
 from vlmcls_jax.data.study import STUDY_DATA_DIR
 
 

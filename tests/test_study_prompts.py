@@ -4,16 +4,22 @@ Model-free: strings, and token ids from the real Llama-2 tokenizer."""
 
 import pytest
 
+import llava_reference
+from conftest import shared_tokenizer_file
 from vlmcls_jax import defaults
-from vlmcls_jax.data.prompt_formats import (CHECKPOINT_FORMATS, PROMPT_FORMATS, model_vqa_prompt, prompt_format,
-                                            scoring_prefix, study_prediction, study_prompt)
+from vlmcls_jax.data.prompt_formats import (
+    CHECKPOINT_FORMATS,
+    PROMPT_FORMATS,
+    model_vqa_prompt,
+    prompt_format,
+    scoring_prefix,
+    study_prediction,
+    study_prompt,
+)
 from vlmcls_jax.data.prompts import FINETUNE_QUESTION, OPEN_QUESTION, WORDINGS, tokenize_prompts
 from vlmcls_jax.eval.imagewikiqa_eval import ImageWikiQASettings
 from vlmcls_jax.eval.metrics import study_exact_match
 from vlmcls_jax.eval.vlm_generation import GenerationSettings
-
-import llava_reference
-from conftest import shared_tokenizer_file
 
 Q = 'What type of object is in this photo? Choose one from "rose, tulip".'
 

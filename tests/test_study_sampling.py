@@ -14,6 +14,7 @@ from vlmcls_jax.data.study import STUDY_DATA_DIR
 from vlmcls_jax.eval.candidates import names_to_mask, study_order, study_plan
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, question_for
 
+
 def paper_file(name) -> Path:
     """The study's data file as the package ships it (byte for byte the study's: tests/test_study_data.py)."""
     return STUDY_DATA_DIR / name

@@ -14,8 +14,13 @@ from vlmcls_jax import demo
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.sources import Example
 from vlmcls_jax.eval.vlm_inputs import VLMInputs
-from vlmcls_jax.eval.vlm_scoring import (ScoringSettings, StudyReadout, class_name_tokens, evaluate_scoring,
-                                         study_name_tokens)
+from vlmcls_jax.eval.vlm_scoring import (
+    ScoringSettings,
+    StudyReadout,
+    class_name_tokens,
+    evaluate_scoring,
+    study_name_tokens,
+)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import study_readout  # noqa: E402  (benchmarks/study_readout.py: the tokenizer and model it measures with)

@@ -12,7 +12,6 @@ from PIL import Image
 pytest.importorskip("nltk")
 
 from vlmcls_jax.eval import synonyms  # noqa: E402
-
 from wordnet_fixture import write_wordnet  # noqa: E402
 
 CLASSES = ["tench", "goldfish", "great white shark"]
@@ -57,8 +56,8 @@ def test_builder_reads_wordnet_lemmas(data, tmp_path, capsys):
 def test_eval_job_adds_the_synonyms_row(data, tmp_path, monkeypatch):
     pytest.importorskip("openai")
     from configs import table1
-    from vlmcls_jax.eval import job
     from vendor_server import VendorServer
+    from vlmcls_jax.eval import job
 
     file = tmp_path / "synonyms.json"
     synonyms.main(["--classes", str(data / "classes.json"), "--manifest", str(data / "imagenet.jsonl"),

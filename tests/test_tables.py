@@ -161,8 +161,9 @@ def test_cfg_row_is_the_studys_sum_based_sweep():
         for d in ("imagenet", "flowers", "cars", "caltech"):
             assert (paper[(model, "VLM probabilistic (cfg rule, best alpha)", d)]["value"]
                     >= paper[(model, "VLM probabilistic", d)]["value"])
-    from vlmcls_jax.eval import vlm_scoring
     import numpy as np
+
+    from vlmcls_jax.eval import vlm_scoring
     sums = np.array([[-1.0, -3.0], [-2.5, -2.0], [-0.5, -4.0]])   # [images, classes]
     records = [{"id": str(i), "label": i % 2, "label_name": "ab"[i % 2], "sum": list(s)} for i, s in enumerate(sums)]
     out = vlm_scoring.summarize(records, ["a", "b"], np.array([1, 1]), 2.0, cfg_sweep_alphas=tuple(range(9)))
@@ -188,11 +189,10 @@ def job_runs(tmp_path_factory):
     """A Table 1 run (open and closed world; CLIP's row: test_clip_row_beside_the_paper), a Table 2 (scoring)
     run, a probe run and an ImageWikiQA run of the real jobs on a tiny random LLaVA, labelled with the paper's
     model labels."""
+    import train_fixtures
     from configs import table1, table2, table3_probe, table5_imagewikiqa
     from vlmcls_jax import demo
     from vlmcls_jax.main import jobs
-
-    import train_fixtures
 
     root = tmp_path_factory.mktemp("jobs")
     llava = train_fixtures.tiny_checkpoint(root / "llava")
@@ -281,7 +281,7 @@ def test_each_jobs_own_table_shows_the_paper_number_and_can_turn_it_off(job_runs
     assert "| llava-1.5-7b-hf | " in (root / "imagewikiqa" / "table.md").read_text()
     assert " (38.0) |" in (root / "imagewikiqa" / "table.md").read_text()
     assert "not run (" not in probe_md   # paper rows with no run: listed by the merged table only
-    from vlmcls_jax.eval.job import write_results   # what the eval job calls, with config.paper_numbers
+    from vlmcls_jax.eval.job import write_results  # what the eval job calls, with config.paper_numbers
     (root / "off").mkdir()
     write_results(results["table2"], str(root / "off"), paper_numbers=False)
     off = (root / "off" / "table.md").read_text()

@@ -8,9 +8,9 @@ import random
 import numpy as np
 
 from vlmcls_jax.analysis.frequency import FrequencyCounter
+from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
 from vlmcls_jax.data.pipeline import read_records
 from vlmcls_jax.data.sources import ClassList, read_manifest
-from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
 from vlmcls_jax.eval.answer_parser import parse_choice, study_response
 from vlmcls_jax.toyworld import knowledge, world
 

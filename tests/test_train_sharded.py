@@ -67,7 +67,7 @@ def train(model, mesh=None):
     return losses, state, frozen
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference():
     losses, state, _ = train(build())
     return losses, {p: np.asarray(v[...]) for p, v in nnx.to_flat_state(state.params)}

@@ -7,11 +7,10 @@ import signal
 import numpy as np
 import pytest
 
+import train_fixtures
 from configs import train_tiny
 from vlmcls_jax.convert import load_hf
 from vlmcls_jax.train import trainer
-
-import train_fixtures
 
 
 @pytest.fixture(scope="module")

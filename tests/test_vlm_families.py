@@ -5,11 +5,10 @@ import json
 
 import pytest
 
+import train_fixtures
 from vlmcls_jax import demo
 from vlmcls_jax.data.prompt_formats import VICUNA_SYSTEM
 from vlmcls_jax.eval import job
-
-import train_fixtures
 
 # family -> (prompt format chosen by "auto" from config.json, the open-world prompt the job must have used)
 QUESTION = "What type of object is in this photo?"

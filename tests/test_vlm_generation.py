@@ -5,11 +5,9 @@ import json
 
 import pytest
 
+import train_fixtures
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation, question_for
-
-import train_fixtures
-
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vlmcls_jax.data.preprocess import ClipPreprocessConfig
-from vlmcls_jax.data.prompts import tokenize_prompts
-from vlmcls_jax.data.preprocess import preprocess_batch
-from vlmcls_jax.eval.vlm_scoring import ScoringSettings, class_name_tokens, evaluate_scoring, summarize
-
 import train_fixtures
+from vlmcls_jax.data.preprocess import ClipPreprocessConfig, preprocess_batch
+from vlmcls_jax.data.prompts import tokenize_prompts
+from vlmcls_jax.eval.vlm_scoring import ScoringSettings, class_name_tokens, evaluate_scoring, summarize
 
 PRE = ClipPreprocessConfig(size=28, crop_size=(28, 28))
 

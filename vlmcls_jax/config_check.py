@@ -18,7 +18,7 @@ covers configs built in Python (recipes, notebooks, tests) too.
 from __future__ import annotations
 
 import difflib
-from typing import Sequence
+from collections.abc import Sequence
 
 import ml_collections
 from ml_collections.config_dict import FieldReference

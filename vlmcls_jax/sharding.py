@@ -15,11 +15,11 @@ axis instead (tiny test models; `parameter_specs` reports which).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
-import contextlib
-
 import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec

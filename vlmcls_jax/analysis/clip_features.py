@@ -11,7 +11,7 @@ Any two-tower model with `get_image_features` (`CLIPModel`, `EvaCLIPModel`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np

@@ -31,7 +31,7 @@ import functools
 import glob
 import os
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

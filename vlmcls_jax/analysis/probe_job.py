@@ -31,8 +31,8 @@ from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
 from vlmcls_jax.eval.candidates import study_order
-from vlmcls_jax.eval.loading import eval_mesh, load_model_section
 from vlmcls_jax.eval.job import model_label
+from vlmcls_jax.eval.loading import eval_mesh, load_model_section
 from vlmcls_jax.eval.tables import write_tables
 from vlmcls_jax.fileio import write_atomic
 

@@ -29,7 +29,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import jax.numpy as jnp
 import numpy as np

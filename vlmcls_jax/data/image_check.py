@@ -15,8 +15,9 @@ refuses: missing, empty, not an image, truncated, over `MAX_IMAGE_PIXELS`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from vlmcls_jax.data.preprocess import load_image
 from vlmcls_jax.fileio import write_jsonl

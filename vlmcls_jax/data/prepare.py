@@ -200,7 +200,7 @@ def _matching(pattern: str, template: str) -> Callable[[str], str | None]:
 
 
 def _loadmat(path: Path | io.BytesIO, key: str, where: str):
-    from scipy.io import loadmat   # scipy is an install dependency; only this module needs .mat files
+    from scipy.io import loadmat  # scipy is an install dependency; only this module needs .mat files
 
     try:
         mat = loadmat(path, squeeze_me=True)

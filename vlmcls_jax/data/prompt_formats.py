@@ -31,7 +31,7 @@ tokenization (`prompts.tokenize_prompts`; for LLaVA-NeXT the count depends on th
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from vlmcls_jax.data.prompts import CHAIN_OF_THOUGHT, IMAGE_TOKEN, SCORING_PREFIX, llava_prompt
 

@@ -31,15 +31,24 @@ import os
 import random
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
-from vlmcls_jax.eval.api_vendors import (KEY_ENV, PRICES, STUDY_MAX_TOKENS, encode_image, error_status,
-                                         make_vendor, parse_checkpoint, retry_after, scrub)
 from vlmcls_jax.data.prompts import CHAIN_OF_THOUGHT
+from vlmcls_jax.eval.api_vendors import (
+    KEY_ENV,
+    PRICES,
+    STUDY_MAX_TOKENS,
+    encode_image,
+    error_status,
+    make_vendor,
+    parse_checkpoint,
+    retry_after,
+    scrub,
+)
 from vlmcls_jax.eval.rate_limit import RateLimiter
-from vlmcls_jax.fileio import append_jsonl, read_jsonl_by_id
 from vlmcls_jax.eval.vlm_inputs import VLMInputs
+from vlmcls_jax.fileio import append_jsonl, read_jsonl_by_id
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -26,7 +26,6 @@ from vlmcls_jax.eval.candidates import candidate_set, names_to_mask
 from vlmcls_jax.eval.metrics import mean_per_class_recall, substring_match
 from vlmcls_jax.fileio import replacing, write_jsonl
 from vlmcls_jax.sharding import put_batch
-
 
 _text_features = jax.jit(lambda graphdef, state, ids, mask: nnx.merge(graphdef, state).get_text_features(ids, mask),
                          static_argnums=0)

@@ -21,12 +21,11 @@ from vlmcls_jax import fingerprint
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
 from vlmcls_jax.eval.api_model import api_arguments, api_usage
-from vlmcls_jax.eval.loading import eval_mesh, load_model_section
 from vlmcls_jax.eval.imagewikiqa_eval import ImageWikiQASettings, evaluate_imagewikiqa
 from vlmcls_jax.eval.job import model_label
+from vlmcls_jax.eval.loading import eval_mesh, load_model_section
 from vlmcls_jax.eval.tables import load_paper, load_run
 from vlmcls_jax.fileio import write_atomic
-
 
 ROW = "ImageWikiQA (chain of thought)"
 GAIN_ROWS = ("llava-1.5-7b-hf + projector FT on imagenet+llava665k", "llava-1.5-7b-hf")   # Table 5: with, without

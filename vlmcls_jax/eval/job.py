@@ -37,7 +37,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
@@ -53,9 +53,9 @@ from vlmcls_jax.eval.loading import Loaded, eval_mesh, load_for_eval, load_model
 from vlmcls_jax.eval.plots import label_set_size_curve
 from vlmcls_jax.eval.synonyms import load_synonyms, row_name, synonym_accuracy
 from vlmcls_jax.eval.tables import headline, write_tables
-from vlmcls_jax.fileio import write_atomic
 from vlmcls_jax.eval.vlm_generation import GenerationSettings, evaluate_generation
 from vlmcls_jax.eval.vlm_scoring import ScoringSettings, evaluate_scoring
+from vlmcls_jax.fileio import write_atomic
 
 
 @dataclasses.dataclass

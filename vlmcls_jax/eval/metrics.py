@@ -8,7 +8,7 @@ recall.  Every function states its denominator: the examples it is given.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

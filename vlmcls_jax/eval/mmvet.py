@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from vlmcls_jax.eval.textvqa import VQAItem
 

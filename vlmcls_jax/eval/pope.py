@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from vlmcls_jax.eval.textvqa import SHORT_ANSWER, VQAItem
 

@@ -8,7 +8,7 @@ dropped, so the last batch never drops or double-counts an example either.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 

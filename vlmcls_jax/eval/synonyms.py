@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from vlmcls_jax.eval import shards
 

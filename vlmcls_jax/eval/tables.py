@@ -42,8 +42,8 @@ import csv
 import io
 import json
 import os
+from collections.abc import Sequence
 from importlib import resources
-from typing import Sequence
 
 from vlmcls_jax.fileio import write_atomic
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from vlmcls_jax.eval.vqa_answers import vqa_accuracy
 

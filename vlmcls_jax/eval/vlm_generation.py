@@ -16,7 +16,7 @@ redone), so the summary always covers each example exactly once.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig
 from vlmcls_jax.data.prompts import WORDINGS, closed_world_question

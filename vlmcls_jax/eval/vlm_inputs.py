@@ -22,15 +22,21 @@ Prompt formats: `data.prompt_formats.PROMPT_FORMATS` (the study's for each famil
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from vlmcls_jax.convert.families import FAMILIES, family_of
 from vlmcls_jax.data import anyres
 from vlmcls_jax.data.preprocess import ClipPreprocessConfig, clip_preprocess, expand_to_square, load_image
-from vlmcls_jax.data.prompt_formats import (PROMPT_FORMATS, TOKENIZE_IMAGE_CHUNKS, scoring_prefix, study_prediction,
-                                            study_prompt)
+from vlmcls_jax.data.prompt_formats import (
+    PROMPT_FORMATS,
+    TOKENIZE_IMAGE_CHUNKS,
+    scoring_prefix,
+    study_prediction,
+    study_prompt,
+)
 from vlmcls_jax.data.prompts import tokenize_prompts
 
 

@@ -15,7 +15,7 @@ negative lookahead for the text "<=" and a digit, not a lookbehind), and its `su
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 CONTRACTIONS = {
     "aint": "ain't",

@@ -13,7 +13,7 @@ node's ancestors are in its row; a path that does not fit starts a new row, repe
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

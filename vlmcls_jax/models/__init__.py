@@ -4,7 +4,14 @@ dataclass is exported here (`config_io` serialises the ones it finds here)."""
 
 from vlmcls_jax.models.blip2 import Blip2Config, Blip2ForConditionalGeneration, InstructBlipForConditionalGeneration
 from vlmcls_jax.models.blip2_vision import Blip2VisionConfig, Blip2VisionModel
-from vlmcls_jax.models.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextTransformer, CLIPVisionConfig, CLIPVisionTransformer
+from vlmcls_jax.models.clip import (
+    CLIPConfig,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPTextTransformer,
+    CLIPVisionConfig,
+    CLIPVisionTransformer,
+)
 from vlmcls_jax.models.eva_clip import EvaCLIPConfig, EvaCLIPModel
 from vlmcls_jax.models.kv_cache import KVCache
 from vlmcls_jax.models.llama import LlamaConfig, LlamaForCausalLM

@@ -14,8 +14,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vlmcls_jax.models.layers import (Embed, LayerNorm, Linear, activation, attention, constrain, default_init,
-                                      param, patch_embed)
+from vlmcls_jax.models.layers import (
+    Embed,
+    LayerNorm,
+    Linear,
+    activation,
+    attention,
+    constrain,
+    default_init,
+    param,
+    patch_embed,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

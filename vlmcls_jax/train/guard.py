@@ -30,7 +30,7 @@ class GuardConfig:
     max_consecutive_bad: int = 10     # the trainer stops after this many skipped steps in a row (0: never)
 
     @classmethod
-    def from_config(cls, config) -> "GuardConfig":
+    def from_config(cls, config) -> GuardConfig:
         """From a config section with any of the fields above (None or missing: the defaults)."""
         if config is None:
             return cls()
@@ -51,7 +51,7 @@ class GuardState:
     second: jax.Array         # float32[2]: running mean of their squares
 
     @classmethod
-    def create(cls) -> "GuardState":
+    def create(cls) -> GuardState:
         # Five distinct buffers: the train state is donated, and one buffer in two leaves cannot be.
         count = lambda: jnp.zeros((), jnp.int32)
         return cls(count(), count(), count(), jnp.zeros(2, jnp.float32), jnp.zeros(2, jnp.float32))

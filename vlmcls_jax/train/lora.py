@@ -14,7 +14,7 @@ stream [L]), so the scan hands each layer its own slice.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -15,7 +15,8 @@ Batches are dicts of arrays:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 from flax import nnx

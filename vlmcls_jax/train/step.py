@@ -11,7 +11,7 @@ Frozen parameters are an input, never an output: they cannot change, and their b
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

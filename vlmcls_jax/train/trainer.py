@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from flax import nnx
 from transformers import AutoTokenizer
 
-from vlmcls_jax import checkpoint, fingerprint, sharding as shd
+from vlmcls_jax import checkpoint, fingerprint
+from vlmcls_jax import sharding as shd
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.convert import hf_config
 from vlmcls_jax.convert.companions import require_tokenizer
