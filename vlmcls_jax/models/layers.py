@@ -162,7 +162,11 @@ def attention_with_prefix(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     top = jnp.maximum(lp.max(-1, keepdims=True), lc.max(-1, keepdims=True))
     pp, pc = jnp.exp(lp - top), jnp.exp(lc - top)
     denom = pp.sum(-1) + pc.sum(-1)                                                    # [P, C, K, G, T]
-    out = dot("pckgts,pksh->pctkgh", pp, prefix_v) + dot("pckgts,pcskh->pctkgh", pc, v)
+    # The weighted values in `dtype`, as `cache_attention` and jax.nn.dot_product_attention return them: XLA:CPU
+    # has no bfloat16 x bfloat16 -> float32 dot that contracts the cache's S axis in place ("UNIMPLEMENTED ...
+    # DotThunk"); the softmax statistics above stay float32.
+    wv = lambda spec, a, b: jnp.einsum(spec, a.astype(dtype), b.astype(dtype)).astype(jnp.float32)
+    out = wv("pckgts,pksh->pctkgh", pp, prefix_v) + wv("pckgts,pcskh->pctkgh", pc, v)
     out = out / jnp.moveaxis(denom, -1, 2)[..., None]
     return out.reshape(P, C, T, N, H).astype(dtype)
 

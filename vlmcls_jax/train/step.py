@@ -1,4 +1,4 @@
-"""The pure train step and its jitted, sharded form.
+"""The pure train step and its jitted, sharded form; the pure eval step (a held-out loss, as the ablation notebook reads it).
 
     graphdef, state, frozen = init_train_state(model, groups, tx)
     train_step = jit_train_step(graphdef, objective, tx, state, frozen, mesh)
@@ -138,6 +138,11 @@ def train_step(graphdef, objective, tx, state: TrainState, frozen: nnx.State, ba
     params, opt_state = guard_lib.select(apply, (params, opt_state), (state.params, state.opt_state))
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, **guard_metrics)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state, guard=guard_state), metrics
+
+
+def eval_step(graphdef, objective, params: nnx.State, frozen: nnx.State, batch: dict):
+    """The objective's metrics without updating anything (dropout off)."""
+    return objective(nnx.merge(graphdef, params, frozen), batch)[1]
 
 
 def _shardings_of(tree):
