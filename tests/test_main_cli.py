@@ -68,6 +68,25 @@ def test_user_errors_are_ours_or_about_paths_internal_errors_are_not():
     assert "\n" not in main.one_line(caught.value) and "num_stepz" in main.one_line(caught.value)
 
 
+def _value_error_raised_in(path):
+    """The ValueError that a config file at PATH raises (its traceback names PATH)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("def get_config():\n    raise ValueError('config.data.name must be set')\n")
+    namespace = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    with pytest.raises(ValueError) as caught:
+        namespace["get_config"]()
+    return caught.value
+
+
+def test_a_value_error_in_the_users_config_is_a_user_error_one_in_another_configs_folder_is_not(tmp_path):
+    """The user's own config file (named by --config) is theirs; another library's `configs/` folder is not
+    ours: its ValueError is a bug and keeps its traceback."""
+    mine = tmp_path / "mine" / "configs" / "my_run.py"
+    assert main.is_user_error(_value_error_raised_in(mine), str(mine))
+    assert not main.is_user_error(_value_error_raised_in(tmp_path / "lib" / "configs" / "x.py"), str(mine))
+
+
 def test_a_tiny_training_run_is_quiet_and_a_corrupt_image_ends_in_one_line(tmp_path):
     """Manifest line 4's image is truncated; with a checkpoint every step, writes are in flight when the
     pipeline reaches it.  The run prints its key facts and progress only (no orbax INFO lines, no backend

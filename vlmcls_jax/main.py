@@ -52,12 +52,16 @@ def jobs() -> dict:
     return {name: importlib.import_module(module).run for name, (module, _) in JOBS.items()}
 
 
-def config_files() -> list[str]:
-    """The shipped config files: the `configs` package wherever it is importable, else the repository's."""
+def config_folder() -> str:
+    """The shipped configs' folder: the `configs` package wherever it is importable, else the repository's."""
     spec = importlib.util.find_spec("configs")
-    folder = os.path.dirname(spec.origin) if spec and spec.origin else os.path.join(os.path.dirname(_PACKAGE),
-                                                                                    "configs")
-    return sorted(p for p in glob.glob(os.path.join(folder, "*.py"))
+    return os.path.dirname(spec.origin) if spec and spec.origin else os.path.join(os.path.dirname(_PACKAGE),
+                                                                                  "configs")
+
+
+def config_files() -> list[str]:
+    """The shipped config files."""
+    return sorted(p for p in glob.glob(os.path.join(config_folder(), "*.py"))
                   if not os.path.basename(p).startswith(("_", "common")))
 
 
@@ -97,9 +101,11 @@ def one_line(error: BaseException) -> str:
     return re.sub(r"\s*\n\s*", "; ", text)
 
 
-def is_user_error(error: BaseException) -> bool:
+def is_user_error(error: BaseException, config_file: str | None = None) -> bool:
     """An error about the user's input, not a bug: a missing or unreadable path, or a ValueError that our
-    own code raised to explain a bad config, dataset, checkpoint or mesh."""
+    own code raised to explain a bad config, dataset, checkpoint or mesh: raised in the package, in a shipped
+    config or in CONFIG_FILE (the user's own config).  A ValueError from any other code (a library, even one
+    with a `configs` folder) is a bug and keeps its traceback."""
     if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
                           FileExistsError)):
         return True
@@ -109,7 +115,8 @@ def is_user_error(error: BaseException) -> bool:
     while tb.tb_next is not None:
         tb = tb.tb_next
     raised_in = os.path.abspath(tb.tb_frame.f_code.co_filename)
-    return raised_in.startswith(_PACKAGE + os.sep) or os.sep + "configs" + os.sep in raised_in
+    ours = (_PACKAGE + os.sep, os.path.abspath(config_folder()) + os.sep)
+    return raised_in.startswith(ours) or (config_file is not None and raised_in == os.path.abspath(config_file))
 
 
 def fail(message: str) -> None:
@@ -226,7 +233,7 @@ def main(argv):
     try:
         jobs()[config.job](config, workdir)
     except Exception as e:   # noqa: BLE001
-        if verbosity >= 1 or not is_user_error(e):
+        if verbosity >= 1 or not is_user_error(e, config_flags.get_config_filename(flags.FLAGS["config"])):
             raise
         fail(one_line(e))
     if jax.process_index() == 0:
