@@ -225,8 +225,10 @@ def scoring_figures(target, cfg, model, mesh, batch: int, chunk_size: int = 1024
 def train_config(recipe: str):
     import importlib
 
+    from vlmcls_jax.plan import job_config
+
     module = importlib.import_module(f"configs.{recipe}")
-    return module.get_config("imagenet")
+    return job_config(module.get_config("imagenet"))
 
 
 def train_figures(target, recipe: str, full: bool) -> dict:

@@ -117,11 +117,21 @@ def compile_row(program, target: Target) -> Row:
     return row
 
 
+def job_config(config):
+    """`config` checked and overlaid on its job's defaults, as the job itself sees it (`check_job_config`)."""
+    from vlmcls_jax.config_check import check_job_config
+
+    if "job" not in config:
+        raise ValueError("the config has no `job` field: the plan needs to know which job's programs to compile")
+    return check_job_config(config, config.job)
+
+
 def plan(config, target: Target, mesh_shape=None, seq_len: int | None = None, on_row=None) -> list[Row]:
     """Rows for every program of `config`'s job on `target` (mesh: `mesh_shape`, default the config's);
     `on_row(row)` is called as each one is compiled."""
     from vlmcls_jax.plan.programs import job_programs
 
+    config = job_config(config)
     rows = []
     for program in job_programs(config, job_mesh(config, target, mesh_shape), seq_len):
         rows.append(compile_row(program, target))
@@ -135,7 +145,7 @@ def job_mesh(config, target: Target, mesh_shape=None):
     device per process (`eval.loading.eval_mesh`), planned as a 1-device mesh."""
     from vlmcls_jax import sharding as shd
 
-    shape = tuple(mesh_shape or config.get("mesh_shape") or ())
+    shape = tuple(mesh_shape or config.mesh_shape)
     return shd.make_mesh(shape or (1, 1, 1), devices=target.devices if shape else target.devices[:1])
 
 
@@ -143,14 +153,14 @@ def advice(config, rows: list[Row], target: Target) -> list[str]:
     """What to change when a program does not fit."""
     if all(r.fits for r in rows):
         return []
-    job = config.get("job", "train")
-    mesh = tuple(config.get("mesh_shape") or ())
+    job = config.job
+    mesh = tuple(config.mesh_shape)
     tips = []
     if job == "train":
         m = config.model
-        if not m.get("remat"):
+        if not m.remat:
             tips.append("--config.model.remat=True (recompute each decoder layer in the backward pass)")
-        if not m.get("scan_layers") and config.lora.rank == 0:
+        if not m.scan_layers and config.lora.rank == 0:
             tips.append("--config.model.scan_layers=True (also compiles far faster)")
         if mesh and mesh[0] not in (1,):
             tips.append("--config.mesh_shape=1,-1,1 (FSDP: parameters and optimizer state split over all devices)")
@@ -163,7 +173,7 @@ def advice(config, rows: list[Row], target: Target) -> list[str]:
         if not mesh or mesh[1] * mesh[2] == 1:
             tips.append(f"--config.mesh_shape=1,1,{target.num_devices} (parameters split over all devices, "
                         "tensor parallel)")
-        if (config.model.get("dtype") or "float32") == "float32" or config.model.get("param_dtype") == "float32":
+        if "float32" in (config.model.dtype, config.model.param_dtype):
             tips.append("--config.model.dtype=bfloat16 --config.model.param_dtype=bfloat16")
         tips.append("a smaller generation / scoring batch_size")
     return tips
@@ -176,7 +186,7 @@ def _fmt_flops(x: float) -> str:
 def header(config, target: Target) -> str:
     chip = target.chip
     return "\n".join([
-        f"plan: job {config.get('job', 'train')}, model {config.model.checkpoint}, target {target.name} "
+        f"plan: job {config.job}, model {config.model.checkpoint}, target {target.name} "
         f"({target.num_devices} x {chip.name}: {chip.hbm_gib:g} GiB, {chip.peak_tflops:g} TFLOP/s bf16, "
         f"{chip.hbm_gbps:g} GB/s; compiled for {target.compiled_for}), mesh {dict(job_mesh(config, target).shape)}",
         "",
@@ -201,7 +211,7 @@ def footer(config, rows: list[Row], target: Target) -> str:
     refused = [r for r in rows if r.refused]
     for r in refused:
         lines.append(f"\n{r.program}: the compiler refused it: {r.refused}")
-    if config.get("job", "train") != "train" and not refused:
+    if config.job != "train" and not refused:
         lines.append(f"\nEstimated wall-clock for the whole dataset (every program x its calls): "
                      f"{sum(r.total_s for r in rows) / 3600:.2f} h (roofline: a lower bound).")
     notes = sorted({r.note for r in rows if r.note})

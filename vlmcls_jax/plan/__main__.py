@@ -23,7 +23,7 @@ def main(argv):
         raise app.UsageError("give either --topology or --devices (with --hbm_gib)")
     import jax
 
-    from vlmcls_jax.plan import chips, footer, header, plan, row_line
+    from vlmcls_jax.plan import chips, footer, header, job_config, plan, row_line
 
     if _DEVICES.value:   # CPU only: no TPU plugin initialised for a budget
         jax.config.update("jax_platforms", "cpu")
@@ -31,7 +31,7 @@ def main(argv):
         target = chips.budget_target(_DEVICES.value, _HBM.value, _CHIP.value)
     else:
         target = chips.tpu_target(_TOPOLOGY.value)
-    config = _CONFIG.value
+    config = job_config(_CONFIG.value)
     print(header(config, target), flush=True)
     rows = plan(config, target, seq_len=_SEQ.value or None, on_row=lambda r: print(row_line(r, target), flush=True))
     print(footer(config, rows, target))

@@ -156,7 +156,7 @@ def train_seq_len(config, cfg) -> int:
     """The bucket a batch pads to: the largest one for instruction data (train_json / mix_with), else the
     smallest that holds the image tokens and a classification or caption record's text (about 128 tokens)."""
     buckets = sorted(config.data.buckets)
-    if config.data.get("train_json") or config.data.get("mix_with"):
+    if config.data.train_json or config.data.mix_with:
         return buckets[-1]
     need = image_tokens(cfg) + 128
     return next((b for b in buckets if b >= need), buckets[-1])
@@ -168,9 +168,8 @@ def train_seq_len(config, cfg) -> int:
 def eval_model(config, mesh):
     """The eval / probe / ImageWikiQA jobs' model as `eval.loading.load_for_eval` builds it, abstract."""
     m = config.model
-    cfg = hf_config.with_decoder_options(base_model_config(m.checkpoint, m.get("dtype") or "float32",
-                                                           m.get("param_dtype") or None),
-                                         scan_layers=m.get("scan_layers", False))
+    cfg = hf_config.with_decoder_options(base_model_config(m.checkpoint, m.dtype, m.param_dtype),
+                                         scan_layers=m.scan_layers)
     return cfg, shd.abstract_placed(nnx.eval_shape(lambda: model_class(cfg)(cfg, rngs=None)), mesh)
 
 
@@ -245,7 +244,7 @@ def eval_programs(config, mesh) -> list[Program]:
     from vlmcls_jax.defaults import TEST_SPLIT
     sizes = DATASET_SIZES.get(dataset, {})    # the job's split; "test" is ImageNet's validation set
     images = sizes.get(config.data.split) or sizes.get(TEST_SPLIT.get(dataset, "test"), 0)
-    if config.get("max_examples"):
+    if config.max_examples:
         images = min(images, config.max_examples)
     g = config.generation
     cot = 16 if g.chain_of_thought else 0
@@ -261,7 +260,7 @@ def eval_programs(config, mesh) -> list[Program]:
                                       prompt_length(cfg, dataset, k, extra_text=cot), new_tokens, images))
     if "scoring" in config.experiments:   # scores do not depend on the label-set size: one run serves all
         sc = config.scoring   # subset "study": the first subset_size images of the study's shuffle (eval.job)
-        scored = min(images, sc.get("subset_size", 1000)) if sc.get("subset", "study") == "study" else images
+        scored = min(images, sc.subset_size) if sc.subset == "study" else images
         out += scoring_programs("scoring", cfg, model, mesh, sc.batch_size, prompt_length(cfg, extra_text=8),
                                 CLASS_NAMES[dataset][0], sc.chunk_size, scored)
     return out
@@ -297,7 +296,7 @@ def imagewikiqa_programs(config, mesh) -> list[Program]:
 
 
 def job_programs(config, mesh, seq_len: int | None = None) -> list[Program]:
-    job = config.get("job", "train")
+    job = config.job
     if job == "train":
         return train_programs(config, mesh, seq_len)
     table = {"eval": eval_programs, "probe": probe_programs, "imagewikiqa": imagewikiqa_programs}
