@@ -72,10 +72,10 @@ def inputs(cfg, batch: int = 4, text_tokens: int = 32, seed: int = 0):
     return ids, rng.standard_normal((batch, size, size, 3)).astype(np.float32)
 
 
-def both_sides(dtypes, tiny: bool = False, scan_layers: bool = False):
+def both_sides(dtypes, tiny: bool = False, scan_layers: bool = False, batch: int = 4):
     """Yields, per dtype, the same random small LLaVA in both frameworks and its inputs:
     (dtype, transformers model, our model, ids int64[B, T], pixels float32 NHWC, torch ids, torch pixels NCHW
-    in the dtype).  scan_layers: ours with scanned decoder layers."""
+    in the dtype).  scan_layers: ours with scanned decoder layers; batch: B."""
     import jax.numpy as jnp
     import torch
 
@@ -83,7 +83,7 @@ def both_sides(dtypes, tiny: bool = False, scan_layers: bool = False):
 
     with tempfile.TemporaryDirectory() as folder:
         ref, cfg = hf_llava(folder, tiny=tiny)
-        ids, pixels = inputs(cfg)
+        ids, pixels = inputs(cfg, batch)
         for dtype in dtypes:
             torch_dtype = getattr(torch, dtype)
             ref = ref.to(torch_dtype)

@@ -1,7 +1,8 @@
 """Greedy generation of 32 new tokens with the small LLaVA (issue 7, benchmark 2): ours vs transformers'
-`generate`, batch 4, same random weights and prompt (1 + 196 image tokens + 31 text tokens).
+`generate`, batch 4 (`--batch-1`: one image, as in an interactive session), same random weights and prompt
+(1 + 196 image tokens + 31 text tokens).
 
-    python benchmarks/generation.py [--dtypes float32,bfloat16] [--repeats 5] [--tiny] [--scan-layers]
+    python benchmarks/generation.py [--dtypes float32,bfloat16] [--repeats 5] [--tiny] [--scan-layers] [--batch-1]
 
 EOS is never emitted (no EOS id), so both sides produce exactly 32 tokens.  Also: the time of one decode step
 of ours ((generate - prefill) / 31) against the time to read every weight once at the memory bandwidth
@@ -30,7 +31,8 @@ def decode_weight_bytes(model) -> int:
     return total if lm.lm_head is None else total - lm.embed_tokens.embedding[...].nbytes
 
 
-def run(dtypes=("float32", "bfloat16"), repeats: int = 5, tiny: bool = False, scan_layers: bool = False) -> dict:
+def run(dtypes=("float32", "bfloat16"), repeats: int = 5, tiny: bool = False, scan_layers: bool = False,
+        batch_1: bool = False) -> dict:
     import jax
     import torch
 
@@ -38,7 +40,8 @@ def run(dtypes=("float32", "bfloat16"), repeats: int = 5, tiny: bool = False, sc
 
     results = {}
     bytes_per_s = benchlib.bandwidth(1 << 24 if tiny else 1 << 30)
-    for dtype, ref, ours, ids, pixels, t_ids, t_pixels in benchlib.both_sides(dtypes, tiny, scan_layers):
+    for dtype, ref, ours, ids, pixels, t_ids, t_pixels in benchlib.both_sides(dtypes, tiny, scan_layers,
+                                                                                              1 if batch_1 else 4):
         mask = np.ones_like(ids)
         weight_bytes = decode_weight_bytes(ours)
         j_pixels = jax.numpy.asarray(pixels, dtype)
@@ -69,4 +72,5 @@ def run(dtypes=("float32", "bfloat16"), repeats: int = 5, tiny: bool = False, sc
 
 
 if __name__ == "__main__":
-    benchlib.cli(run, __doc__, repeats=5, flags={"--scan-layers": "ours with scanned decoder layers"})
+    benchlib.cli(run, __doc__, repeats=5, flags={"--scan-layers": "ours with scanned decoder layers",
+                                                 "--batch-1": "one image instead of 4"})

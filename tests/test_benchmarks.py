@@ -91,3 +91,12 @@ def test_decode_anatomy_times_products_and_steps(capsys):
     assert {"decode step", "decode step, scanned layers"} <= set(times)
     out = capsys.readouterr().out
     assert "GB/s of weights" in out and "x the time to read them" in out
+
+
+def test_small_matmul_times_both_frameworks_per_row_count(capsys):
+    import small_matmul
+    results = small_matmul.run(("float32", "bfloat16"), repeats=1, rows=(1, 2), layers=1)
+    for times in results.values():
+        assert set(times) == {"reduction", "XLA, M = 1", "XLA, M = 2", "PyTorch, M = 1", "PyTorch, M = 2"}
+        assert all(t > 0 for t in times.values())
+    assert "x the read time" in capsys.readouterr().out

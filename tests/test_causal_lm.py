@@ -83,3 +83,21 @@ def test_decode_loop_copies_neither_cache_nor_weights():
     moved = [n for n, dims in body if sorted(dims) == cache and ("copy" in n or "transpose" in n)]
     sliced = [n for n, dims in body if tuple(d for d in dims if d != 1) in weights and "slice" in n]
     assert not moved and not sliced, (moved, sliced)
+
+
+def test_a_one_row_bfloat16_product_takes_the_two_row_path_and_equals_the_plain_product():
+    """XLA:CPU's one-row bfloat16 product is ~10x slower than two rows (benchmarks/small_matmul.py), so
+    `matmul` feeds a batch-1 decode step's row twice; the result is the plain product's."""
+    import jax
+
+    from vlmcls_jax.models.layers import matmul
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((1, 1, 64)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((64, 96)), jnp.bfloat16)
+    ours = jax.jit(lambda x, w: matmul(x, w, "...d,dv->...v", jnp.bfloat16))
+    plain = jnp.einsum("...d,dv->...v", x.astype(jnp.float32), w.astype(jnp.float32))
+    np.testing.assert_allclose(np.asarray(ours(x, w)), np.asarray(plain), rtol=1e-5, atol=1e-5)
+    hlo = ours.lower(x, w).compile().as_text()
+    assert re.search(r"= f32\[2,96\]\S* dot\(", hlo), "the one-row product did not take the two-row path"
+    assert not re.search(r"= f32\[1,96\]\S* dot\(", hlo)
