@@ -5,6 +5,8 @@ fine-tuning fixes; WORKDIR/report.md says which findings the miniature reproduce
 
     python -m vlmcls_jax.main --config configs/toyworld.py --workdir runs/toyworld          # ~15 min on 2 cores
     python -m vlmcls_jax.main --config configs/toyworld.py:quick --workdir runs/toy_quick   # ~3 min (tests)
+    python -m vlmcls_jax.main --config configs/toyworld.py --config.seeds=3 --workdir runs/toyworld_seeds
+        # `make run-seeds`: three whole runs (seeds 0, 1, 2), mean and 95% interval, verdicts over seeds
 """
 
 import ml_collections
@@ -16,7 +18,9 @@ def get_config(setting: str = "full") -> ml_collections.ConfigDict:
     quick = setting == "quick"
     c = ml_collections.ConfigDict()
     c.job = "toyworld"
+    c.setting = setting
     c.seed = 0
+    c.seeds = 1                        # whole runs with seeds seed, seed + 1, ... (toyworld/seeds.py)
     c.image_size = 32
     c.vocab_size = 400
     c.world = ml_collections.ConfigDict(dict(

@@ -12,7 +12,7 @@ from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
 from vlmcls_jax.data.pipeline import read_records
 from vlmcls_jax.data.sources import ClassList, read_manifest
 from vlmcls_jax.eval.answer_parser import parse_choice, study_response
-from vlmcls_jax.toyworld import knowledge, world
+from vlmcls_jax.toyworld import knowledge, report, seeds, world
 
 SMALL = world.WorldSizes(clip_pairs=60, captions=300, instructions=300, qa_instructions=60, facts_per_class=1,
                          classification=55, test_per_class=1, probe_train_per_class=1)
@@ -79,3 +79,44 @@ def test_knowledge_questions_need_the_class_and_its_home(tmp_path):
         reply = r["conversations"][1]["value"].removeprefix(knowledge.CHAIN_OF_THOUGHT).strip()
         letter, how = parse_choice(study_response(reply), options, random.Random(0))
         assert how == "text" and options[letter] == reply.split()[-1].rstrip(".")   # the place it names
+
+
+def test_seed_intervals_and_verdicts(tmp_path):
+    # Student's t over 3 seeds, by hand: mean 0.8, sd 0.1, sem 0.1 / sqrt 3, t(0.975, df 2) = 4.302653
+    mean, low, high = seeds.interval([0.7, 0.8, 0.9])
+    assert np.isclose(mean, 0.8) and np.isclose(high - mean, 4.302653 * 0.1 / np.sqrt(3), atol=1e-5)
+    # One seed: Clopper-Pearson for 5 of 10 (tables: 0.1871 to 0.8129)
+    assert np.allclose(seeds.interval([0.5], n=10), (0.5, 0.18709, 0.81291), atol=1e-4)
+    assert seeds.verdict(["reproduced"] * 3) == "reproduced"
+    assert seeds.verdict(["reproduced", report.NOISE, "reproduced"]) == report.NOISE
+    assert seeds.verdict(["reproduced", "not reproduced", report.NOISE]) == "not reproduced"
+    keys = [k for k, _ in seeds.ACCURACIES]
+    summaries = [dict({k: 0.5 + 0.1 * s for k in keys}, spearman_r=0.5, seconds=60, seed=s, examples=550,
+                      knowledge_questions=550, claims=["A", "B"], evidence=["x", "y"],
+                      findings=["reproduced", "reproduced" if s else report.NOISE]) for s in range(3)]
+    out = seeds.write(str(tmp_path), summaries, quick=True)
+    assert out["verdicts"] == ["reproduced", report.NOISE]
+    text = (tmp_path / "report.md").read_text()
+    assert text.split("\n")[2] == report.QUICK_WARNING                           # at the top, plainly
+    assert "| A | reproduced |" in text and np.isclose(out["accuracies"]["clip"]["mean"], 0.6)
+
+
+def test_seeds_run_whole_worlds_in_their_own_folders(tmp_path, monkeypatch):
+    """config.seeds = 3: seeds seed, seed + 1, seed + 2, each run alone in WORKDIR/seed_K, then summarised."""
+    from configs import toyworld as toy_config
+    from vlmcls_jax.toyworld import pipeline
+    ran = []
+    keys = [k for k, _ in seeds.ACCURACIES]
+
+    def fake_run_seed(config, workdir):
+        ran.append((config.seed, config.seeds, workdir))
+        return dict({k: 0.5 for k in keys}, spearman_r=0.5, seconds=1, seed=config.seed, examples=550,
+                    knowledge_questions=550, claims=["A"], evidence=["x"], findings=["reproduced"])
+
+    monkeypatch.setattr(pipeline, "run_seed", fake_run_seed)
+    config = toy_config.get_config()
+    config.seed, config.seeds = 5, 3
+    out = pipeline.run(config, str(tmp_path))
+    assert ran == [(s, 1, str(tmp_path / f"seed_{s}")) for s in (5, 6, 7)] and config.seed == 5
+    assert out["seeds"] == [5, 6, 7] and (tmp_path / "report.md").exists()
+    assert report._with_interval(0.5, 10) == "50.0 (18.7 to 81.3)"
