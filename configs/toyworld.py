@@ -25,7 +25,7 @@ def get_config(setting: str = "full") -> ml_collections.ConfigDict:
     c.vocab_size = 400
     c.world = ml_collections.ConfigDict(dict(
         clip_pairs=1000 if quick else 3000, captions=600 if quick else 2000, instructions=800 if quick else 3000,
-        qa_instructions=150 if quick else 350, facts_per_class=2 if quick else 4,
+        qa_instructions=150 if quick else 350, facts_per_class=4 if quick else 24,
         classification=400 if quick else 1800, test_per_class=2 if quick else 10,
         probe_train_per_class=2 if quick else 10, image_size=32, zipf_exponent=1.1))
     c.model = ml_collections.ConfigDict(dict(

@@ -71,7 +71,11 @@ def test_knowledge_questions_need_the_class_and_its_home(tmp_path):
     records = read_records(paths["instructions"])
     facts = [r for r in records if r["id"].startswith("fact")]
     qa = [r for r in records if r["id"].startswith("qa")]
-    assert len(facts) == len(names) * SMALL.facts_per_class and all("image" not in r for r in facts)
+    assert all("image" not in r for r in facts)
+    turns = [t["value"] for r in facts for t in r["conversations"]]
+    expected = [knowledge.fact(n, home[n]) for n in names for _ in range(SMALL.facts_per_class)]
+    assert sorted(turns[1::2]) == sorted(expected)
+    assert turns[0::2] == [f"Where does the {a.split(' lives')[0].removeprefix('The ')} live?" for a in turns[1::2]]
     assert len(qa) == SMALL.qa_instructions and all("image" in r for r in qa)
     for r in qa:                           # a perfect answer parses to the right option (the study's parser)
         text = r["conversations"][0]["value"].removeprefix("<image>\n")
@@ -79,6 +83,34 @@ def test_knowledge_questions_need_the_class_and_its_home(tmp_path):
         reply = r["conversations"][1]["value"].removeprefix(knowledge.CHAIN_OF_THOUGHT).strip()
         letter, how = parse_choice(study_response(reply), options, random.Random(0))
         assert how == "text" and options[letter] == reply.split()[-1].rstrip(".")   # the place it names
+        named, said = reply.split(". ", 1)                     # the recognition, then the fact's own sentence
+        assert said == knowledge.fact(named.removeprefix("The object is a "), options[letter])
+
+
+def test_the_vlms_text_sometimes_names_the_general_word(tmp_path):
+    """The mechanism of probabilistic inference's gain (world.py): the VLM's captions and image instructions
+    say "purple shape" for a purple cross GENERAL_RATE of the time; CLIP's captions, the classification data,
+    the facts and the knowledge answers always name the class."""
+    rng = np.random.default_rng(0)
+    drawn = [world.Sample("purple cross", "solid", "grey").fields(rng)["name"] for _ in range(2000)]
+    assert set(drawn) == {"purple cross", "purple shape"}
+    assert abs(drawn.count("purple shape") / 2000 - world.GENERAL_RATE) < 0.04
+    assert world.Sample("purple cross", "solid", "grey").fields()["name"] == "purple cross"
+    paths = world.build(str(tmp_path), 3, SMALL)
+    names = json.load(open(paths["classes"]))
+    general = {world.general_name(n) for n in names}
+    assert not general & set(names)
+    def says_general(text):
+        return any(g in text for g in general)
+    assert not any(says_general(json.loads(line)["caption"]) for line in open(paths["clip_pairs"]))
+    records = read_records(paths["captions"]) + read_records(paths["instructions"])
+    answers = {k: [t["value"] for r in records if r["id"].startswith(k) for t in r["conversations"][1::2]]
+               for k in ("cap", "ins", "qa", "fact")}
+    for k in ("cap", "ins"):       # every caption names the object; instructions: the colour question does not
+        share = np.mean([says_general(a) for a in answers[k]])
+        assert 0.5 * world.GENERAL_RATE < share < 1.2 * world.GENERAL_RATE, (k, share)
+    assert not any(says_general(a) for k in ("qa", "fact") for a in answers[k])
+    assert not any(says_general(t["value"]) for r in read_records(paths["classification"]) for t in r["conversations"])
 
 
 def test_seed_intervals_and_verdicts(tmp_path):
