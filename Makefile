@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 WORKDIR ?= runs/toyworld
 
-.PHONY: run quick demo test clean
+.PHONY: run run-seeds quick demo test clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "vlmcls_jax needs Python >= 3.11, found " + sys.version'
@@ -28,6 +28,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 # The whole study in miniature on the CPU (~15 min on 2 cores): WORKDIR/report.md.
 run: $(VENV)/.installed
 	$(BIN)/python -m vlmcls_jax.main --config configs/toyworld.py --workdir $(WORKDIR)
+
+# Three whole runs (seeds 0, 1, 2): each accuracy's mean and 95% interval, verdicts over seeds.
+run-seeds: $(VENV)/.installed
+	$(BIN)/python -m vlmcls_jax.main --config configs/toyworld.py --config.seeds=3 --workdir runs/toyworld_seeds
 
 # The same with fewer steps and smaller towers (~3 min; numbers near chance, the machinery end to end).
 quick: $(VENV)/.installed

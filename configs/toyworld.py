@@ -5,6 +5,8 @@ fine-tuning fixes; WORKDIR/report.md says which findings the miniature reproduce
 
     python -m vlmcls_jax.main --config configs/toyworld.py --workdir runs/toyworld          # ~15 min on 2 cores
     python -m vlmcls_jax.main --config configs/toyworld.py:quick --workdir runs/toy_quick   # ~3 min (tests)
+    python -m vlmcls_jax.main --config configs/toyworld.py --config.seeds=3 --workdir runs/toyworld_seeds
+        # `make run-seeds`: three whole runs (seeds 0, 1, 2), mean and 95% interval, verdicts over seeds
 """
 
 import ml_collections
@@ -16,12 +18,14 @@ def get_config(setting: str = "full") -> ml_collections.ConfigDict:
     quick = setting == "quick"
     c = ml_collections.ConfigDict()
     c.job = "toyworld"
+    c.setting = setting
     c.seed = 0
+    c.seeds = 1                        # whole runs with seeds seed, seed + 1, ... (toyworld/seeds.py)
     c.image_size = 32
     c.vocab_size = 400
     c.world = ml_collections.ConfigDict(dict(
         clip_pairs=1000 if quick else 3000, captions=600 if quick else 2000, instructions=800 if quick else 3000,
-        qa_instructions=150 if quick else 350, facts_per_class=2 if quick else 4,
+        qa_instructions=150 if quick else 350, facts_per_class=4 if quick else 24,
         classification=400 if quick else 1800, test_per_class=2 if quick else 10,
         probe_train_per_class=2 if quick else 10, image_size=32, zipf_exponent=1.1))
     c.model = ml_collections.ConfigDict(dict(

@@ -13,6 +13,8 @@
      and ask the ImageWikiQA analogue's knowledge questions (knowledge.py) before and after the mixture.
   6. Write WORKDIR/report.md with every table and plot, the seed and the time taken, and say which of the
      study's findings the miniature reproduces and which it does not, from the numbers as they came out.
+With `config.seeds` > 1 the whole study runs once per seed and seeds.py summarises them (mean, 95% interval,
+a verdict per finding that needs every seed).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from vlmcls_jax.demo import build_tokenizer
 from vlmcls_jax.eval import imagewikiqa_job
 from vlmcls_jax.eval import job as eval_job
 from vlmcls_jax.models import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-from vlmcls_jax.toyworld import report, world
+from vlmcls_jax.toyworld import report, seeds, world
 from vlmcls_jax.toyworld.clip_training import train_clip, vision_config
 from vlmcls_jax.train import trainer
 
@@ -130,6 +132,25 @@ def _wikiqa(config, workdir: str, name: str, vlm: str, paths: dict, baseline: st
 
 
 def run(config, workdir: str) -> dict:
+    """`config.seeds` whole runs, seeds config.seed, config.seed + 1, ...: one seed writes its report to
+    WORKDIR; several write theirs to WORKDIR/seed_K/ and the summary over seeds to WORKDIR/report.md."""
+    if config.seeds < 1:
+        raise ValueError(f"config.seeds must be >= 1, got {config.seeds}")
+    if config.seeds == 1:
+        return run_seed(config, workdir)
+    summaries = []
+    for k in range(config.seeds):
+        one = copy.deepcopy(config)
+        with one.unlocked():
+            one.seed, one.seeds = config.seed + k, 1
+        summaries.append(run_seed(one, os.path.join(workdir, f"seed_{one.seed}")))
+    out = seeds.write(workdir, summaries, quick=config.get("setting") == "quick")
+    print(f"\ntoy world over {config.seeds} seeds: {os.path.join(workdir, 'report.md')}")
+    return out
+
+
+def run_seed(config, workdir: str) -> dict:
+    """One seed's whole study in miniature; its report in WORKDIR/report.md."""
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
     timings = {}

@@ -8,6 +8,7 @@ import math
 import os
 
 import jax
+from scipy import stats
 
 from vlmcls_jax.analysis.correlation import frequency_accuracy_summary
 from vlmcls_jax.analysis.frequency import FrequencyCounter
@@ -19,6 +20,17 @@ QA_ROW = "ImageWikiQA (chain of thought)"   # the imagewikiqa job's row
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
+
+
+def binomial_interval(accuracy: float, n: int) -> tuple[float, float]:
+    """The Clopper-Pearson 95% interval of an accuracy over N examples (scipy's exact binomial interval)."""
+    ci = stats.binomtest(int(round(accuracy * n)), n).proportion_ci(0.95)
+    return float(ci.low), float(ci.high)
+
+
+def _with_interval(accuracy: float, n: int) -> str:
+    low, high = binomial_interval(accuracy, n)
+    return f"{_pct(accuracy)} ({_pct(low)} to {_pct(high)})"
 
 
 def _frequency(workdir: str, paths: dict, base: dict) -> dict:
@@ -39,6 +51,9 @@ def _frequency(workdir: str, paths: dict, base: dict) -> dict:
 
 
 NOISE = "reproduced, within sampling noise"
+QUICK_WARNING = ("**Warning: this is the quick setting (few steps, small towers, 2 test images per class). Its "
+                 "accuracies are near chance and its findings table means nothing; it only shows the machinery "
+                 "runs end to end. `make run` gives the real numbers.**")
 
 
 def _finding(claim: str, holds: bool, evidence: str, gaps=(), n: int = 0) -> str:
@@ -64,7 +79,10 @@ def write(workdir: str, config, paths: dict, clip_log: dict, base: dict, probes:
     after = {r["rows"]["VLM open world"]["model"]: r["rows"] for r in finetuned}
     proj_name, mix_name = list(after)
 
-    lines = [f"# Toy world report (seed {config.seed})", "",
+    lines = [f"# Toy world report (seed {config.seed})", ""]
+    if config.get("setting") == "quick":
+        lines += [QUICK_WARNING, ""]
+    lines += [
              f"{len(json.load(open(paths['classes'])))} classes, {paths['images']} rendered images, "
              f"{config.image_size} px; total time {total_seconds / 60:.1f} min on {jax.device_count()} "
              f"{jax.devices()[0].platform} device(s). Stage times (s): "
@@ -72,10 +90,11 @@ def write(workdir: str, config, paths: dict, clip_log: dict, base: dict, probes:
              f"CLIP training loss: {clip_log['losses'][0]:.3f} -> {clip_log['losses'][-1]:.3f} over "
              f"{clip_log['steps']} steps.", "",
              "## Table 1 / Table 2: CLIP vs the VLM (test split, balanced)", "",
-             "| model | setting | accuracy % |", "| --- | --- | --- |"]
+             "| model | setting | accuracy % (95% Clopper-Pearson interval over the test images) |",
+             "| --- | --- | --- |"]
     for setting, m in rows.items():
         value = headline(m)
-        lines.append(f"| {m['model']} | {setting} | {_pct(value)} |")
+        lines.append(f"| {m['model']} | {setting} | {_with_interval(value, base['examples'])} |")
     lines += ["", f"Probabilistic inference rules: sum {_pct(scoring['sum_accuracy'])}, avg "
               f"{_pct(scoring['avg_accuracy'])}, cfg {_pct(scoring['cfg_accuracy'])} "
               f"(the study's calibration, alpha 2).", "",
@@ -139,15 +158,18 @@ def write(workdir: str, config, paths: dict, clip_log: dict, base: dict, probes:
               f"\"Within sampling noise\": some gap the finding rests on is under two standard errors of a "
               f"difference of two accuracies on {n} test images (the evaluations share their images, so this is "
               "conservative). The world is tiny and the models are trained from scratch in minutes, so these are "
-              "the numbers of one seed, not evidence about real VLMs."]
+              "the numbers of one seed (`make run-seeds` runs three), not evidence about real VLMs."]
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     summary = {"clip": clip, "vlm_open": open_acc, "vlm_closed": closed, "scoring_sum": scoring["sum_accuracy"],
                "probe_last": probe, "probe_mean": probe_mean, "spearman_r": freq["spearman_r"],
                "after_projector_open": proj_open, "after_mixture_open": mix_open,
                "knowledge_before": qa[0][1]["accuracy"], "knowledge_after": qa[-1][1]["accuracy"],
-               "seconds": total_seconds,
-               "findings": [f.split(" | ")[1] for f in findings]}
+               "seconds": total_seconds, "seed": config.seed, "examples": n,
+               "knowledge_questions": qa[0][1]["questions"],
+               "claims": [f.split(" | ")[0].removeprefix("| ") for f in findings],
+               "findings": [f.split(" | ")[1] for f in findings],
+               "evidence": [f.split(" | ")[2].removesuffix(" |") for f in findings]}
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

@@ -11,6 +11,27 @@ The data mirror the study's setting:
     distribution, so some classes are common and some almost absent from the VLM's training text;
   - classification data (the study's fix) cover every class equally;
   - test images are balanced over classes.
+
+Which mechanism produces which of the study's findings (properties of the data; the report judges them):
+  - The VLM is worse than its CLIP; per-class accuracy follows class frequency: the VLM's text follows the
+    long tail, CLIP's captions do not.
+  - Probabilistic inference helps (the study's Table 2: generated answers miss the label's wording): the
+    VLM's image-grounded text (its alignment captions and instruction answers) calls the object by a more
+    general word GENERAL_RATE of the time ("a purple shape" for a purple cross), as real captions say "a
+    dog" for a golden retriever.  Greedy decoding says the general word exactly where the decoder is unsure
+    of the shape (its probability of the shape's word falls under that of "shape"), which the study's
+    substring rule does not count; scoring the 55 label names still ranks them by the decoder's colour and
+    shape evidence, and the general word's share is the same for every label, so the likeliest label is
+    still the right one on many of those images.
+  - Probes beat the answers (Table 3 left: the class is in the hidden states): the same images whose answer
+    is the general word carry their shape in the decoder's states; a linear probe reads it out.
+  - Classification data close the gap (Table 3 right, Table 5): they always name the class, so the projector
+    (and, in the mixture, the decoder) learns to make the decoder sure enough to name it.
+  - The mixture lifts the knowledge questions (Table 5's ImageWikiQA): each class's home is stated only in
+    text-only facts naming the class (knowledge.py: balanced, as a real LLM knows about every class), and
+    the image questions' answers name the class, then say that fact's sentence ("The object is a red
+    circle. The red circle lives in the meadow."), so the home follows the class the VLM recognised: naming
+    the class better (the classification data) answers more questions.
 All data are written in the real formats (the study's JSONL manifests, LLaVA's conversation JSON) so every
 later stage runs through the same readers, trainer and evaluators as full-size runs.
 """
@@ -45,6 +66,16 @@ INSTRUCTION_QUESTIONS = (   # (question, answer template); {colour} {shape} {tex
 )
 
 
+# The VLM's image-grounded text calls the object by a more general word this often ("a purple shape" for a
+# purple cross; the module doc says why).
+GENERAL_RATE = 0.4
+
+
+def general_name(name: str) -> str:
+    """The more general word for a class: its colour and "shape" ("purple cross" -> "purple shape")."""
+    return f"{name.split()[0]} shape"
+
+
 def class_names() -> list[str]:
     return [f"{c} {s}" for c in COLOURS for s in SHAPES]
 
@@ -64,8 +95,13 @@ class Sample:
     def shape(self) -> str:
         return self.name.split()[1]
 
-    def fields(self) -> dict:
-        return {"name": self.name, "colour": self.colour, "shape": self.shape, "texture": self.texture,
+    def fields(self, rng: np.random.Generator | None = None) -> dict:
+        """Template fields.  With RNG (the VLM's image-grounded text), the name is the general word
+        (`general_name`) GENERAL_RATE of the time."""
+        name = self.name
+        if rng is not None and rng.random() < GENERAL_RATE:
+            name = general_name(self.name)
+        return {"name": name, "colour": self.colour, "shape": self.shape, "texture": self.texture,
                 "background": self.background}
 
 
@@ -125,7 +161,8 @@ class WorldSizes:
     captions: int = 2000             # the VLM's alignment captions (long-tailed)
     instructions: int = 3000         # the VLM's instruction conversations (long-tailed)
     qa_instructions: int = 350       # of which ImageWikiQA-style image questions (long-tailed; knowledge.py)
-    facts_per_class: int = 4         # text-only statements of each class's home, added to the instructions
+    facts_per_class: int = 4         # text-only statements of each class's home (knowledge.FACTS_PER_RECORD
+                                     # to a record), added to the instructions
     classification: int = 1800       # classification fine-tuning examples (balanced)
     test_per_class: int = 10         # balanced test images
     probe_train_per_class: int = 10  # balanced images for training linear probes
@@ -147,10 +184,12 @@ def _balanced(rng, per_class: int) -> list[Sample]:
     return [out[i] for i in rng.permutation(len(out))]
 
 
-def caption(sample: Sample, rng: np.random.Generator) -> str:
+def caption(sample: Sample, rng: np.random.Generator, general: bool = False) -> str:
+    """A caption; GENERAL (the VLM's alignment captions): the name is sometimes the general word."""
     templates = ("a photo of a {name}.", "a photo of a {name}.", "a {texture} {name} on a {background} background.",
                  "a {name} with a {texture} pattern.")
-    return templates[rng.integers(len(templates))].format(**sample.fields())
+    template = templates[rng.integers(len(templates))]
+    return template.format(**sample.fields(rng if general else None))
 
 
 def build(root: str, seed: int, sizes: WorldSizes = WorldSizes()) -> dict:
@@ -177,13 +216,14 @@ def build(root: str, seed: int, sizes: WorldSizes = WorldSizes()) -> dict:
     tail = zipf_weights(len(names), sizes.zipf_exponent, seed)
     clip_pairs = [{"image": save(s), "caption": caption(s, rng)} for s in _samples(rng, sizes.clip_pairs, uniform)]
     captions = [{"id": f"cap{i}", "image": save(s), "conversations": [
-        {"from": "human", "value": f"<image>\n{CAPTION_QUESTION}"}, {"from": "gpt", "value": caption(s, rng)}]}
+        {"from": "human", "value": f"<image>\n{CAPTION_QUESTION}"},
+        {"from": "gpt", "value": caption(s, rng, general=True)}]}
         for i, s in enumerate(_samples(rng, sizes.captions, tail))]
     instructions = []
     for i, s in enumerate(_samples(rng, sizes.instructions - sizes.qa_instructions, tail)):
         q, a = INSTRUCTION_QUESTIONS[rng.integers(len(INSTRUCTION_QUESTIONS))]
         instructions.append({"id": f"ins{i}", "image": save(s), "conversations": [
-            {"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a.format(**s.fields())}]})
+            {"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a.format(**s.fields(rng))}]})
     classification = [classification_record(save(s), s.name, record_id=f"cls{i}")
                       for i, s in enumerate(_samples(rng, sizes.classification, uniform))]
     manifest = [{"image": save(s), "label": s.name, "split": split}
@@ -194,8 +234,10 @@ def build(root: str, seed: int, sizes: WorldSizes = WorldSizes()) -> dict:
     qa_rng = np.random.default_rng([seed, 8])
     instructions += [knowledge.qa_record(f"qa{i}", save(s), s.name, home[s.name], qa_rng)
                      for i, s in enumerate(_samples(rng, sizes.qa_instructions, tail))]
-    instructions += [knowledge.fact_record(f"fact{i}", n, home[n])
-                     for i, n in enumerate(n for _ in range(sizes.facts_per_class) for n in names)]
+    facts = [(n, home[n]) for _ in range(sizes.facts_per_class) for n in names]
+    facts = [facts[i] for i in qa_rng.permutation(len(facts))]
+    per = knowledge.FACTS_PER_RECORD
+    instructions += [knowledge.fact_record(f"fact{i // per}", facts[i:i + per]) for i in range(0, len(facts), per)]
     instructions = [instructions[i] for i in qa_rng.permutation(len(instructions))]
     wikiqa = [knowledge.test_question(r["image"], r["label"], home[r["label"]], qa_rng)
               for r in manifest if r["split"] == "test"]
