@@ -269,10 +269,12 @@ def test_gradient_accumulation_equals_the_concatenated_batch():
 LLAMA_LINEARS = r"(^|/)model/layers/\d+/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)$"
 
 
-def test_lora_dropout_uses_the_step_rng():
-    """train_step(rng=key) turns LoRA dropout on (different keys -> different losses, one key -> one loss);
-    rng=None turns it off (the loss of the model as is).  Fails today: `nnx.reseed` inside the step's
-    value_and_grad mutates the `frozen` Variables that `nnx.merge` shares (TraceContextError)."""
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
+def test_lora_dropout_uses_the_step_rng(impl):
+    """train_step(rng=key) turns LoRA dropout on (different keys -> different losses, one key -> one loss),
+    with either PRNG `config.lora.dropout_prng` offers; rng=None turns it off (the loss of the model as is).
+    (Once failed: `nnx.reseed` inside the step's value_and_grad mutated the `frozen` Variables that
+    `nnx.merge` shares: TraceContextError.)"""
     model = LlamaForCausalLM(LLAMA, rngs=nnx.Rngs(0))
     assert len(apply_lora(model, rank=4, alpha=8, dropout=0.5, targets=LLAMA_LINEARS)) == 14
     rng = np.random.default_rng(0)
@@ -287,10 +289,24 @@ def test_lora_dropout_uses_the_step_rng():
     n1, n2 = loss(None), loss(None)
     assert n1 == n2
     assert n1 == pytest.approx(float(no_dropout), abs=1e-5)
-    a, b, a2 = loss(jax.random.key(1)), loss(jax.random.key(2)), loss(jax.random.key(1))
+    key = lambda seed: jax.random.key(seed, impl=impl)
+    a, b, a2 = loss(key(1)), loss(key(2)), loss(key(1))
     assert a != b
     assert a == a2
     assert abs(a - float(no_dropout)) > 1e-5
+
+
+def test_the_dropout_key_follows_the_config_and_a_bad_prng_names_the_field():
+    from vlmcls_jax.defaults import train_config
+    from vlmcls_jax.train.trainer import dropout_key
+
+    config = train_config()
+    assert str(dropout_key(config).dtype) == "key<rbg>"      # the default: fast to compile for TPU
+    config.lora.dropout_prng = "threefry2x32"
+    assert str(dropout_key(config).dtype) == "key<fry>"
+    config.lora.dropout_prng = "philox"
+    with pytest.raises(ValueError, match=r"config\.lora\.dropout_prng: .*threefry2x32"):
+        dropout_key(config)
 
 
 # ---------------------------------------------------------------------------------------- learning toy tasks

@@ -144,7 +144,7 @@ def train_programs(config, mesh, seq_len: int | None = None, decoder_layers: int
              "pixel_values": batch_spec(mesh, (B, s, s, 3), jnp.float32)}
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     rng = None if config.lora.dropout <= 0 or config.lora.rank <= 0 else \
-        jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=replicated)
+        jax.ShapeDtypeStruct((), jax.eval_shape(lambda: trainer.dropout_key(config)).dtype, sharding=replicated)
     shape = flops.model_shape(model, trainable_filter(groups))
     per_step = config.optim.accumulate_steps
     return [Program(f"train step (batch {B} x {T})", lambda: step.lower(state, frozen, batch, rng),

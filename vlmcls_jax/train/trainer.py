@@ -63,6 +63,17 @@ def add_lora(model, config) -> None:
                    seed=config.seed, **({"targets": config.lora.targets} if config.lora.targets else {}))
 
 
+def dropout_key(config) -> jax.Array:
+    """The key LoRA dropout's masks come from (the step's key is this folded with the micro-step), made by
+    `config.lora.dropout_prng`: "rbg" (XLA's RngBitGenerator) or "threefry2x32" (JAX's default).  Threefry's
+    masks are integer arithmetic the TPU compiler spends most of a LoRA step's compile on (LLaVA-1.5-7B for
+    v5e-8: 235 s against 66 s with rbg, benchmarks/RESULTS.md section 8)."""
+    try:
+        return jax.random.key(config.seed, impl=config.lora.dropout_prng)
+    except ValueError as e:   # jax's message lists the implementations; ours names the field
+        raise ValueError(f"config.lora.dropout_prng: {e}") from None
+
+
 def param_groups(config) -> list[ParamGroup]:
     return [ParamGroup(name, (name,), float(lr)) for name, lr in config.learning_rates.items()]
 
@@ -271,7 +282,7 @@ def _run(config, workdir, mesh, preemption: Preemption, opened: list):
     step_fn = step_function(config, graphdef, tx, state, frozen, mesh)
     schedule = warmup_cosine(max(float(v) for v in config.learning_rates.values()), total_steps,
                              config.optim.warmup_ratio, config.optim.warmup_steps)
-    base_rng = jax.random.key(config.seed)
+    base_rng = dropout_key(config)
     # Training FLOPs per token ~ 6 x parameters (forward 2N, backward 4N; frozen weights still backpropagate
     # activations, so all parameters count): the usual MFU estimate, image-token compute included as tokens.
     num_params = sum(int(x.size) for x in jax.tree.leaves((state.params, frozen)))
