@@ -100,3 +100,11 @@ def test_small_matmul_times_both_frameworks_per_row_count(capsys):
         assert set(times) == {"reduction", "XLA, M = 1", "XLA, M = 2", "PyTorch, M = 1", "PyTorch, M = 2"}
         assert all(t > 0 for t in times.values())
     assert "x the read time" in capsys.readouterr().out
+
+
+def test_forward_products_times_xla_both_accumulations_and_pytorch(capsys):
+    import forward_products
+    r = forward_products.run(("bfloat16",), repeats=1, layers=1, vocab=64)["bfloat16"]
+    assert set(r) == {"XLA, float32 accumulation", "XLA, bfloat16 accumulation", "PyTorch F.linear"}
+    assert all(v["seconds"] > 0 and v["gflops"] > 0 for v in r.values())
+    assert "PyTorch / this" in capsys.readouterr().out
