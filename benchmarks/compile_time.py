@@ -61,9 +61,15 @@ def compile_seconds(layers: int, scan: bool, program: str, tiny: bool = False) -
 
 
 def run(layers=(4, 32), tiny: bool = False, programs=("train_step", "forward")) -> dict:
-    import jax
+    """Every compile with the persistent cache off (a cached program would time a read), and the cache as it was
+    afterwards: the smoke test shares its process with tests that need the cache on."""
+    from vlmcls_jax.plan import without_persistent_cache
 
-    jax.config.update("jax_enable_compilation_cache", False)
+    with without_persistent_cache():
+        return _run(layers, tiny, programs)
+
+
+def _run(layers, tiny: bool, programs) -> dict:
     results = {}
     for program in programs:
         for scan in (False, True):

@@ -81,7 +81,9 @@ def test_compiles_for_the_target_bypass_the_persistent_cache(target, tmp_path):
     decides that once, at its first compile), and the cache works as before afterwards."""
     from jax.experimental.compilation_cache import compilation_cache
 
-    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs,
+              jax.config.jax_enable_compilation_cache)
+    jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(tmp_path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     compilation_cache.reset_cache()
@@ -117,4 +119,5 @@ def test_compiles_for_the_target_bypass_the_persistent_cache(target, tmp_path):
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+        jax.config.update("jax_enable_compilation_cache", before[2])
         compilation_cache.reset_cache()
