@@ -101,6 +101,15 @@ def test_unknown_trainable_group_is_an_error(world, tmp_path):
         trainer.run(config(world, learning_rates={"^no_such_module/": 1e-3}), str(tmp_path))
 
 
+def test_an_empty_checkpoint_or_unknown_dropout_prng_is_named_before_the_workdir_is_touched(world, tmp_path):
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"^config\.model\.checkpoint is empty"):
+        trainer.run(config(world, **{"model.checkpoint": ""}), str(workdir))
+    with pytest.raises(ValueError, match=r"^config\.lora\.dropout_prng: .*rbg"):
+        trainer.run(config(world, **{"lora.dropout_prng": "philox"}), str(workdir))
+    assert not workdir.exists()
+
+
 def test_gradient_accumulation_counts_optimizer_updates(world, tmp_path):
     trainer.run(config(world, **{"optim.accumulate_steps": 2, "num_steps": 2, "log_every": 1}), str(tmp_path))
     assert sorted(losses(tmp_path)) == [1, 2]

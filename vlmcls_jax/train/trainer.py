@@ -205,6 +205,10 @@ def _stop_if_not_training(metrics: dict, step: int, limit: int, workdir: str) ->
 def run(config, workdir: str) -> dict:
     """Trains as `config` says; returns the last logged metrics."""
     config = check_job_config(config, "train")   # every field, the declared default where config has none
+    if not config.model.checkpoint:
+        raise ValueError("config.model.checkpoint is empty: the train job starts from a Hugging Face checkpoint; "
+                         "give its folder or hub id (--config.model.checkpoint=DIR)")
+    dropout_key(config)   # a misspelt config.lora.dropout_prng is named now, not after the model has loaded
     mesh = shd.make_mesh(tuple(config.mesh_shape))
     workdir = fingerprint.claim(workdir, fingerprint.of(config, "train"), overwrite=config.overwrite)
     os.makedirs(workdir, exist_ok=True)
