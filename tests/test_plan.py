@@ -63,6 +63,20 @@ def test_eval_and_probe_programs_compile_for_tpu(target, ckpt):
     assert row.program.startswith("features") and row.fits
 
 
+def test_the_general_job_plans_one_generation_per_benchmark_for_every_model(target, ckpt):
+    """Table 13 (`job = "general"`): POPE's two splits of 3000 questions each, for both models of the run
+    (released and fine-tuned: one architecture, planned once), 128 new tokens as LLaVA's model_vqa_loader."""
+    c = defaults.general_config()
+    c.models, c.benchmarks, c.mesh_shape = (ckpt, ckpt), ("pope",), (1, 1, 4)
+    (row,) = plan(c, target)
+    assert row.program.startswith("pope: generate (batch 8 x ") and "+ 128 new" in row.program and row.fits
+    assert row.calls == 2 * 2 * 3000 // 8
+    assert f"model {ckpt}," in format_table(c, [row], target)
+    c.benchmarks = ("pope", "vqav2")
+    with pytest.raises(ValueError, match=r"config\.benchmarks: unknown \['vqav2'\]"):
+        plan(c, target)
+
+
 def test_a_program_too_large_is_reported_as_not_fitting(target, ckpt):
     """The TPU compiler refuses a program whose temporaries exceed the chip's 16 GiB: a row that does not
     fit, with the compiler's reason and what to change, not a traceback."""

@@ -223,3 +223,27 @@ def test_answer_items_with_a_local_model_resumes(tmp_path):
     out.write_text("\n".join(lines[:2]) + "\n")          # as if the run died after two answers
     again = answer_items(model, tok, inputs, items, str(out), settings)
     assert again == records and len(out.read_text().splitlines()) == 3
+
+
+def test_general_job_loads_its_models_in_the_configs_dtype(tmp_path, monkeypatch):
+    """Every model of the run is loaded as `config.model` says: bfloat16 by default (as the eval jobs; a 13B
+    model in float32 fits no 16 GiB chip even split eight ways with its cache), float32 on request."""
+    from configs import table13_general
+    from vlmcls_jax.eval import general_job
+
+    asked = []
+
+    def load(checkpoint, mesh, revision, prompt_format, **options):
+        asked.append((checkpoint, options["dtype"], options["param_dtype"], options["scan_layers"]))
+        raise KeyboardInterrupt   # stop before any benchmark runs
+
+    monkeypatch.setattr(general_job, "load_for_eval", load)
+    c = table13_general.get_config()
+    c.benchmarks = ()
+    with pytest.raises(KeyboardInterrupt):
+        general_job.run(c, str(tmp_path / "a"))
+    c.model.dtype, c.model.param_dtype = "float32", "float32"
+    with pytest.raises(KeyboardInterrupt):
+        general_job.run(c, str(tmp_path / "b"))
+    assert asked == [("llava-hf/llava-1.5-7b-hf", "bfloat16", "bfloat16", False),
+                     ("llava-hf/llava-1.5-7b-hf", "float32", "float32", False)]

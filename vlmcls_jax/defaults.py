@@ -226,6 +226,9 @@ def general_config() -> ml_collections.ConfigDict:
     c.models = ("llava-hf/llava-1.5-7b-hf",)   # checkpoints, each evaluated on every benchmark
     c.labels = ()                          # their names in the table (default: the checkpoint's last component)
     c.prompt_format = "auto"
+    # how every entry of `models` is loaded and run (as eval_config's model section: bfloat16, the dtype the
+    # study loads every VLM in; LLaVA-1.5's own evaluation scripts load float16, which TPUs do not compute in)
+    c.model = ml_collections.ConfigDict(dict(dtype="bfloat16", param_dtype="bfloat16", scan_layers=False))
     c.api = api_config()                   # for "api:VENDOR/MODEL" entries of models
     c.batch_size = 8
     c.pad_to_square = True                 # LLaVA-1.5's own evaluation (image_aspect_ratio="pad")

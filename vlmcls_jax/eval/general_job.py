@@ -100,7 +100,8 @@ def run(config, workdir: str) -> dict:
         folder = os.path.join(workdir, slug(label))
         api_log = shards.part_path(os.path.join(folder, "api_responses.jsonl"), jax.process_index(),
                                    jax.process_count())
-        loaded = load_for_eval(checkpoint, mesh, None, config.prompt_format,
+        loaded = load_for_eval(checkpoint, mesh, None, config.prompt_format, scan_layers=config.model.scan_layers,
+                               dtype=config.model.dtype, param_dtype=config.model.param_dtype,
                                api={"options": dict(config.api), "log_path": api_log})
         results["checkpoints"][label] = loaded.provenance
         columns = {}

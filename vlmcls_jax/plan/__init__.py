@@ -184,9 +184,11 @@ def _fmt_flops(x: float) -> str:
 
 
 def header(config, target: Target) -> str:
+    from vlmcls_jax.plan.programs import planned_checkpoint
+
     chip = target.chip
     return "\n".join([
-        f"plan: job {config.job}, model {config.model.checkpoint}, target {target.name} "
+        f"plan: job {config.job}, model {planned_checkpoint(config)}, target {target.name} "
         f"({target.num_devices} x {chip.name}: {chip.hbm_gib:g} GiB, {chip.peak_tflops:g} TFLOP/s bf16, "
         f"{chip.hbm_gbps:g} GB/s; compiled for {target.compiled_for}), mesh {dict(job_mesh(config, target).shape)}",
         "",

@@ -165,10 +165,16 @@ def train_seq_len(config, cfg) -> int:
 # ------------------------------------------------------------------------------------------------ evaluation
 
 
+def planned_checkpoint(config) -> str:
+    """The checkpoint the plan builds: `config.model.checkpoint`; for the general job (Table 13: the released
+    model and its fine-tuned export, one architecture) the first of `config.models`."""
+    return config.models[0] if config.job == "general" else config.model.checkpoint
+
+
 def eval_model(config, mesh):
-    """The eval / probe / ImageWikiQA jobs' model as `eval.loading.load_for_eval` builds it, abstract."""
+    """The eval / probe / ImageWikiQA / general jobs' model as `eval.loading.load_for_eval` builds it, abstract."""
     m = config.model
-    cfg = hf_config.with_decoder_options(base_model_config(m.checkpoint, m.dtype, m.param_dtype),
+    cfg = hf_config.with_decoder_options(base_model_config(planned_checkpoint(config), m.dtype, m.param_dtype),
                                          scan_layers=m.scan_layers)
     return cfg, shd.abstract_placed(nnx.eval_shape(lambda: model_class(cfg)(cfg, rngs=None)), mesh)
 
@@ -295,11 +301,39 @@ def imagewikiqa_programs(config, mesh) -> list[Program]:
                                IMAGEWIKIQA_QUESTIONS)]
 
 
+# Table 13's benchmarks (eval.general_job): questions (POPE: per split) and text tokens of a prompt beside the
+# image and template: the question with LLaVA's answer-format line ("Answer the question using a single word or
+# phrase."), TextVQA's also with its reference OCR tokens (llava_textvqa_val_v051_ocr.jsonl), MM-Vet's bare.
+GENERAL_QUESTIONS = {"textvqa": 5000, "pope": 3000, "mmvet": 218}
+GENERAL_TEXT = {"textvqa": 64, "pope": 24, "mmvet": 48}
+
+
+def general_programs(config, mesh) -> list[Program]:
+    """The general job's generation, one program per benchmark (TextVQA, POPE's splits together, MM-Vet), for
+    the first of its models; a run calls it once per model."""
+    from vlmcls_jax.eval.general_job import MAX_NEW_TOKENS
+
+    unknown = sorted(set(config.benchmarks) - set(GENERAL_QUESTIONS))
+    if unknown:
+        raise ValueError(f"config.benchmarks: unknown {unknown}; known: {list(GENERAL_QUESTIONS)}")
+    cfg, model = eval_model(config, mesh)
+    out = []
+    for bench in config.benchmarks:
+        questions = GENERAL_QUESTIONS[bench] * (len(config.pope.splits) if bench == "pope" else 1)
+        if config.max_examples:
+            questions = min(questions, config.max_examples * (len(config.pope.splits) if bench == "pope" else 1))
+        out.append(generation_program(bench, cfg, model, mesh, config.batch_size,
+                                      prompt_length(cfg, extra_text=GENERAL_TEXT[bench]), MAX_NEW_TOKENS[bench],
+                                      questions * len(config.models)))
+    return out
+
+
 def job_programs(config, mesh, seq_len: int | None = None) -> list[Program]:
     job = config.job
     if job == "train":
         return train_programs(config, mesh, seq_len)
-    table = {"eval": eval_programs, "probe": probe_programs, "imagewikiqa": imagewikiqa_programs}
+    table = {"eval": eval_programs, "probe": probe_programs, "imagewikiqa": imagewikiqa_programs,
+             "general": general_programs}
     if job not in table:
-        raise ValueError(f"config.job={job!r}: the plan knows train, eval, probe and imagewikiqa")
+        raise ValueError(f"config.job={job!r}: the plan knows {', '.join(['train', *table])}")
     return table[job](config, mesh)
