@@ -5,9 +5,10 @@ LLaVA-1.5-7B in bfloat16 on a v5e-8 (`v5e:2x4`), compiled here through libtpu (n
                   `decode` of one token per row against the KV cache, `logits`, argmax; the cache donated),
                   the eval job's batch 8, tensor parallel over 8 chips (`mesh_shape=(1, 1, 8)`, as the eval job
                   is planned in the README), at the open-world and closed-world (1000 names) prompt lengths.
-                  XLA's bytes accessed per chip against the bytes it must read: the language model's weights
-                  (the embedding table only at the looked-up rows) and the whole KV cache, per chip as placed.
-                  Target <= 1.2x.
+                  XLA's bytes accessed per chip, and the HBM traffic read from the optimised HLO
+                  (`plan.hbm_traffic`: XLA's count includes on-chip copies), against the bytes it must read: the
+                  language model's weights (the embedding table only at the looked-up rows) and the whole KV
+                  cache, per chip as placed.  Target <= 1.2x.
   class scoring   the job's calls (`inference.scoring._prefill` then `_score_rows` per chunk) for ImageNet's
                   1000 names tokenised in context by the real Llama-2 tokenizer (tests/data/tokenizers) after
                   the study's prompt, packed as the job packs them (`token_tree.pack`, chunk_size 1024).  XLA's
