@@ -19,6 +19,10 @@ study's Table 3 right, LoRA row (no number is printed in the repository).
 
     python -m vlmcls_jax.main --config configs/finetune_lora.py:imagenet --workdir runs/lora_imagenet \\
         --config.data.classification_manifest=data/imagenet.jsonl --config.data.image_root=/data/imagenet
+
+On TPU v4 and v5p add `--config.mesh_shape=1,1,4` (tensor parallel): libtpu 0.0.42.1 aborts compiling this step
+with FSDP and remat for them ("Check failed: s_count.has_value()", rotated_pincer_fusion_emitter.cc), with or
+without dropout; v5e compiles the default mesh (README, "Planning a run").
 """
 
 import ml_collections
