@@ -127,3 +127,19 @@ def test_earlier_rows_are_kept_only_from_the_same_examples_and_checkpoint(tmp_pa
     assert set(job.merge_earlier(other_vlm, str(tmp_path))["rows"]) == {"CLIP (study)", "VLM open world"}
     other_examples = dict(now, examples=4)
     assert job.merge_earlier(other_examples, str(tmp_path)) == other_examples
+
+
+def test_a_batch_that_cannot_split_over_the_mesh_is_refused_before_loading(tmp_path, monkeypatch):
+    """mesh (4, 1, 2) on the 8 test devices splits batches 4 ways: the study's scoring batch of 1 is refused
+    with the field's name before any checkpoint is read."""
+    from configs import table1
+    manifest = train_fixtures.shapes_dataset(tmp_path / "data", 3)
+    (tmp_path / "classes.json").write_text(json.dumps(demo.class_names()))
+    c = table1.get_config("flowers")
+    c.model.checkpoint = str(tmp_path / "no_such_checkpoint")
+    c.data.manifest, c.data.classes, c.data.image_root, c.data.split = (
+        str(manifest), str(tmp_path / "classes.json"), str(tmp_path / "data"), "train")
+    c.experiments, c.mesh_shape = ("open", "scoring"), (4, 1, 2)
+    monkeypatch.setattr(job, "load_for_eval", lambda *a, **k: pytest.fail("loaded before the check"))
+    with pytest.raises(ValueError, match=r"^config\.scoring\.batch_size=1: a batch splits over the 4 batch devices"):
+        job.run(c, str(tmp_path / "run"))

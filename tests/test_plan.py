@@ -195,3 +195,15 @@ def test_hbm_traffic_of_hand_written_hlo():
     assert traffic.read == 1024 * 512 * 2 + 1024 * 2 + 4 * 1024 * 2
     assert traffic.written == 1024 * 2 + 4 * 1024 * 2
     assert traffic.loops == 0
+
+
+def test_a_batch_that_does_not_split_over_the_data_axis_names_its_field(target, ckpt):
+    """Data parallel over 2 of the 4 chips: the scoring batch of 1 cannot split, and the plan says which field
+    to change instead of failing inside the compiler (the eval job checks the same before loading anything)."""
+    c = defaults.eval_config("flowers")
+    c.model.checkpoint, c.mesh_shape, c.experiments = ckpt, (2, 1, 2), ("open", "scoring")
+    with pytest.raises(ValueError, match=r"^config\.scoring\.batch_size=1: a batch splits over the 2 batch "
+                                         r"devices .* give a multiple of 2"):
+        plan(c, target)
+    c.scoring.batch_size = 2
+    assert [r.fits for r in plan(c, target)] == [True, True, True]

@@ -127,6 +127,22 @@ def test_a_checkpoint_the_hub_cannot_give_is_named_in_one_user_error(monkeypatch
         raise AssertionError("no error")
 
 
+def test_a_missing_folder_or_an_empty_checkpoint_is_a_user_error_naming_it(tmp_path):
+    """A folder that does not exist is no hub id either: huggingface_hub's validation error becomes our one line,
+    naming the path; an empty checkpoint says so (no hub call)."""
+    import pytest
+
+    from vlmcls_jax.convert.hf import resolve_checkpoint
+    from vlmcls_jax.main import is_user_error
+
+    missing = str(tmp_path / "checkpoints" / "llava-7b")
+    with pytest.raises(ValueError, match=f"checkpoint '{missing}' is no local folder") as raised:
+        resolve_checkpoint(missing)
+    assert is_user_error(raised.value) and "--config.model.checkpoint=DIR" in str(raised.value)
+    with pytest.raises(ValueError, match="no checkpoint given"):
+        resolve_checkpoint("")
+
+
 def test_a_wrong_data_folder_fails_before_any_download(monkeypatch, tmp_path):
     """`--config.data.image_root=DATA` misspelt: the eval, probe and ImageWikiQA jobs say so before the
     fingerprint resolves (downloads) the checkpoints, not after a 14 GB download."""

@@ -179,6 +179,24 @@ def put_batch(arrays, mesh: Mesh | None, rules=LOGICAL_RULES):
     return tuple(out)
 
 
+def batch_ways(mesh: Mesh | None, rules=LOGICAL_RULES) -> int:
+    """How many ways a batch's leading dimension splits over `mesh` (the devices of its batch axes); 1 for None."""
+    if mesh is None:
+        return 1
+    return int(np.prod([mesh.shape[ax] for ax in _spec_axes(batch_sharding(mesh, 1, rules).spec[0])]))
+
+
+def check_batch_sizes(mesh: Mesh | None, sizes: dict[str, int]) -> None:
+    """Raises naming every config field (`sizes`: {"config.x.batch_size": value}) whose batch does not split
+    over the mesh's batch devices, before anything is loaded or compiled."""
+    ways = batch_ways(mesh)
+    bad = [f"{field}={size}" for field, size in sizes.items() if size % ways]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: a batch splits over the {ways} batch devices (data x fsdp) of "
+                         f"mesh {dict(mesh.shape)}; give a multiple of {ways}, or config.mesh_shape without a "
+                         "data axis (e.g. (1, 1, N): parameters split, batches whole)")
+
+
 def _spec_axes(entry) -> tuple[str, ...]:
     return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
 

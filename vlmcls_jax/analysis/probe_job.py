@@ -25,6 +25,7 @@ import os
 import jax
 
 from vlmcls_jax import fingerprint
+from vlmcls_jax import sharding as shd
 from vlmcls_jax.analysis.clip_features import check_clip_features, extract_clip_features
 from vlmcls_jax.analysis.features import FeatureSettings, extract_features, load_features
 from vlmcls_jax.analysis.probe import ProbeSettings, train_probe
@@ -54,6 +55,7 @@ def run(config, workdir: str) -> dict:
     if config.max_examples:
         splits = {k: v[: config.max_examples] for k, v in splits.items()}
     mesh = eval_mesh(config.mesh_shape)
+    shd.check_batch_sizes(mesh, {"config.batch_size": config.batch_size})
     loaded_model = load_model_section(config.model, mesh)
     model, tokenizer, preprocess = loaded_model.model, loaded_model.tokenizer, loaded_model.inputs
     if preprocess is None:      # a two-tower CLIP: its image embeddings

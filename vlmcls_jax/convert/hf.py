@@ -106,6 +106,8 @@ def _key_table(state: nnx.State) -> dict[str, tuple[tuple, nnx.Variable, int | N
 
 def resolve_checkpoint(path_or_hub_id: str, revision: str | None = None) -> str:
     """A local folder as is; otherwise a hub id, downloaded (config, tokenizer, safetensors only)."""
+    if not path_or_hub_id:
+        raise ValueError("no checkpoint given (an empty folder or hub id)")
     if os.path.isdir(path_or_hub_id):
         companions.check_hf_folder(path_or_hub_id)
         return path_or_hub_id
@@ -115,7 +117,9 @@ def resolve_checkpoint(path_or_hub_id: str, revision: str | None = None) -> str:
     try:
         return snapshot_download(path_or_hub_id, revision=revision,
                                  allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
-    except OSError as e:   # huggingface_hub's errors (offline, no such repository or revision, gated) are OSErrors
+    except (OSError, ValueError) as e:
+        # huggingface_hub's errors: offline, no such repository or revision, gated (OSErrors); a string that is
+        # no hub id either, e.g. a folder that does not exist (HFValidationError, a ValueError)
         asked = f"{path_or_hub_id!r}" + (f" (revision {revision})" if revision else "")
         raise ValueError(f"checkpoint {asked} is no local folder, and the Hugging Face hub did not give it: "
                          f"{type(e).__name__}: {str(e).rstrip('. ')}. Pass a local checkpoint folder (e.g. "

@@ -24,6 +24,7 @@ import re
 
 import jax
 
+from vlmcls_jax import sharding as shd
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.eval import mmvet, shards
 from vlmcls_jax.eval.api_model import api_usage, load_api
@@ -93,6 +94,7 @@ def run(config, workdir: str) -> dict:
         grader_options = dict(config.mmvet.grader_api, temperature=0.0, max_tokens=mmvet.GRADER_MAX_TOKENS)
         grader, _ = load_api(config.mmvet.grader, grader_options, os.path.join(workdir, "grader_responses.jsonl"))
     mesh = eval_mesh(config.mesh_shape)
+    shd.check_batch_sizes(mesh, {"config.batch_size": config.batch_size})
     results = {"models": {}, "checkpoints": {}}
     runs = []
     for index, checkpoint in enumerate(config.models):

@@ -18,6 +18,7 @@ import os
 import jax
 
 from vlmcls_jax import fingerprint
+from vlmcls_jax import sharding as shd
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.imagewikiqa import read_imagewikiqa
 from vlmcls_jax.eval.api_model import api_arguments, api_usage
@@ -48,6 +49,7 @@ def run(config, workdir: str) -> dict:
     if config.max_examples:
         questions = questions[: config.max_examples]
     mesh = eval_mesh(config.mesh_shape)
+    shd.check_batch_sizes(mesh, {"config.generation.batch_size": config.generation.batch_size})
     loaded = load_model_section(config.model, mesh, api=api_arguments(config.model, workdir))
     model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.inputs
     g = config.generation

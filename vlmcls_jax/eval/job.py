@@ -42,6 +42,7 @@ from collections.abc import Callable
 import jax
 
 from vlmcls_jax import fingerprint
+from vlmcls_jax import sharding as shd
 from vlmcls_jax.config_check import check_job_config
 from vlmcls_jax.data.image_check import screen_images, write_skipped
 from vlmcls_jax.data.sources import ClassList, load_class_names, read_manifest
@@ -127,6 +128,17 @@ EXPERIMENTS: dict[str, Experiment] = {}
 VLM_FIELDS = ("model.", "generation.", "scoring.", "pad_to_square")   # what the VLM experiments read
 
 
+def batch_fields(config) -> dict[str, int]:
+    """The VLM batch sizes the run's experiments split over the mesh's batch devices, by config field (checked
+    by `sharding.check_batch_sizes` here and in the plan)."""
+    out = {}
+    if {"open", "closed"} & set(config.experiments):
+        out["config.generation.batch_size"] = config.generation.batch_size
+    if "scoring" in config.experiments:
+        out["config.scoring.batch_size"] = config.scoring.batch_size
+    return out
+
+
 def experiment(name: str, reads: tuple[str, ...], check: Callable[[EvalRun], None] | None = None):
     """Registers `fn(ev: EvalRun) -> {row: metrics}` as the experiment `name` of config.experiments: adding an
     experiment is one decorated function."""
@@ -147,6 +159,9 @@ def run(config, workdir: str) -> dict:
                          "(vlmcls_jax/eval/job.py, @experiment)")
     if config.sampling not in SAMPLERS:
         raise ValueError(f"config.sampling={config.sampling!r} is not one of {SAMPLERS}")
+    # Data parallel over this process's devices (each process evaluates its own share of the examples).
+    mesh = eval_mesh(config.mesh_shape)
+    shd.check_batch_sizes(mesh, batch_fields(config))
     data = config.data
     classes = ClassList(tuple(load_class_names(data.classes)))
     split_rows = read_manifest(data.manifest, data.image_root, classes, split=data.split or None)
@@ -161,8 +176,7 @@ def run(config, workdir: str) -> dict:
     if screened.skipped:
         write_skipped(os.path.join(workdir, "skipped_images.jsonl"), screened)
         print(f"skipping {len(screened.skipped)} unreadable images (listed in {workdir}/skipped_images.jsonl)")
-    # Data parallel over this process's devices (each process evaluates its own share of the examples).
-    ev = EvalRun(config, workdir, split_rows, screened.kept, list(classes.names), eval_mesh(config.mesh_shape))
+    ev = EvalRun(config, workdir, split_rows, screened.kept, list(classes.names), mesh)
     for name in listed:
         if EXPERIMENTS[name].check is not None:
             EXPERIMENTS[name].check(ev)

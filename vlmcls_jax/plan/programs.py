@@ -240,11 +240,12 @@ def scoring_programs(name, cfg, model, mesh, batch: int, length: int, classes: i
 
 def eval_programs(config, mesh) -> list[Program]:
     """The eval job's VLM programs for config.experiments (CLIP's are not planned: a 0.4B model)."""
-    from vlmcls_jax.eval.job import EXPERIMENTS
+    from vlmcls_jax.eval.job import EXPERIMENTS, batch_fields
 
     unknown = sorted(set(config.experiments) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"config.experiments: unknown {unknown}; known: {list(EXPERIMENTS)}")
+    shd.check_batch_sizes(mesh, batch_fields(config))
     cfg, model = eval_model(config, mesh)
     dataset = config.data.name
     from vlmcls_jax.defaults import TEST_SPLIT
@@ -276,6 +277,7 @@ def probe_programs(config, mesh) -> list[Program]:
     """The probe job's feature extraction (`analysis.features._features`) over both splits."""
     from vlmcls_jax.analysis.features import _features
 
+    shd.check_batch_sizes(mesh, {"config.batch_size": config.batch_size})
     cfg, model = eval_model(config, mesh)
     graphdef, state = nnx.split(model)
     B, T = config.batch_size, prompt_length(cfg)
@@ -294,6 +296,7 @@ IMAGEWIKIQA_TEXT = 160         # tokens of a question with its four options (mea
 
 
 def imagewikiqa_programs(config, mesh) -> list[Program]:
+    shd.check_batch_sizes(mesh, {"config.generation.batch_size": config.generation.batch_size})
     cfg, model = eval_model(config, mesh)
     g = config.generation
     return [generation_program("ImageWikiQA", cfg, model, mesh, g.batch_size,
@@ -316,6 +319,7 @@ def general_programs(config, mesh) -> list[Program]:
     unknown = sorted(set(config.benchmarks) - set(GENERAL_QUESTIONS))
     if unknown:
         raise ValueError(f"config.benchmarks: unknown {unknown}; known: {list(GENERAL_QUESTIONS)}")
+    shd.check_batch_sizes(mesh, {"config.batch_size": config.batch_size})
     cfg, model = eval_model(config, mesh)
     out = []
     for bench in config.benchmarks:
