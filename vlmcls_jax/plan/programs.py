@@ -323,9 +323,8 @@ def general_programs(config, mesh) -> list[Program]:
     cfg, model = eval_model(config, mesh)
     out = []
     for bench in config.benchmarks:
-        questions = GENERAL_QUESTIONS[bench] * (len(config.pope.splits) if bench == "pope" else 1)
-        if config.max_examples:
-            questions = min(questions, config.max_examples * (len(config.pope.splits) if bench == "pope" else 1))
+        splits = len(config.pope.splits) if bench == "pope" else 1   # max_examples: the first N of each split
+        questions = splits * min(GENERAL_QUESTIONS[bench], config.max_examples or GENERAL_QUESTIONS[bench])
         out.append(generation_program(bench, cfg, model, mesh, config.batch_size,
                                       prompt_length(cfg, extra_text=GENERAL_TEXT[bench]), MAX_NEW_TOKENS[bench],
                                       questions * len(config.models)))
