@@ -36,7 +36,7 @@ MOVES_NOTHING = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast
 CONTROL = {"call", "conditional", "while"}
 
 # `%name = SHAPE opcode(operands), attributes`; SHAPE is an array shape or a (nested) tuple of them.
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*)$")
+_INSTRUCTION = re.compile(r"^\s*(ROOT\s+)?%([\w.\-]+)\s*=\s*(.*)$")
 _ARRAY = re.compile(r"([a-z][a-z0-9]*)\[([0-9,]*)\](\{[^}]*\})?")
 
 
@@ -105,13 +105,14 @@ class Instruction:
     opcode: str
     operands: list[str]
     attributes: str
+    is_root: bool = False
 
 
 def _parse(line: str) -> Instruction | None:
     m = _INSTRUCTION.match(line)
     if m is None:
         return None
-    name, rest = m.groups()
+    root, name, rest = m.groups()
     shape, rest = _split_shape(rest.strip())
     op = re.match(r"\s*([\w\-]+)\(", rest)
     if op is None:
@@ -123,7 +124,7 @@ def _parse(line: str) -> Instruction | None:
         if depth == 0:
             break
     operands = re.findall(r"%([\w.\-]+)", rest[op.end():i])
-    return Instruction(name, shape, op.group(1), operands, rest[i + 1:])
+    return Instruction(name, shape, op.group(1), operands, rest[i + 1:], root is not None)
 
 
 def computations(hlo_text: str) -> tuple[dict[str, list[Instruction]], str]:
@@ -158,7 +159,7 @@ def hbm_traffic(hlo_text: str) -> HbmTraffic:
     """HBM bytes read and written by one execution of the program (see the module docstring for the rules)."""
     comps, entry = computations(hlo_text)
     shapes = {ins.name: ins.shape for instructions in comps.values() for ins in instructions}
-    roots = {name: instructions[-1] for name, instructions in comps.items() if instructions}
+    roots = {name: ins for name, instructions in comps.items() for ins in instructions if ins.is_root}
     traffic = HbmTraffic()
 
     def hbm(shape: str) -> float:
@@ -170,10 +171,13 @@ def hbm_traffic(hlo_text: str) -> HbmTraffic:
             if op in MOVES_NOTHING:
                 continue
             if op in CONTROL:
-                bodies = (_called(ins.attributes, "body") if op == "while" else
-                          _called(ins.attributes, "branch_computations") or
-                          _called(ins.attributes, "true_computation") + _called(ins.attributes, "false_computation")
-                          if op == "conditional" else _called(ins.attributes, "to_apply"))
+                if op == "while":
+                    bodies = _called(ins.attributes, "body")
+                elif op == "conditional":   # every branch: an upper bound
+                    bodies = _called(ins.attributes, "branch_computations") or (
+                        _called(ins.attributes, "true_computation") + _called(ins.attributes, "false_computation"))
+                else:
+                    bodies = _called(ins.attributes, "to_apply")
                 traffic.loops += op == "while"
                 for body in bodies:
                     walk(body)
