@@ -101,12 +101,15 @@ def test_unknown_trainable_group_is_an_error(world, tmp_path):
         trainer.run(config(world, learning_rates={"^no_such_module/": 1e-3}), str(tmp_path))
 
 
-def test_an_empty_checkpoint_or_unknown_dropout_prng_is_named_before_the_workdir_is_touched(world, tmp_path):
+def test_an_empty_checkpoint_unknown_prng_or_unsplittable_batch_is_named_before_the_workdir_is_touched(world, tmp_path):
     workdir = tmp_path / "run"
     with pytest.raises(ValueError, match=r"^config\.model\.checkpoint is empty"):
         trainer.run(config(world, **{"model.checkpoint": ""}), str(workdir))
     with pytest.raises(ValueError, match=r"^config\.lora\.dropout_prng: .*rbg"):
         trainer.run(config(world, **{"lora.dropout_prng": "philox"}), str(workdir))
+    # a batch of 4 over the 8 test devices' fsdp axis cannot split
+    with pytest.raises(ValueError, match=r"^config\.data\.batch_size=4: a batch splits over the 8 batch devices"):
+        trainer.run(config(world, **{"data.batch_size": 4, "mesh_shape": (1, -1, 1)}), str(workdir))
     assert not workdir.exists()
 
 

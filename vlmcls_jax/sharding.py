@@ -193,8 +193,8 @@ def check_batch_sizes(mesh: Mesh | None, sizes: dict[str, int]) -> None:
     bad = [f"{field}={size}" for field, size in sizes.items() if size % ways]
     if bad:
         raise ValueError(f"{', '.join(bad)}: a batch splits over the {ways} batch devices (data x fsdp) of "
-                         f"mesh {dict(mesh.shape)}; give a multiple of {ways}, or config.mesh_shape without a "
-                         "data axis (e.g. (1, 1, N): parameters split, batches whole)")
+                         f"mesh {dict(mesh.shape)}; give a multiple of {ways} (training: with accumulate_steps "
+                         "for the same global batch), or a config.mesh_shape with fewer batch devices")
 
 
 def _spec_axes(entry) -> tuple[str, ...]:

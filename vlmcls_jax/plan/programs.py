@@ -116,6 +116,7 @@ def train_programs(config, mesh, seq_len: int | None = None, decoder_layers: int
     from vlmcls_jax.train.optimizer import trainable_filter
     from vlmcls_jax.train.step import abstract_train_state
 
+    shd.check_batch_sizes(mesh, {"config.data.batch_size": config.data.batch_size})
     cfg = trainer.model_config(config, base_model_config(config.model.checkpoint, config.model.dtype,
                                                          config.model.param_dtype))
     if decoder_layers:

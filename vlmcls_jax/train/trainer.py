@@ -210,6 +210,7 @@ def run(config, workdir: str) -> dict:
                          "give its folder or hub id (--config.model.checkpoint=DIR)")
     dropout_key(config)   # a misspelt config.lora.dropout_prng is named now, not after the model has loaded
     mesh = shd.make_mesh(tuple(config.mesh_shape))
+    shd.check_batch_sizes(mesh, {"config.data.batch_size": config.data.batch_size})
     workdir = fingerprint.claim(workdir, fingerprint.of(config, "train"), overwrite=config.overwrite)
     os.makedirs(workdir, exist_ok=True)
     preemption = Preemption()
