@@ -207,3 +207,17 @@ def test_a_batch_that_does_not_split_over_the_data_axis_names_its_field(target, 
         plan(c, target)
     c.scoring.batch_size = 2
     assert [r.fits for r in plan(c, target)] == [True, True, True]
+
+
+def test_the_plan_command_reports_a_bad_config_in_one_line():
+    """`python -m vlmcls_jax.plan` ends a config error as the jobs do: one line naming the field, exit status 2
+    (here: the mixture recipe's batch of 4 over the 8 devices of its FSDP mesh)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "vlmcls_jax.plan", "--config", "configs/finetune_mixture.py",
+                             "--devices", "8", "--config.data.batch_size=4"], capture_output=True, text=True,
+                            cwd=os.path.join(os.path.dirname(__file__), ".."), timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: config.data.batch_size=4: a batch splits over "
+                                                             "the 8 batch devices")

@@ -10,13 +10,14 @@ import ast
 import glob
 import importlib
 import os
-import re
 import sys
 import tempfile
 import time
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from vlmcls_jax.user_errors import USER_ERROR_EXIT, config_folder, fail, is_user_error, one_line  # noqa: F401
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml-collections config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where outputs are written")
@@ -42,21 +43,13 @@ JOBS = {
     "general": ("vlmcls_jax.eval.general_job", "TextVQA, POPE and MM-Vet before and after fine-tuning (Table 13)"),
 }
 
-# Exit status of a run stopped by a user error (config, data, checkpoint, path, permission, mesh): the error
-# is one line on stderr.  Internal errors keep their traceback (and Python's exit status, 1).
-USER_ERROR_EXIT = 2
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 def jobs() -> dict:
     return {name: importlib.import_module(module).run for name, (module, _) in JOBS.items()}
 
 
-def config_folder() -> str:
-    """The shipped configs' folder: the `configs` package wherever it is importable, else the repository's."""
-    spec = importlib.util.find_spec("configs")
-    return os.path.dirname(spec.origin) if spec and spec.origin else os.path.join(os.path.dirname(_PACKAGE),
-                                                                                  "configs")
+
 
 
 def config_files() -> list[str]:
@@ -93,35 +86,6 @@ def help_text() -> str:
               "", f"A user error (config, data, checkpoint, path, permission, mesh) ends with one line on stderr and "
               f"exit status {USER_ERROR_EXIT}."]
     return "\n".join(lines)
-
-
-def one_line(error: BaseException) -> str:
-    text = str(error) if not isinstance(error, KeyError) else str(error.args[0] if error.args else error)
-    text = re.sub(r":\s*\n\s*", ": ", text.strip())
-    return re.sub(r"\s*\n\s*", "; ", text)
-
-
-def is_user_error(error: BaseException, config_file: str | None = None) -> bool:
-    """An error about the user's input, not a bug: a missing or unreadable path, or a ValueError that our
-    own code raised to explain a bad config, dataset, checkpoint or mesh: raised in the package, in a shipped
-    config or in CONFIG_FILE (the user's own config).  A ValueError from any other code (a library, even one
-    with a `configs` folder) is a bug and keeps its traceback."""
-    if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-                          FileExistsError)):
-        return True
-    if not isinstance(error, ValueError) or error.__traceback__ is None:
-        return False
-    tb = error.__traceback__
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    raised_in = os.path.abspath(tb.tb_frame.f_code.co_filename)
-    ours = (_PACKAGE + os.sep, os.path.abspath(config_folder()) + os.sep)
-    return raised_in.startswith(ours) or (config_file is not None and raised_in == os.path.abspath(config_file))
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(USER_ERROR_EXIT)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -31,9 +31,16 @@ def main(argv):
         target = chips.budget_target(_DEVICES.value, _HBM.value, _CHIP.value)
     else:
         target = chips.tpu_target(_TOPOLOGY.value)
-    config = job_config(_CONFIG.value)
-    print(header(config, target), flush=True)
-    rows = plan(config, target, seq_len=_SEQ.value or None, on_row=lambda r: print(row_line(r, target), flush=True))
+    try:
+        config = job_config(_CONFIG.value)
+        print(header(config, target), flush=True)
+        rows = plan(config, target, seq_len=_SEQ.value or None,
+                    on_row=lambda r: print(row_line(r, target), flush=True))
+    except ValueError as e:   # a bad config (a field named), as the jobs report it: one line, exit status 2
+        from vlmcls_jax.user_errors import fail, is_user_error
+        if not is_user_error(e):
+            raise
+        fail(str(e))
     print(footer(config, rows, target))
 
 
