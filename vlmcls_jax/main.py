@@ -17,7 +17,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from vlmcls_jax.user_errors import USER_ERROR_EXIT, config_folder, fail, is_user_error, one_line  # noqa: F401
+from vlmcls_jax.user_errors import USER_ERROR_EXIT, config_folder, fail, is_user_error, one_line
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml-collections config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where outputs are written")
@@ -44,12 +44,8 @@ JOBS = {
 }
 
 
-
 def jobs() -> dict:
     return {name: importlib.import_module(module).run for name, (module, _) in JOBS.items()}
-
-
-
 
 
 def config_files() -> list[str]:
