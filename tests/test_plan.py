@@ -221,3 +221,18 @@ def test_the_plan_command_reports_a_bad_config_in_one_line():
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: config.data.batch_size=4: a batch splits over "
                                                              "the 8 batch devices")
+
+
+def test_hbm_traffic_walks_a_while_loop_body_once(target):
+    """A decode-like loop (`fori_loop` of a product with one weight): the body's traffic is counted once and the
+    loop is reported, so a caller can scale by its trip count."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from vlmcls_jax.plan.hbm_traffic import hbm_traffic
+
+    mesh = Mesh(np.array(target.devices).reshape(1, 4), ("data", "tensor"))
+    w = jax.ShapeDtypeStruct((4096, 4096), jnp.bfloat16, sharding=NamedSharding(mesh, PartitionSpec()))
+    x = jax.ShapeDtypeStruct((8, 4096), jnp.bfloat16, sharding=NamedSharding(mesh, PartitionSpec()))
+    loop = jax.jit(lambda x, w: jax.lax.fori_loop(0, 5, lambda i, h: jnp.tanh(h @ w), x))
+    traffic = hbm_traffic(loop.lower(x, w).compile().as_text())
+    assert traffic.loops == 1 and traffic.total > 0

@@ -151,7 +151,8 @@ def computations(hlo_text: str) -> tuple[dict[str, list[Instruction]], str]:
 
 
 def _called(attributes: str, key: str) -> list[str]:
-    m = re.search(key + r"=\{?([%\w.\-, ]+)\}?", attributes)
+    """The computations an attribute names: `key=%name` or `key={%a, %b}`."""
+    m = re.search(r"\b" + key + r"=(\{[^}]*\}|%?[\w.\-]+)", attributes)
     return re.findall(r"%?([\w.\-]+)", m.group(1)) if m else []
 
 
