@@ -8,6 +8,7 @@ vocabulary.  `tiny=True` gives a model of a few MB for the smoke tests (tests/te
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -75,18 +76,19 @@ def inputs(cfg, batch: int = 4, text_tokens: int = 32, seed: int = 0):
 def both_sides(dtypes, tiny: bool = False, scan_layers: bool = False, batch: int = 4):
     """Yields, per dtype, the same random small LLaVA in both frameworks and its inputs:
     (dtype, transformers model, our model, ids int64[B, T], pixels float32 NHWC, torch ids, torch pixels NCHW
-    in the dtype).  scan_layers: ours with scanned decoder layers; batch: B."""
+    in the dtype).  scan_layers: ours with scanned decoder layers; batch: B.  Each dtype's transformers model is
+    converted from a float32 copy, so a float32 one after a bfloat16 one holds no rounded weights."""
     import jax.numpy as jnp
     import torch
 
     from vlmcls_jax.convert import load_hf
 
     with tempfile.TemporaryDirectory() as folder:
-        ref, cfg = hf_llava(folder, tiny=tiny)
+        master, cfg = hf_llava(folder, tiny=tiny)
         ids, pixels = inputs(cfg, batch)
         for dtype in dtypes:
             torch_dtype = getattr(torch, dtype)
-            ref = ref.to(torch_dtype)
+            ref = copy.deepcopy(master).to(torch_dtype)
             yield (dtype, ref, load_hf(folder, dtype=jnp.dtype(dtype), scan_layers=scan_layers), ids, pixels,
                    torch.tensor(ids), torch.tensor(pixels.transpose(0, 3, 1, 2)).to(torch_dtype))
 
