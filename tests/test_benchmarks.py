@@ -29,12 +29,13 @@ def test_generation_benchmark_runs_both_sides(capsys):
 def test_both_sides_gives_float32_weights_after_bfloat16():
     """`--dtypes bfloat16,float32` once gave the float32 transformers model the bfloat16-rounded weights (it was
     converted in place), and class_scoring.py's agreement check failed on it."""
-    import benchlib
     import numpy as np
     from flax import nnx
 
-    models = {dtype: (ref, ours) for dtype, ref, ours, *_ in benchlib.both_sides(("bfloat16", "float32"), tiny=True)}
-    ref, ours = models["float32"]
+    import benchlib
+
+    sides = benchlib.both_sides(("bfloat16", "float32"), tiny=True)
+    ref, ours = {dtype: (ref, ours) for dtype, ref, ours, *_ in sides}["float32"]
     theirs = ref.model.language_model.layers[0].mlp.down_proj.weight.detach().numpy()
     mine = np.asarray(nnx.state(ours)["language_model"]["model"]["layers"][0]["mlp"]["down_proj"]["kernel"][...])
     np.testing.assert_array_equal(theirs.T, mine)
