@@ -68,8 +68,11 @@ def costs(compiled) -> dict:
 
 
 def timed_compile(label: str, lower):
+    from vlmcls_jax.models.layers import compiling_for
+
     start = time.perf_counter()
-    compiled = lower().compile()
+    with compiling_for("tpu"):
+        compiled = lower().compile()
     print(f"  compiled {label} in {time.perf_counter() - start:.0f} s", flush=True)
     return compiled
 

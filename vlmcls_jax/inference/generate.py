@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from vlmcls_jax.models.causal_lm import DecoderStack
+from vlmcls_jax.models.layers import xla_cpu
 from vlmcls_jax.sharding import put_batch
 
 
@@ -61,7 +62,7 @@ def _generate(graphdef, state, input_ids, attention_mask, images: dict, *, max_n
 def unrolled_for_decoding(model: nnx.Module) -> nnx.Module:
     """On the CPU backend: `model` with every stacked decoder stack split into per-layer modules (in place; call
     it on a merged copy inside jit, once, outside the decode loop).  Elsewhere, `model` unchanged."""
-    if jax.default_backend() == "cpu":
+    if xla_cpu():
         for _, module in list(nnx.iter_modules(model)):
             if isinstance(module, DecoderStack):
                 module.unstack()

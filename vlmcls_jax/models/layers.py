@@ -15,6 +15,7 @@ float32 (`preferred_element_type`), norms and softmax run in float32.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from typing import Any
 
@@ -31,6 +32,27 @@ default_init = nnx.initializers.normal(stddev=0.02)
 # Set by `sharding.activation_sharding(mesh)` while a step is traced: maps (array, logical axes) to the
 # array with a sharding constraint.  Unset (the default), `constrain` does nothing.
 ACTIVATION_CONSTRAINT: contextvars.ContextVar = contextvars.ContextVar("activation_constraint", default=None)
+
+
+# The platform a program is being traced for when it is not this process's default backend: the plan sets it
+# (`compiling_for`) while it compiles for a TPU topology or a GPU budget from a CPU host, so that the XLA:CPU
+# workarounds (`xla_cpu`) stay out of those programs.
+_TARGET_PLATFORM: contextvars.ContextVar = contextvars.ContextVar("target_platform", default=None)
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str):
+    """Programs traced inside are for `platform` ("tpu", "gpu", "cpu")."""
+    token = _TARGET_PLATFORM.set(platform)
+    try:
+        yield
+    finally:
+        _TARGET_PLATFORM.reset(token)
+
+
+def xla_cpu() -> bool:
+    """Whether the program being traced is for XLA:CPU (the default backend, unless `compiling_for` says other)."""
+    return (_TARGET_PLATFORM.get() or jax.default_backend()) == "cpu"
 
 
 def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
@@ -62,8 +84,7 @@ def matmul(x: jax.Array, w: jax.Array, spec: str, dtype: Dtype) -> jax.Array:
 def _cpu_bfloat16_vector(x: jax.Array, spec: str) -> bool:
     """A bfloat16 product of one row (every dimension of x but the contracted last one is 1) on XLA:CPU, with a
     `...` spec (so a leading axis may be added)."""
-    return (x.dtype == jnp.bfloat16 and spec.startswith("...") and x.size == x.shape[-1]
-            and jax.default_backend() == "cpu")
+    return x.dtype == jnp.bfloat16 and spec.startswith("...") and x.size == x.shape[-1] and xla_cpu()
 
 
 class Linear(nnx.Module):
@@ -132,17 +153,28 @@ class RMSNorm(nnx.Module):
 
 
 def activation(name: str):
-    """HF activation names -> functions. "gelu" is the exact erf GELU (not the tanh approximation)."""
+    """HF activation names -> functions. "gelu" is the exact erf GELU (not the tanh approximation).
+
+    In bfloat16 each rounds where PyTorch does: its fused kernels (SiLU, GELU) compute in float32 and round once,
+    and CLIP's quick GELU is three PyTorch ops (`x * torch.sigmoid(1.702 * x)`, the constant kept in float32),
+    each rounded.  (Applying the JAX
+    functions to bfloat16 directly would round after every primitive of their expansion, which is further from
+    PyTorch and, on XLA:CPU, 1.8x slower: benchmarks/RESULTS.md section 11.)"""
     table = {
-        "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-        "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-        "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-        "silu": jax.nn.silu,
+        "quick_gelu": lambda x: x * _in_float32(jax.nn.sigmoid)(_in_float32(lambda x: 1.702 * x)(x)),
+        "gelu": _in_float32(lambda x: jax.nn.gelu(x, approximate=False)),
+        "gelu_pytorch_tanh": _in_float32(lambda x: jax.nn.gelu(x, approximate=True)),
+        "silu": _in_float32(jax.nn.silu),
         "relu": jax.nn.relu,
     }
     if name not in table:
         raise ValueError(f"unsupported activation {name!r}; known: {sorted(table)}")
     return table[name]
+
+
+def _in_float32(fn):
+    """fn computed in float32, rounded once to its input's dtype."""
+    return lambda x: fn(x.astype(jnp.float32)).astype(x.dtype)
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:

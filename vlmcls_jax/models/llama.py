@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from vlmcls_jax.models.causal_lm import CausalLM, DecoderStack, StepMasks, output_head
-from vlmcls_jax.models.layers import Embed, Linear, RMSNorm, cached_attention
+from vlmcls_jax.models.layers import Embed, Linear, RMSNorm, activation, cached_attention, xla_cpu
 from vlmcls_jax.models.scan import stack_layers
 
 
@@ -82,7 +82,18 @@ def rotary(positions: jax.Array, freq: np.ndarray) -> tuple[jax.Array, jax.Array
     """positions int[B, T] -> (cos, sin) float32[B, T, 1, H] (frequencies repeated, HF layout)."""
     angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(freq)
     angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
-    return jnp.cos(angles), jnp.sin(angles)
+    return _materialized(jnp.cos(angles)), _materialized(jnp.sin(angles))
+
+
+def _materialized(x: jax.Array) -> jax.Array:
+    """x, computed once.  XLA:CPU fuses an elementwise producer into every consumer, so each layer's q and k
+    rotation would evaluate cos and sin again for every head (an optimization barrier does not stop it on
+    XLA:CPU); the one op it does not fuse into them is a matrix product, here with the identity (exact at HIGHEST
+    precision).  On other backends x unchanged."""
+    if not xla_cpu():
+        return x
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
+    return jnp.einsum("...h,hg->...g", x, eye, precision=jax.lax.Precision.HIGHEST)
 
 
 def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
@@ -130,7 +141,7 @@ class LlamaMLP(nnx.Module):
 
     @jax.named_scope("mlp")
     def __call__(self, x):
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(activation("silu")(self.gate_proj(x)) * self.up_proj(x))
 
 
 class LlamaDecoderLayer(nnx.Module):

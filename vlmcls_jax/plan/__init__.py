@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import time
 
+from vlmcls_jax.models.layers import compiling_for
 from vlmcls_jax.plan.chips import Target
 
 GIB = 2 ** 30
@@ -87,7 +88,7 @@ def compile_row(program, target: Target) -> Row:
     n, chip = target.num_devices, target.chip
     start = time.perf_counter()
     try:
-        with without_persistent_cache():
+        with without_persistent_cache(), compiling_for(target.platform):
             compiled = program.compiled()
     except Exception as e:   # noqa: BLE001  (the compiler raises XlaRuntimeError; only memory refusals are kept)
         reason = _refusal(e)

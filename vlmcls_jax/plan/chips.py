@@ -46,6 +46,11 @@ class Target:
     def num_devices(self) -> int:
         return len(self.devices)
 
+    @property
+    def platform(self) -> str:
+        """What the programs are for: "tpu", or "gpu" for a budget target (compiled for XLA:CPU as a stand-in)."""
+        return "tpu" if self.compiled_for.startswith("TPU") else "gpu"
+
 
 def tpu_target(topology: str) -> Target:
     """`topology` as JAX spells it ("v5e:2x4" = v5e-8, "v4:2x2x1" = v4-8, "v5p:2x2x1" = v5p-8, "v5e:4x8" =
