@@ -67,8 +67,16 @@ def test_rotary_tables_are_computed_once_on_xla_cpu():
     (6 times each for 3 layers); `llama.rotary` makes it compute each once."""
     import re
 
+    from vlmcls_jax.models.llama import rotary
+
     text = _llama_forward_text(lowered=False)
     assert len(re.findall(r"\bcosine\(", text)) == 1 and len(re.findall(r"\bsine\(", text)) == 1
+    positions = jnp.arange(40, dtype=jnp.int32).reshape(2, 20) * 97        # and the tables are unchanged
+    freq = 1.0 / (10000.0 ** (np.arange(0, 16, 2) / 16)).astype(np.float32)
+    angles = jnp.concatenate([positions[..., None] * jnp.asarray(freq)] * 2, -1)[:, :, None, :]
+    cos, sin = jax.jit(rotary, static_argnums=1)(positions, tuple(freq))
+    np.testing.assert_array_equal(cos, jax.jit(jnp.cos)(angles))
+    np.testing.assert_array_equal(sin, jax.jit(jnp.sin)(angles))
 
 
 def test_programs_for_another_platform_leave_out_the_xla_cpu_workarounds():

@@ -83,9 +83,7 @@ def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: l
         (np.asarray(input_ids, np.int32), np.asarray(attention_mask, np.int32), *images.values()), mesh)
     cache, first_logp = _prefill(graphdef, state, prompt_ids, prompt_mask, dict(zip(images, values)),
                                  num_slots=int(np.shape(input_ids)[1]))
-    first = np.asarray(first_logp)                                                        # [B, V]
-    per_token = np.zeros((first.shape[0], C, L), np.float32)
-    per_token[:, :, 0] = first[:, [c[0] for c in candidates]]
+    per_token = np.zeros((first_logp.shape[0], C, L), np.float32)
     if L > 1:
         tree = token_tree.pack(candidates, width=max(16, _bucket(L - 1)))
         W = tree.tokens.shape[1]
@@ -93,6 +91,7 @@ def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: l
         calls = -(-R // max(1, chunk_size // W))                  # about chunk_size tokens per call
         per_call = -(-R // calls)                                 # rows per call, balanced: little padding
         rows = per_call                                           # one compiled row count
+        dispatched = []                                           # all calls queued before the first is read
         for start in range(0, R, per_call):
             sel = (tree.target_row >= start) & (tree.target_row < start + per_call)
             K = -(-int(sel.sum()) // 128) * 128                   # targets padded to a multiple of 128
@@ -100,10 +99,11 @@ def score_candidates(model: nnx.Module, input_ids, attention_mask, candidates: l
             block = lambda a: np.concatenate([a[start:start + per_call],
                                               np.zeros((rows - len(a[start:start + per_call]),) + a.shape[1:],
                                                        a.dtype)])
-            picked = np.asarray(_score_rows(graphdef, state, cache, block(tree.tokens), block(tree.depth),
-                                            block(tree.mask), pad(tree.target_row[sel] - start),
-                                            pad(tree.target_slot[sel]), pad(tree.target_token[sel])))
-            n = int(sel.sum())
-            per_token[:, tree.target_candidate[sel], tree.target_index[sel]] = picked[:, :n]
+            dispatched.append((sel, _score_rows(graphdef, state, cache, block(tree.tokens), block(tree.depth),
+                                                block(tree.mask), pad(tree.target_row[sel] - start),
+                                                pad(tree.target_slot[sel]), pad(tree.target_token[sel]))))
+        for sel, picked in dispatched:
+            per_token[:, tree.target_candidate[sel], tree.target_index[sel]] = np.asarray(picked)[:, :int(sel.sum())]
+    per_token[:, :, 0] = np.asarray(first_logp)[:, [c[0] for c in candidates]]   # [B, V] -> [B, C]
     sums = per_token.sum(-1)
     return (sums, lengths, per_token) if token_logprobs else (sums, lengths)

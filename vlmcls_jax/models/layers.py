@@ -157,9 +157,8 @@ def activation(name: str):
 
     In bfloat16 each rounds where PyTorch does: its fused kernels (SiLU, GELU) compute in float32 and round once,
     and CLIP's quick GELU is three PyTorch ops (`x * torch.sigmoid(1.702 * x)`, the constant kept in float32),
-    each rounded.  (Applying the JAX
-    functions to bfloat16 directly would round after every primitive of their expansion, which is further from
-    PyTorch and, on XLA:CPU, 1.8x slower: benchmarks/RESULTS.md section 11.)"""
+    each rounded.  (The JAX functions applied to bfloat16 directly round after every primitive of their
+    expansion: further from PyTorch and, on XLA:CPU, 1.8x slower; benchmarks/RESULTS.md section 11.)"""
     table = {
         "quick_gelu": lambda x: x * _in_float32(jax.nn.sigmoid)(_in_float32(lambda x: 1.702 * x)(x)),
         "gelu": _in_float32(lambda x: jax.nn.gelu(x, approximate=False)),
