@@ -123,3 +123,14 @@ def test_forward_products_times_xla_both_accumulations_and_pytorch(capsys):
     assert set(r) == {"XLA, float32 accumulation", "XLA, bfloat16 accumulation", "PyTorch F.linear"}
     assert all(v["seconds"] > 0 and v["gflops"] > 0 for v in r.values())
     assert "PyTorch / this" in capsys.readouterr().out
+
+
+def test_thunk_profile_reads_xla_cpu_per_op_times(capsys):
+    """The profile the RESULTS cite: XLA:CPU's per-thunk trace events, grouped by op; the tiny forward's output
+    head (its largest product) is the largest library call."""
+    import thunk_profile
+    grouped = thunk_profile.run(("float32",), repeats=1, tiny=True)["float32"]
+    assert sum(grouped.values()) > 0
+    (_, kind, _), _ = grouped.most_common(1)[0]
+    assert kind.startswith(thunk_profile.LIBRARY_OPS)
+    assert "of it in library calls" in capsys.readouterr().out
