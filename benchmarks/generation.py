@@ -6,7 +6,8 @@
 
 EOS is never emitted (no EOS id), so both sides produce exactly 32 tokens.  Also: the time of one decode step
 of ours ((generate - prefill) / 31) against the time to read every weight once at the memory bandwidth
-measured in this run (a jitted reduction over a 1 GiB array), since single-token decoding is bandwidth-bound.
+measured in the same rounds (a jitted reduction over a 1 GiB array, median), since single-token decoding is
+bandwidth-bound.
 The weights one step reads are the language model's, less the input embedding table (`decode_weight_bytes`).
 """
 
@@ -39,7 +40,8 @@ def run(dtypes=("float32", "bfloat16"), repeats: int = 5, tiny: bool = False, sc
     from vlmcls_jax.inference.generate import generate
 
     results = {}
-    bytes_per_s = benchlib.bandwidth(1 << 24 if tiny else 1 << 30)
+    reference_bytes = 1 << 24 if tiny else 1 << 30
+    reference = benchlib.read_reference(reference_bytes)
     for dtype, ref, ours, ids, pixels, t_ids, t_pixels in benchlib.both_sides(dtypes, tiny, scan_layers,
                                                                                               1 if batch_1 else 4):
         mask = np.ones_like(ids)
@@ -58,8 +60,9 @@ def run(dtypes=("float32", "bfloat16"), repeats: int = 5, tiny: bool = False, sc
             assert out.shape[1] == n
 
         times = benchlib.alternate({"transformers": torch_generate, "ours": ours_generate,
-                                    "ours_prefill": lambda: ours_generate(1)}, repeats)
+                                    "ours_prefill": lambda: ours_generate(1), "reference": reference}, repeats)
         step = (times["ours"] - times["ours_prefill"]) / (NEW_TOKENS - 1)
+        bytes_per_s = reference_bytes / times["reference"]
         read = weight_bytes / bytes_per_s
         results[dtype] = dict(times, ratio=times["transformers"] / times["ours"], decode_step=step,
                               weight_read=read, bandwidth=bytes_per_s)
