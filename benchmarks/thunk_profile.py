@@ -79,10 +79,9 @@ def program(dtype: str, tiny: bool, decode: bool, scoring: bool):
     if decode:
         import decode_anatomy
 
-        lm = ours.language_model
-        step = decode_anatomy.decode_steps(lm, ids.shape[0], lm.config.hidden_size, ids.shape[1] + 8,
-                                           np.random.default_rng(0))["decode step"]
-        fn = step
+        lm = ours.language_model   # one token after the prompt, 8 free cache slots, as decode_anatomy.py times it
+        fn = decode_anatomy.decode_steps(lm, ids.shape[0], lm.config.hidden_size, ids.shape[1] + 8,
+                                         np.random.default_rng(0))["decode step"]
     elif scoring:
         import class_scoring
         from vlmcls_jax.data.prompts import OPEN_QUESTION, SCORING_PREFIX, llava_prompt, tokenize_prompts
